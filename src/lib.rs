@@ -1,0 +1,14 @@
+//! fedns: cross-cluster DNS service discovery for federated Kubernetes.
+//!
+//! Data flows one way: sources ([`source`]) → normalized model ([`model`]) → the single-writer
+//! [`engine`] (record computation in [`records`], names in [`naming`]) → the [`store`] of pre-rendered
+//! answers → the answer path ([`responder`], driven by the sockets in [`server`]).
+
+pub mod crd;
+pub mod model;
+pub mod naming;
+pub mod records;
+pub mod responder;
+pub mod store;
+pub mod wire;
+pub mod source;
