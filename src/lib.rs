@@ -5,6 +5,7 @@
 //! answers → the answer path ([`responder`], driven by the sockets in [`server`]).
 
 pub mod crd;
+pub mod engine;
 pub mod model;
 pub mod naming;
 pub mod records;

@@ -1,0 +1,1114 @@
+//! The engine: the one writer of the [`RecordStore`]. It holds the federation model (per-cluster
+//! slices, so a relist of one cluster replaces only that cluster), applies [`SourceEvent`]s with
+//! synchronous calls, recomputes only the records an event touches, and publishes their
+//! pre-rendered entries. Names are *claimed* by owners; when two owners claim one name the lowest
+//! [`Owner`] wins (static zone data first) and the others are reported as conflicts, never silently.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hickory_proto::rr::Name;
+
+use crate::model::{
+    DomainSpec, EndpointsState, FederationObject, FederationObjectId, IngressRecordSpec,
+    LoadBalancer, MemberObject, MemberObjectId, MemberSpec, NodeTopology, ObjectKey,
+    ServiceRecordSpec, ServiceState, SourceEvent, topology_from_nodes,
+};
+use crate::naming::{self, NameError};
+use crate::records::{
+    self, Computed, MemberInput, NameProblem, RecordData, ResolvedHost, ShardInput, TtlPolicy,
+};
+use crate::store::{EntryBuilder, RecordStore, SoaFields, Zone, ZoneTable};
+use crate::wire::rtype;
+
+/// Who put a name in the store. Order is priority: the first claimant of a name wins.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Owner {
+    /// A name from a static zone file (keyed by the zone's apex).
+    Static(String),
+    /// The generated apex (SOA/NS) of a Domain zone.
+    Apex(String),
+    Service(ObjectKey),
+    Ingress(ObjectKey),
+}
+
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Owner::Static(zone) => write!(f, "static zone {zone}"),
+            Owner::Apex(zone) => write!(f, "apex of Domain zone {zone}"),
+            Owner::Service(k) => write!(f, "ServiceDNSRecord {k}"),
+            Owner::Ingress(k) => write!(f, "IngressDNSRecord {k}"),
+        }
+    }
+}
+
+/// One static record set from a zone file, rdata already in wire form (names uncompressed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticSet {
+    pub rtype: u16,
+    pub ttl: u32,
+    pub rdatas: Vec<Vec<u8>>,
+}
+
+/// A zone loaded from a master file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticZone {
+    pub apex: Name,
+    pub soa: SoaFields,
+    pub serial: u32,
+    /// Every name of the zone (the apex included) and its sets; the SOA itself is not among them.
+    pub names: BTreeMap<Name, Vec<StaticSet>>,
+}
+
+/// What a name carries, as claimed by one owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    Record(RecordData),
+    Static {
+        apex: bool,
+        sets: Vec<StaticSet>,
+    },
+    Apex {
+        name_servers: Vec<Name>,
+        ttl: u32,
+    },
+}
+
+/// Settings of the engine.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub ttl: TtlPolicy,
+    /// How long an unreachable member keeps its targets.
+    pub grace: Duration,
+    /// Negative-caching TTL (SOA MINIMUM) of Domain zones.
+    pub negative_ttl: u32,
+    /// TTL of SOA and NS at the apex of Domain zones.
+    pub apex_ttl: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            ttl: TtlPolicy::default(),
+            grace: Duration::ZERO,
+            negative_ttl: 30,
+            apex_ttl: 3600,
+        }
+    }
+}
+
+/// Everything one member cluster reported.
+#[derive(Debug, Default, Clone)]
+struct ClusterSlice {
+    services: HashMap<ObjectKey, ServiceState>,
+    endpoint_slices: HashMap<ObjectKey, EndpointsState>,
+    endpoints: HashMap<ObjectKey, EndpointsState>,
+    ingresses: HashMap<ObjectKey, LoadBalancer>,
+    nodes: HashMap<String, NodeTopology>,
+    /// Ready endpoints per Service from its EndpointSlices: slice name → ready.
+    slices_by_service: HashMap<ObjectKey, HashMap<String, u32>>,
+    zones: BTreeSet<String>,
+    region: Option<String>,
+}
+
+impl ClusterSlice {
+    fn ready_endpoints(&self, service: &ObjectKey) -> u32 {
+        match self.slices_by_service.get(service) {
+            Some(slices) if !slices.is_empty() => slices.values().sum(),
+            // Services without any EndpointSlice fall back to core/v1 Endpoints.
+            _ => self.endpoints.get(service).map_or(0, |e| e.ready),
+        }
+    }
+
+    fn service_of_slice(key: &ObjectKey, eps: &EndpointsState) -> ObjectKey {
+        ObjectKey::new(key.namespace.clone(), eps.service.clone())
+    }
+
+    /// Applies one object; returns the record keys it may affect.
+    fn apply(&mut self, object: MemberObject, touched: &mut Touched) {
+        match object {
+            MemberObject::Service(key, state) => {
+                self.services.insert(key.clone(), state);
+                touched.services.insert(key);
+            }
+            MemberObject::EndpointSlice(key, eps) => {
+                if let Some(old) = self.endpoint_slices.remove(&key) {
+                    self.unindex_slice(&key, &old, touched);
+                }
+                let service = Self::service_of_slice(&key, &eps);
+                self.slices_by_service
+                    .entry(service.clone())
+                    .or_default()
+                    .insert(key.name.clone(), eps.ready);
+                touched.services.insert(service);
+                self.endpoint_slices.insert(key, eps);
+            }
+            MemberObject::Endpoints(key, eps) => {
+                touched
+                    .services
+                    .insert(ObjectKey::new(key.namespace.clone(), eps.service.clone()));
+                self.endpoints.insert(key, eps);
+            }
+            MemberObject::Ingress(key, lb) => {
+                self.ingresses.insert(key.clone(), lb);
+                touched.ingresses.insert(key);
+            }
+            MemberObject::Node(name, topo) => {
+                self.nodes.insert(name, topo);
+                touched.topology = true;
+            }
+        }
+    }
+
+    fn unindex_slice(&mut self, key: &ObjectKey, eps: &EndpointsState, touched: &mut Touched) {
+        let service = Self::service_of_slice(key, eps);
+        if let Some(slices) = self.slices_by_service.get_mut(&service) {
+            slices.remove(&key.name);
+            if slices.is_empty() {
+                self.slices_by_service.remove(&service);
+            }
+        }
+        touched.services.insert(service);
+    }
+
+    fn delete(&mut self, id: &MemberObjectId, touched: &mut Touched) {
+        match id {
+            MemberObjectId::Service(key) => {
+                self.services.remove(key);
+                touched.services.insert(key.clone());
+            }
+            MemberObjectId::EndpointSlice(key) => {
+                if let Some(old) = self.endpoint_slices.remove(key) {
+                    self.unindex_slice(key, &old, touched);
+                }
+            }
+            MemberObjectId::Endpoints(key) => {
+                if let Some(old) = self.endpoints.remove(key) {
+                    touched
+                        .services
+                        .insert(ObjectKey::new(key.namespace.clone(), old.service));
+                }
+            }
+            MemberObjectId::Ingress(key) => {
+                self.ingresses.remove(key);
+                touched.ingresses.insert(key.clone());
+            }
+            MemberObjectId::Node(name) => {
+                self.nodes.remove(name);
+                touched.topology = true;
+            }
+        }
+    }
+
+    /// Every record key this slice may affect (used around a relist).
+    fn all_keys(&self, touched: &mut Touched) {
+        touched.services.extend(self.services.keys().cloned());
+        touched
+            .services
+            .extend(self.slices_by_service.keys().cloned());
+        touched.services.extend(
+            self.endpoints
+                .iter()
+                .map(|(k, e)| ObjectKey::new(k.namespace.clone(), e.service.clone())),
+        );
+        touched.ingresses.extend(self.ingresses.keys().cloned());
+    }
+}
+
+/// Record keys to recompute at the next flush.
+#[derive(Debug, Default)]
+struct Touched {
+    services: HashSet<ObjectKey>,
+    ingresses: HashSet<ObjectKey>,
+    topology: bool,
+    everything: bool,
+    zones: bool,
+}
+
+/// Per-member liveness: declared readiness and observed reachability.
+#[derive(Debug, Clone)]
+struct Liveness {
+    reachable: bool,
+    /// When the member stopped being ready (declared or observed); grace runs from here.
+    down_since: Option<Instant>,
+}
+
+/// Why a name answers what it answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explanation {
+    pub name: String,
+    pub zone: Option<String>,
+    /// The owner whose data is served, and its data.
+    pub served: Option<(Owner, Claim)>,
+    /// Other owners claiming the same name (conflicts).
+    pub rejected: Vec<Owner>,
+    /// The computation behind the served data, for computed owners.
+    pub computed: Option<Computed>,
+    /// Error that kept the owner from producing any name.
+    pub record_error: Option<String>,
+    pub empty_non_terminal: bool,
+}
+
+/// A name two owners claimed; the loser is reported here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    pub name: String,
+    pub winner: Owner,
+    pub loser: Owner,
+}
+
+/// The single writer of the record store.
+#[derive(Debug)]
+pub struct Engine {
+    store: Arc<RecordStore>,
+    settings: Settings,
+    domains: BTreeMap<String, DomainSpec>,
+    services: BTreeMap<ObjectKey, ServiceRecordSpec>,
+    ingresses: BTreeMap<ObjectKey, IngressRecordSpec>,
+    members: BTreeMap<String, MemberSpec>,
+    liveness: HashMap<String, Liveness>,
+    slices: BTreeMap<String, ClusterSlice>,
+    static_zones: Vec<StaticZone>,
+    hosts: HashMap<String, ResolvedHost>,
+    /// name key → claims, sorted by owner.
+    claims: HashMap<Box<[u8]>, Vec<(Owner, Claim)>>,
+    owned: HashMap<Owner, Vec<Box<[u8]>>>,
+    /// Names served with data (not empty non-terminals).
+    present: HashSet<Box<[u8]>>,
+    /// Empty non-terminals: name key → number of present descendants.
+    ent_refs: HashMap<Box<[u8]>, u32>,
+    /// Problems per owner (invalid labels, record errors) from the last computation.
+    problems: BTreeMap<Owner, Vec<String>>,
+    touched: Touched,
+    dirty_zones: HashSet<Box<[u8]>>,
+}
+
+impl Engine {
+    pub fn new(store: Arc<RecordStore>, settings: Settings) -> Self {
+        Self {
+            store,
+            settings,
+            domains: BTreeMap::new(),
+            services: BTreeMap::new(),
+            ingresses: BTreeMap::new(),
+            members: BTreeMap::new(),
+            liveness: HashMap::new(),
+            slices: BTreeMap::new(),
+            static_zones: Vec::new(),
+            hosts: HashMap::new(),
+            claims: HashMap::new(),
+            owned: HashMap::new(),
+            present: HashSet::new(),
+            ent_refs: HashMap::new(),
+            problems: BTreeMap::new(),
+            touched: Touched::default(),
+            dirty_zones: HashSet::new(),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<RecordStore> {
+        &self.store
+    }
+
+    /// Applies one source event to the model. Call [`Engine::flush`] to publish.
+    pub fn apply(&mut self, event: SourceEvent, now: Instant) {
+        match event {
+            SourceEvent::ApplyFederation(object) => self.apply_federation(object, now),
+            SourceEvent::DeleteFederation(id) => self.delete_federation(&id, now),
+            SourceEvent::ResetFederation(objects) => {
+                let ids: Vec<_> = self
+                    .domains
+                    .keys()
+                    .map(|d| FederationObjectId::Domain(d.clone()))
+                    .chain(
+                        self.services
+                            .keys()
+                            .map(|k| FederationObjectId::ServiceRecord(k.clone())),
+                    )
+                    .chain(
+                        self.ingresses
+                            .keys()
+                            .map(|k| FederationObjectId::IngressRecord(k.clone())),
+                    )
+                    .chain(
+                        self.members
+                            .keys()
+                            .map(|m| FederationObjectId::Member(m.clone())),
+                    )
+                    .collect();
+                let keep: HashSet<_> = objects.iter().map(FederationObject::id).collect();
+                for id in ids.into_iter().filter(|id| !keep.contains(id)) {
+                    self.delete_federation(&id, now);
+                }
+                for object in objects {
+                    self.apply_federation(object, now);
+                }
+            }
+            SourceEvent::ApplyMember(cluster, object) => {
+                let slice = self.slices.entry(cluster).or_insert_with(|| {
+                    self.touched.topology = true;
+                    ClusterSlice::default()
+                });
+                slice.apply(object, &mut self.touched);
+            }
+            SourceEvent::DeleteMember(cluster, id) => {
+                if let Some(slice) = self.slices.get_mut(&cluster) {
+                    slice.delete(&id, &mut self.touched);
+                }
+            }
+            SourceEvent::ResetMember(cluster, objects) => {
+                let mut fresh = ClusterSlice::default();
+                let old = self.slices.remove(&cluster);
+                if let Some(old) = &old {
+                    old.all_keys(&mut self.touched);
+                }
+                for object in objects {
+                    fresh.apply(object, &mut self.touched);
+                }
+                self.slices.insert(cluster, fresh);
+                self.touched.topology = true;
+            }
+            SourceEvent::MemberReachable(cluster, reachable) => {
+                let live = self.liveness.entry(cluster.clone()).or_insert(Liveness {
+                    reachable: true,
+                    down_since: None,
+                });
+                if live.reachable != reachable {
+                    live.reachable = reachable;
+                    self.touched.everything = true;
+                }
+                self.refresh_down_since(&cluster, now);
+            }
+            SourceEvent::Synced => self.store.mark_synced(),
+        }
+    }
+
+    fn apply_federation(&mut self, object: FederationObject, now: Instant) {
+        match object {
+            FederationObject::Domain(d) => {
+                if self.domains.get(&d.federation) != Some(&d) {
+                    self.domains.insert(d.federation.clone(), d);
+                    self.touched.zones = true;
+                }
+            }
+            FederationObject::ServiceRecord(r) => {
+                self.touched.services.insert(r.key.clone());
+                self.services.insert(r.key.clone(), r);
+            }
+            FederationObject::IngressRecord(r) => {
+                self.touched.ingresses.insert(r.key.clone());
+                self.ingresses.insert(r.key.clone(), r);
+            }
+            FederationObject::Member(m) => {
+                if self.members.get(&m.name) != Some(&m) {
+                    let name = m.name.clone();
+                    self.members.insert(name.clone(), m);
+                    self.touched.everything = true;
+                    self.refresh_down_since(&name, now);
+                }
+            }
+        }
+    }
+
+    fn delete_federation(&mut self, id: &FederationObjectId, now: Instant) {
+        match id {
+            FederationObjectId::Domain(name) => {
+                if self.domains.remove(name).is_some() {
+                    self.touched.zones = true;
+                }
+            }
+            FederationObjectId::ServiceRecord(key) => {
+                self.services.remove(key);
+                self.touched.services.insert(key.clone());
+            }
+            FederationObjectId::IngressRecord(key) => {
+                self.ingresses.remove(key);
+                self.touched.ingresses.insert(key.clone());
+            }
+            FederationObjectId::Member(name) => {
+                if self.members.remove(name).is_some() {
+                    self.touched.everything = true;
+                }
+                self.refresh_down_since(name, now);
+            }
+        }
+    }
+
+    /// Replaces the static zones (a reload of the zone files).
+    pub fn set_static_zones(&mut self, zones: Vec<StaticZone>) {
+        if self.static_zones != zones {
+            self.static_zones = zones;
+            self.touched.zones = true;
+        }
+    }
+
+    /// Records a new resolution of a load-balancer hostname (or its failure: `None` keeps the last
+    /// good set, as the spec asks).
+    pub fn set_host(&mut self, host: String, resolved: Option<ResolvedHost>) {
+        if let Some(resolved) = resolved
+            && self.hosts.get(&host) != Some(&resolved)
+        {
+            self.hosts.insert(host, resolved);
+            self.touched.everything = true;
+        }
+    }
+
+    /// Every load-balancer hostname the model references, for the background resolver.
+    pub fn hostnames(&self) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for slice in self.slices.values() {
+            for svc in slice.services.values() {
+                out.extend(svc.load_balancer.hostnames.iter().cloned());
+            }
+            for lb in slice.ingresses.values() {
+                out.extend(lb.hostnames.iter().cloned());
+            }
+        }
+        out
+    }
+
+    fn is_ready(&self, cluster: &str) -> bool {
+        let declared = self.members.get(cluster).is_some_and(|m| m.ready);
+        let reachable = self.liveness.get(cluster).is_none_or(|l| l.reachable);
+        declared && reachable
+    }
+
+    fn refresh_down_since(&mut self, cluster: &str, now: Instant) {
+        let ready = self.is_ready(cluster);
+        let live = self
+            .liveness
+            .entry(cluster.to_owned())
+            .or_insert(Liveness {
+                reachable: true,
+                down_since: None,
+            });
+        match (ready, live.down_since) {
+            (true, _) => live.down_since = None,
+            (false, None) => live.down_since = Some(now),
+            (false, Some(_)) => {}
+        }
+    }
+
+    /// A member's targets may be served: ready, or down for less than the grace period.
+    fn is_serving(&self, cluster: &str, now: Instant) -> bool {
+        if self.is_ready(cluster) {
+            return true;
+        }
+        match self.liveness.get(cluster).and_then(|l| l.down_since) {
+            Some(since) => now.saturating_duration_since(since) < self.settings.grace,
+            None => false,
+        }
+    }
+
+    /// When the next grace period ends, so the caller can wake up and call [`Engine::expire`].
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.liveness
+            .iter()
+            .filter_map(|(_, l)| l.down_since.map(|s| s + self.settings.grace))
+            .filter(|_| !self.settings.grace.is_zero())
+            .min()
+    }
+
+    /// Withdraws the targets of members whose grace period has run out by `now`.
+    pub fn expire(&mut self, now: Instant) {
+        let expired: Vec<String> = self
+            .liveness
+            .iter()
+            .filter(|(_, l)| l.down_since.is_some_and(|s| s + self.settings.grace <= now))
+            .map(|(c, _)| c.clone())
+            .collect();
+        if !expired.is_empty() {
+            self.touched.everything = true;
+        }
+        for cluster in expired {
+            // Keep `down_since`; `is_serving` now answers false for it. Stop re-waking for it.
+            if let Some(l) = self.liveness.get_mut(&cluster) {
+                l.down_since = l.down_since.map(|s| s.min(now - self.settings.grace));
+            }
+        }
+    }
+
+    /// Whether any event is waiting to be published.
+    pub fn has_pending(&self) -> bool {
+        let t = &self.touched;
+        !t.services.is_empty() || !t.ingresses.is_empty() || t.topology || t.everything || t.zones
+    }
+
+    /// Recomputes what the applied events touched and publishes it to the store.
+    pub fn flush(&mut self, now: Instant) {
+        let touched = std::mem::take(&mut self.touched);
+        if touched.topology || touched.everything || touched.zones {
+            self.refresh_topology();
+        }
+        if touched.zones {
+            self.rebuild(now);
+        } else if touched.everything || touched.topology {
+            for key in self.services.keys().cloned().collect::<Vec<_>>() {
+                self.recompute(Owner::Service(key), now);
+            }
+            for key in self.ingresses.keys().cloned().collect::<Vec<_>>() {
+                self.recompute(Owner::Ingress(key), now);
+            }
+            // Records deleted while everything was dirty.
+            for key in touched.services {
+                if !self.services.contains_key(&key) {
+                    self.recompute(Owner::Service(key), now);
+                }
+            }
+            for key in touched.ingresses {
+                if !self.ingresses.contains_key(&key) {
+                    self.recompute(Owner::Ingress(key), now);
+                }
+            }
+        } else {
+            for key in touched.services {
+                self.recompute(Owner::Service(key), now);
+            }
+            for key in touched.ingresses {
+                self.recompute(Owner::Ingress(key), now);
+            }
+        }
+        let zones = self.store.zones();
+        for key in self.dirty_zones.drain() {
+            if let Some(zone) = zones.iter().find(|z| *z.key() == *key) {
+                zone.bump_serial();
+            }
+        }
+    }
+
+    fn refresh_topology(&mut self) {
+        for (name, slice) in &mut self.slices {
+            let (zones, region) = topology_from_nodes(slice.nodes.values());
+            let declared = self.members.get(name);
+            slice.zones = match declared {
+                Some(m) if !m.zones.is_empty() => m.zones.iter().cloned().collect(),
+                _ => zones,
+            };
+            slice.region = declared.and_then(|m| m.region.clone()).or(region);
+        }
+    }
+
+    /// Topology of a member: declared (KubeFedCluster status, config) wins over node labels.
+    fn member_topology(&self, cluster: &str) -> (BTreeSet<String>, Option<String>) {
+        match self.slices.get(cluster) {
+            Some(slice) => (slice.zones.clone(), slice.region.clone()),
+            None => {
+                let m = self.members.get(cluster);
+                (
+                    m.map(|m| m.zones.iter().cloned().collect())
+                        .unwrap_or_default(),
+                    m.and_then(|m| m.region.clone()),
+                )
+            }
+        }
+    }
+
+    /// Computes what `owner` claims now. `Ok(None)` means the owner no longer exists.
+    fn compute(&self, owner: &Owner, now: Instant) -> Result<Option<Computed>, NameError> {
+        let topologies: Vec<(&String, (BTreeSet<String>, Option<String>), bool)> = self
+            .members
+            .keys()
+            .map(|c| (c, self.member_topology(c), self.is_serving(c, now)))
+            .collect();
+        match owner {
+            Owner::Service(key) => {
+                let Some(record) = self.services.get(key) else {
+                    return Ok(None);
+                };
+                let Some(domain) = self.domains.get(&record.domain_ref) else {
+                    return Err(NameError::InvalidLabel {
+                        what: "domainRef",
+                        value: record.domain_ref.clone(),
+                        reason: "no Domain of that name",
+                    });
+                };
+                let inputs: Vec<MemberInput<'_>> = topologies
+                    .iter()
+                    .map(|(c, (zones, region), serving)| {
+                        let slice = self.slices.get(*c);
+                        MemberInput {
+                            cluster: c,
+                            zones,
+                            region: region.as_deref(),
+                            serving: *serving,
+                            shard: slice.and_then(|s| {
+                                s.services.get(key).map(|svc| ShardInput {
+                                    load_balancer: &svc.load_balancer,
+                                    ready_endpoints: s.ready_endpoints(key),
+                                })
+                            }),
+                        }
+                    })
+                    .collect();
+                records::compute_service(record, domain, &inputs, &self.hosts, &self.settings.ttl)
+                    .map(Some)
+            }
+            Owner::Ingress(key) => {
+                let Some(record) = self.ingresses.get(key) else {
+                    return Ok(None);
+                };
+                let inputs: Vec<MemberInput<'_>> = topologies
+                    .iter()
+                    .map(|(c, (zones, region), serving)| MemberInput {
+                        cluster: c,
+                        zones,
+                        region: region.as_deref(),
+                        serving: *serving,
+                        shard: self.slices.get(*c).and_then(|s| {
+                            s.ingresses.get(key).map(|lb| ShardInput {
+                                load_balancer: lb,
+                                ready_endpoints: 1,
+                            })
+                        }),
+                    })
+                    .collect();
+                Ok(Some(records::compute_ingress(
+                    record,
+                    &inputs,
+                    &self.hosts,
+                    &self.settings.ttl,
+                )))
+            }
+            Owner::Static(_) | Owner::Apex(_) => Ok(None),
+        }
+    }
+
+    /// Recomputes one computed owner and publishes the difference.
+    fn recompute(&mut self, owner: Owner, now: Instant) {
+        let (claims, problems) = match self.compute(&owner, now) {
+            Ok(Some(computed)) => {
+                let zones = self.store.zones();
+                let mut problems: Vec<String> =
+                    computed.problems.iter().map(describe_problem).collect();
+                let mut claims = Vec::with_capacity(computed.records.len());
+                for record in computed.records {
+                    let key = naming::wire_key(&record.name);
+                    if zones.find(&key).is_none() {
+                        problems.push(format!(
+                            "{} is outside every served zone: not answered",
+                            record.name
+                        ));
+                        continue;
+                    }
+                    claims.push((key, Claim::Record(record.data)));
+                }
+                (claims, problems)
+            }
+            Ok(None) => (Vec::new(), Vec::new()),
+            Err(error) => (Vec::new(), vec![error.to_string()]),
+        };
+        if problems.is_empty() {
+            self.problems.remove(&owner);
+        } else {
+            for p in &problems {
+                tracing::warn!(%owner, problem = %p, "record problem");
+            }
+            self.problems.insert(owner.clone(), problems);
+        }
+        self.set_claims(owner, claims);
+    }
+
+    /// Replaces everything `owner` claims with `claims`, publishing each changed name.
+    fn set_claims(&mut self, owner: Owner, claims: Vec<(Box<[u8]>, Claim)>) {
+        let old = self.owned.remove(&owner).unwrap_or_default();
+        let new_keys: HashSet<&[u8]> = claims.iter().map(|(k, _)| &**k).collect();
+        let mut changed: Vec<Box<[u8]>> = Vec::new();
+        for key in old {
+            if !new_keys.contains(&*key) {
+                if let Some(list) = self.claims.get_mut(&key) {
+                    list.retain(|(o, _)| *o != owner);
+                    if list.is_empty() {
+                        self.claims.remove(&key);
+                    }
+                }
+                changed.push(key);
+            }
+        }
+        let mut keys = Vec::with_capacity(claims.len());
+        for (key, claim) in claims {
+            let list = self.claims.entry(key.clone()).or_default();
+            match list.binary_search_by(|(o, _)| o.cmp(&owner)) {
+                Ok(i) if list[i].1 == claim => {}
+                Ok(i) => {
+                    list[i].1 = claim;
+                    changed.push(key.clone());
+                }
+                Err(i) => {
+                    list.insert(i, (owner.clone(), claim));
+                    changed.push(key.clone());
+                }
+            }
+            keys.push(key);
+        }
+        if !keys.is_empty() {
+            self.owned.insert(owner, keys);
+        }
+        for key in changed {
+            self.publish(key);
+        }
+    }
+
+    /// Writes the current winner of `key` to the store, maintaining empty non-terminals.
+    fn publish(&mut self, key: Box<[u8]>) {
+        let zones = self.store.zones();
+        let Some(zone) = zones.find(&key).cloned() else {
+            return;
+        };
+        drop(zones);
+        self.dirty_zones.insert(zone.key().into());
+        let winner = self.claims.get(&key).and_then(|l| l.first());
+        match winner {
+            Some((_, claim)) => {
+                let entry = render(claim);
+                self.store.insert(key.clone(), entry);
+                if self.present.insert(key.clone()) {
+                    self.adjust_ancestors(&key, zone.key(), 1);
+                }
+            }
+            None => {
+                if self.present.remove(&key) {
+                    self.adjust_ancestors(&key, zone.key(), -1);
+                }
+                if self.ent_refs.get(&key).copied().unwrap_or(0) > 0 {
+                    self.store.insert(key, Box::default());
+                } else {
+                    self.store.remove(&key);
+                }
+            }
+        }
+    }
+
+    fn adjust_ancestors(&mut self, key: &[u8], apex: &[u8], delta: i32) {
+        let mut at = 1 + key[0] as usize;
+        while at < key.len() && key.len() - at > apex.len() {
+            let ancestor = &key[at..];
+            let refs = self.ent_refs.entry(ancestor.into()).or_insert(0);
+            let before = *refs;
+            *refs = refs.saturating_add_signed(delta);
+            let after = *refs;
+            if after == 0 {
+                self.ent_refs.remove(ancestor);
+            }
+            if !self.present.contains(ancestor) {
+                if before == 0 && after > 0 {
+                    self.store.insert(ancestor.into(), Box::default());
+                } else if before > 0 && after == 0 {
+                    self.store.remove(ancestor);
+                }
+            }
+            at += 1 + key[at] as usize;
+        }
+    }
+
+    /// The zones fedns serves now: Domains and static zones (a static file's SOA wins).
+    fn zone_table(&self) -> ZoneTable {
+        let old = self.store.zones();
+        let mut by_apex: BTreeMap<Box<[u8]>, Arc<Zone>> = BTreeMap::new();
+        let serial_base = unix_serial();
+        let keep_or_new = |apex: &Name, soa: SoaFields, serial: u32| {
+            match old.by_apex(apex) {
+                Some(z) if z.soa == soa => z.clone(),
+                // Serials never go back: secondaries and caches compare them.
+                Some(z) => Arc::new(Zone::new(
+                    apex.clone(),
+                    soa,
+                    serial.max(z.serial().wrapping_add(1)),
+                )),
+                None => Arc::new(Zone::new(apex.clone(), soa, serial)),
+            }
+        };
+        for domain in self.domains.values() {
+            let Ok(apex) = naming::parse_dotted("domain", &domain.zone) else {
+                tracing::warn!(domain = %domain.federation, zone = %domain.zone, "invalid Domain zone: not served");
+                continue;
+            };
+            let soa = self.domain_soa(domain, &apex);
+            let zone = keep_or_new(&apex, soa, serial_base);
+            by_apex.insert(naming::wire_key(&apex), zone);
+        }
+        for zone in &self.static_zones {
+            let z = keep_or_new(&zone.apex, zone.soa.clone(), zone.serial.max(1));
+            // A zone file for a Domain's zone replaces its generated SOA and NS.
+            by_apex.insert(naming::wire_key(&zone.apex), z);
+        }
+        ZoneTable::new(by_apex.into_values().collect())
+    }
+
+    fn domain_soa(&self, domain: &DomainSpec, apex: &Name) -> SoaFields {
+        let mname = name_server(domain, apex);
+        let rname = naming::under(&["hostmaster"], apex).unwrap_or_else(|_| apex.clone());
+        SoaFields {
+            mname,
+            rname,
+            refresh: 3600,
+            retry: 600,
+            expire: 1_209_600,
+            minimum: self.settings.negative_ttl,
+            ttl: self.settings.apex_ttl,
+        }
+    }
+
+    /// Recomputes everything against a new zone table. Each name goes straight from its old to its
+    /// new entry, so no name is ever missing in between.
+    fn rebuild(&mut self, now: Instant) {
+        let table = self.zone_table();
+        // Zones created or re-created here start at their new serial: no extra bump for this load.
+        let fresh: Vec<Box<[u8]>> = {
+            let old = self.store.zones();
+            table
+                .iter()
+                .filter(|z| !old.iter().any(|o| Arc::ptr_eq(o, z)))
+                .map(|z| z.key().into())
+                .collect()
+        };
+        self.store.set_zones(table);
+        let before: HashSet<Box<[u8]>> = self
+            .present
+            .iter()
+            .chain(self.ent_refs.keys())
+            .cloned()
+            .collect();
+        self.claims.clear();
+        self.owned.clear();
+        self.present.clear();
+        self.ent_refs.clear();
+        self.problems.clear();
+
+        for zone in self.static_zones.clone() {
+            let owner = Owner::Static(zone.apex.to_ascii());
+            let claims = zone
+                .names
+                .iter()
+                .map(|(name, sets)| {
+                    let apex = name == &zone.apex;
+                    (
+                        naming::wire_key(name),
+                        Claim::Static {
+                            apex,
+                            sets: sets.clone(),
+                        },
+                    )
+                })
+                .chain(
+                    // A zone file may omit every record at the apex but its SOA.
+                    (!zone.names.contains_key(&zone.apex)).then(|| {
+                        (
+                            naming::wire_key(&zone.apex),
+                            Claim::Static {
+                                apex: true,
+                                sets: Vec::new(),
+                            },
+                        )
+                    }),
+                )
+                .collect();
+            self.set_claims(owner, claims);
+        }
+        for domain in self.domains.values().cloned().collect::<Vec<_>>() {
+            let Ok(apex) = naming::parse_dotted("domain", &domain.zone) else {
+                continue;
+            };
+            let claim = Claim::Apex {
+                name_servers: vec![name_server(&domain, &apex)],
+                ttl: self.settings.apex_ttl,
+            };
+            self.set_claims(
+                Owner::Apex(apex.to_ascii()),
+                vec![(naming::wire_key(&apex), claim)],
+            );
+        }
+        for key in self.services.keys().cloned().collect::<Vec<_>>() {
+            self.recompute(Owner::Service(key), now);
+        }
+        for key in self.ingresses.keys().cloned().collect::<Vec<_>>() {
+            self.recompute(Owner::Ingress(key), now);
+        }
+        for key in before {
+            if !self.present.contains(&key) && !self.ent_refs.contains_key(&key) {
+                self.store.remove(&key);
+            }
+        }
+        for key in fresh {
+            self.dirty_zones.remove(&key);
+        }
+        for c in self.conflicts() {
+            tracing::warn!(name = %c.name, winner = %c.winner, loser = %c.loser, "name conflict: the loser's data is not served");
+        }
+    }
+
+    /// Names claimed by more than one owner.
+    pub fn conflicts(&self) -> Vec<Conflict> {
+        let mut out = Vec::new();
+        for (key, list) in &self.claims {
+            if let Some(((winner, _), rest)) = list.split_first() {
+                // A static zone file replacing a Domain's generated apex is intended, not a conflict.
+                for (loser, _) in rest.iter().filter(|(o, _)| !matches!(o, Owner::Apex(_))) {
+                    out.push(Conflict {
+                        name: key_to_text(key),
+                        winner: winner.clone(),
+                        loser: loser.clone(),
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Problems found during the last computation of each owner.
+    pub fn problems(&self) -> &BTreeMap<Owner, Vec<String>> {
+        &self.problems
+    }
+
+    /// Explains why `name` answers what it answers.
+    pub fn explain(&self, name: &str, now: Instant) -> Explanation {
+        let key = match naming::parse_dotted("name", name) {
+            Ok(n) => naming::wire_key(&n),
+            Err(e) => {
+                return Explanation {
+                    name: name.to_owned(),
+                    zone: None,
+                    served: None,
+                    rejected: Vec::new(),
+                    computed: None,
+                    record_error: Some(e.to_string()),
+                    empty_non_terminal: false,
+                };
+            }
+        };
+        let zones = self.store.zones();
+        let zone = zones.find(&key).map(|z| z.apex.to_ascii());
+        let list = self.claims.get(&key);
+        let served = list.and_then(|l| l.first()).cloned();
+        let rejected = list
+            .map(|l| l.iter().skip(1).map(|(o, _)| o.clone()).collect())
+            .unwrap_or_default();
+        let (computed, record_error) = match &served {
+            Some((owner @ (Owner::Service(_) | Owner::Ingress(_)), _)) => {
+                match self.compute(owner, now) {
+                    Ok(c) => (c, None),
+                    Err(e) => (None, Some(e.to_string())),
+                }
+            }
+            _ => (None, None),
+        };
+        Explanation {
+            name: name.to_owned(),
+            zone,
+            served,
+            rejected,
+            computed,
+            record_error,
+            empty_non_terminal: self.ent_refs.contains_key(&key) && !self.present.contains(&key),
+        }
+    }
+
+    /// Explains a ServiceDNSRecord by key, even when it produced no names.
+    pub fn explain_record(&self, key: &ObjectKey, now: Instant) -> Result<Option<Computed>, String> {
+        self.compute(&Owner::Service(key.clone()), now)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Counts for `/metrics` and `status`.
+    pub fn counts(&self) -> EngineCounts {
+        EngineCounts {
+            members: self.members.len(),
+            ready_members: self.members.keys().filter(|c| self.is_ready(c)).count(),
+            service_records: self.services.len(),
+            ingress_records: self.ingresses.len(),
+            names: self.present.len(),
+            conflicts: self.conflicts().len(),
+            problems: self.problems.values().map(Vec::len).sum(),
+        }
+    }
+}
+
+/// Sizes of the model, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EngineCounts {
+    pub members: usize,
+    pub ready_members: usize,
+    pub service_records: usize,
+    pub ingress_records: usize,
+    pub names: usize,
+    pub conflicts: usize,
+    pub problems: usize,
+}
+
+fn name_server(domain: &DomainSpec, apex: &Name) -> Name {
+    domain
+        .name_server
+        .as_deref()
+        .and_then(|ns| naming::parse_dotted("nameServer", ns).ok())
+        .unwrap_or_else(|| naming::under(&["ns"], apex).unwrap_or_else(|_| apex.clone()))
+}
+
+fn describe_problem(p: &NameProblem) -> String {
+    match &p.cluster {
+        Some(c) => format!("cluster {c}: {}", p.error),
+        None => p.error.to_string(),
+    }
+}
+
+/// Renders one claim into a store entry.
+fn render(claim: &Claim) -> Box<[u8]> {
+    let mut b = EntryBuilder::new();
+    match claim {
+        Claim::Record(RecordData::Address { v4, v6, ttl }) => {
+            b.addresses(v4, v6, *ttl);
+        }
+        Claim::Record(RecordData::Cname { target, ttl }) => {
+            b.cname(target, *ttl);
+        }
+        Claim::Static { apex, sets } => {
+            if *apex {
+                b.apex_soa();
+            }
+            for set in sets {
+                b.rrset(set.rtype, set.ttl, set.rdatas.iter().map(|r| &r[..]));
+            }
+        }
+        Claim::Apex { name_servers, ttl } => {
+            let rdatas: Vec<Vec<u8>> = name_servers
+                .iter()
+                .map(|n| {
+                    let mut r = Vec::new();
+                    crate::store::push_name(&mut r, n);
+                    r
+                })
+                .collect();
+            b.rrset(rtype::NS, *ttl, rdatas.iter().map(|r| &r[..]));
+            b.apex_soa();
+        }
+    }
+    b.finish()
+}
+
+/// A lowercase wire key as presentation text.
+pub fn key_to_text(key: &[u8]) -> String {
+    let mut out = String::new();
+    let mut at = 0;
+    while at < key.len() && key[at] != 0 {
+        let len = key[at] as usize;
+        let label = key.get(at + 1..at + 1 + len).unwrap_or_default();
+        out.push_str(&String::from_utf8_lossy(label));
+        out.push('.');
+        at += 1 + len;
+    }
+    if out.is_empty() {
+        out.push('.');
+    }
+    out
+}
+
+/// A starting SOA serial: seconds since the epoch, so restarts keep serials increasing.
+fn unix_serial() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_secs() as u32)
+}
+
+#[cfg(test)]
+mod tests;

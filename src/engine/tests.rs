@@ -1,0 +1,428 @@
+//! Engine tests: events in, DNS answers out through the real answer path.
+
+use super::*;
+use crate::model::{EndpointsState, LoadBalancer, ServiceState};
+use crate::responder::{Limits, Transport, respond};
+use hickory_proto::op::{Message, Query, ResponseCode};
+use hickory_proto::rr::{RData, RecordType};
+
+const G: &str = "nginx.test.galactic.svc.example.com.";
+const US: &str = "nginx.test.galactic.svc.us.example.com.";
+const US1: &str = "nginx.test.galactic.svc.us1.us.example.com.";
+const EU1: &str = "nginx.test.galactic.svc.eu1.eu.example.com.";
+
+/// A running engine with helpers to feed events and ask questions.
+struct Fixture {
+    engine: Engine,
+    now: Instant,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        Self::with_settings(Settings::default())
+    }
+
+    fn with_settings(settings: Settings) -> Self {
+        let mut f = Self {
+            engine: Engine::new(Arc::new(RecordStore::new()), settings),
+            now: Instant::now(),
+        };
+        f.send(SourceEvent::ApplyFederation(FederationObject::Domain(DomainSpec {
+            federation: "galactic".into(),
+            namespace: "kube-federation-system".into(),
+            zone: "example.com".into(),
+            name_server: Some("ns1.example.com".into()),
+        })));
+        f.member("c1", "us", "us1");
+        f.member("c2", "eu", "eu1");
+        f.send(SourceEvent::ApplyFederation(FederationObject::ServiceRecord(
+            crate::records::tests::record("nginx"),
+        )));
+        f.send(SourceEvent::Synced);
+        f
+    }
+
+    fn send(&mut self, event: SourceEvent) {
+        self.engine.apply(event, self.now);
+        self.engine.flush(self.now);
+    }
+
+    fn member(&mut self, name: &str, region: &str, zone: &str) {
+        self.send(SourceEvent::ApplyFederation(FederationObject::Member(MemberSpec {
+            name: name.into(),
+            zones: vec![zone.into()],
+            region: Some(region.into()),
+            ready: true,
+        })));
+    }
+
+    fn service(&mut self, cluster: &str, name: &str, ip: &str) {
+        self.send(SourceEvent::ApplyMember(
+            cluster.into(),
+            MemberObject::Service(
+                ObjectKey::new("test", name),
+                ServiceState {
+                    load_balancer: LoadBalancer {
+                        ips: vec![ip.parse().unwrap()],
+                        hostnames: vec![],
+                    },
+                },
+            ),
+        ));
+    }
+
+    fn endpoints(&mut self, cluster: &str, service: &str, ready: u32) {
+        self.send(SourceEvent::ApplyMember(
+            cluster.into(),
+            MemberObject::EndpointSlice(
+                ObjectKey::new("test", format!("{service}-abc")),
+                EndpointsState {
+                    service: service.into(),
+                    ready,
+                },
+            ),
+        ));
+    }
+
+    fn healthy(&mut self, cluster: &str, ip: &str) {
+        self.service(cluster, "nginx", ip);
+        self.endpoints(cluster, "nginx", 2);
+    }
+
+    fn ask(&self, name: &str, qtype: RecordType) -> Message {
+        let mut q = Message::query();
+        q.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+        let mut out = Vec::new();
+        respond(
+            &q.to_vec().unwrap(),
+            self.engine.store(),
+            Transport::Tcp,
+            &Limits::default(),
+            &mut out,
+        )
+        .unwrap();
+        Message::from_vec(&out).unwrap()
+    }
+
+    /// The answer as text: rcode and the final records.
+    fn answer(&self, name: &str) -> String {
+        let m = self.ask(name, RecordType::A);
+        let mut parts = vec![format!("{:?}", m.metadata.response_code)];
+        for r in &m.answers {
+            match &r.data {
+                RData::A(a) => parts.push(format!("A {a}")),
+                RData::CNAME(c) => parts.push(format!("CNAME {}", c.0)),
+                other => parts.push(format!("{other:?}")),
+            }
+        }
+        parts.join(" ")
+    }
+
+    fn serial(&self) -> u32 {
+        let m = self.ask("example.com.", RecordType::SOA);
+        match &m.answers[0].data {
+            RData::SOA(soa) => soa.serial,
+            _ => panic!("no SOA"),
+        }
+    }
+}
+
+#[test]
+fn healthy_service_answers_global_regional_and_zonal_names() {
+    let mut f = Fixture::new();
+    f.healthy("c1", "10.20.30.1");
+    assert_eq!(f.answer(G), "NoError A 10.20.30.1");
+    assert_eq!(f.answer(US), "NoError A 10.20.30.1");
+    assert_eq!(f.answer(US1), "NoError A 10.20.30.1");
+}
+
+#[test]
+fn unready_member_falls_back_to_region_then_global_by_cname() {
+    let mut f = Fixture::new();
+    f.healthy("c1", "10.20.30.1");
+    f.healthy("c2", "10.20.30.2");
+    f.endpoints("c2", "nginx", 0);
+    assert_eq!(
+        f.answer(EU1),
+        format!("NoError CNAME nginx.test.galactic.svc.eu.example.com. CNAME {G} A 10.20.30.1")
+    );
+}
+
+#[test]
+fn no_healthy_shard_ends_the_chain_in_nxdomain() {
+    let mut f = Fixture::new();
+    f.service("c1", "nginx", "10.20.30.1");
+    assert_eq!(f.answer(US1), format!("NXDomain CNAME {US} CNAME {G}"));
+}
+
+#[test]
+fn service_deleted_everywhere_removes_every_name_and_empty_non_terminal() {
+    let mut f = Fixture::new();
+    f.healthy("c1", "10.20.30.1");
+    f.send(SourceEvent::DeleteFederation(FederationObjectId::ServiceRecord(
+        ObjectKey::new("test", "nginx"),
+    )));
+    assert_eq!(f.answer(G), "NXDomain");
+    assert_eq!(f.answer(US1), "NXDomain");
+    assert_eq!(f.answer("test.galactic.svc.example.com."), "NXDomain");
+    assert_eq!(f.engine.store().len(), 1, "only the apex is left");
+}
+
+#[test]
+fn empty_non_terminals_answer_nodata() {
+    let mut f = Fixture::new();
+    f.healthy("c1", "10.20.30.1");
+    for ent in [
+        "svc.example.com.",
+        "galactic.svc.example.com.",
+        "test.galactic.svc.example.com.",
+        "us.example.com.",
+        "us1.us.example.com.",
+    ] {
+        assert_eq!(f.answer(ent), "NoError", "{ent}");
+    }
+}
+
+#[test]
+fn relist_of_one_cluster_replaces_only_that_cluster() {
+    let mut f = Fixture::new();
+    f.healthy("c1", "10.20.30.1");
+    f.healthy("c2", "10.20.30.2");
+    f.send(SourceEvent::ResetMember("c2".into(), vec![]));
+    assert_eq!(f.answer(G), "NoError A 10.20.30.1");
+    assert_eq!(f.answer(US1), "NoError A 10.20.30.1");
+}
+
+#[test]
+fn serial_increases_on_every_change_and_not_without_one() {
+    let mut f = Fixture::new();
+    let s0 = f.serial();
+    f.healthy("c1", "10.20.30.1");
+    let s1 = f.serial();
+    assert!(s1 > s0);
+    f.send(SourceEvent::ApplyMember(
+        "c1".into(),
+        MemberObject::Node("n1".into(), Default::default()),
+    ));
+    assert_eq!(f.serial(), s1, "a node without topology changes nothing");
+}
+
+#[test]
+fn unreachable_member_keeps_targets_during_grace_then_withdraws_them() {
+    let mut f = Fixture::with_settings(Settings {
+        grace: Duration::from_secs(30),
+        ..Settings::default()
+    });
+    f.healthy("c1", "10.20.30.1");
+    f.healthy("c2", "10.20.30.2");
+    f.send(SourceEvent::MemberReachable("c1".into(), false));
+    assert_eq!(f.answer(US1), "NoError A 10.20.30.1");
+    let deadline = f.engine.next_deadline().unwrap();
+    f.now = deadline;
+    f.engine.expire(f.now);
+    f.engine.flush(f.now);
+    assert!(f.answer(US1).starts_with("NoError CNAME"));
+    f.send(SourceEvent::MemberReachable("c1".into(), true));
+    assert_eq!(f.answer(US1), "NoError A 10.20.30.1");
+}
+
+#[test]
+fn zero_grace_withdraws_at_once() {
+    let mut f = Fixture::new();
+    f.healthy("c1", "10.20.30.1");
+    f.healthy("c2", "10.20.30.2");
+    f.send(SourceEvent::MemberReachable("c1".into(), false));
+    assert!(f.answer(US1).starts_with("NoError CNAME"));
+    assert_eq!(f.answer(G), "NoError A 10.20.30.2");
+}
+
+#[test]
+fn endpoints_fallback_is_used_when_no_slice_exists() {
+    let mut f = Fixture::new();
+    f.service("c1", "nginx", "10.20.30.1");
+    f.send(SourceEvent::ApplyMember(
+        "c1".into(),
+        MemberObject::Endpoints(
+            ObjectKey::new("test", "nginx"),
+            EndpointsState {
+                service: "nginx".into(),
+                ready: 1,
+            },
+        ),
+    ));
+    assert_eq!(f.answer(G), "NoError A 10.20.30.1");
+}
+
+#[test]
+fn node_labels_give_topology_when_the_member_declares_none() {
+    let mut f = Fixture::new();
+    f.send(SourceEvent::ApplyFederation(FederationObject::Member(MemberSpec {
+        name: "c3".into(),
+        ready: true,
+        ..Default::default()
+    })));
+    f.send(SourceEvent::ApplyMember(
+        "c3".into(),
+        MemberObject::Node(
+            "n1".into(),
+            NodeTopology {
+                zone: Some("ap1".into()),
+                region: Some("ap".into()),
+            },
+        ),
+    ));
+    f.healthy("c3", "10.20.30.3");
+    assert_eq!(
+        f.answer("nginx.test.galactic.svc.ap1.ap.example.com."),
+        "NoError A 10.20.30.3"
+    );
+}
+
+fn static_zone(names: &[(&str, StaticSet)]) -> StaticZone {
+    let apex = naming::parse_dotted("z", "example.com").unwrap();
+    let mut map: BTreeMap<Name, Vec<StaticSet>> = BTreeMap::new();
+    for (n, set) in names {
+        map.entry(naming::parse_dotted("n", n).unwrap())
+            .or_default()
+            .push(set.clone());
+    }
+    StaticZone {
+        soa: SoaFields {
+            mname: naming::parse_dotted("n", "ns1.example.com").unwrap(),
+            rname: naming::parse_dotted("n", "admin.example.com").unwrap(),
+            refresh: 1,
+            retry: 2,
+            expire: 3,
+            minimum: 10,
+            ttl: 60,
+        },
+        serial: 42,
+        apex,
+        names: map,
+    }
+}
+
+#[test]
+fn static_name_wins_over_a_computed_one_and_the_conflict_is_reported() {
+    let mut f = Fixture::new();
+    f.healthy("c1", "10.20.30.1");
+    let set = StaticSet {
+        rtype: rtype::A,
+        ttl: 60,
+        rdatas: vec![vec![192, 0, 2, 1]],
+    };
+    f.engine.set_static_zones(vec![static_zone(&[(G, set)])]);
+    f.engine.flush(f.now);
+    assert_eq!(f.answer(G), "NoError A 192.0.2.1");
+    assert_eq!(f.answer(US1), "NoError A 10.20.30.1");
+    let conflicts = f.engine.conflicts();
+    assert_eq!(conflicts.len(), 1);
+    assert!(matches!(conflicts[0].loser, Owner::Service(_)));
+    // Removing the static zone gives the name back to the service.
+    f.engine.set_static_zones(vec![]);
+    f.engine.flush(f.now);
+    assert_eq!(f.answer(G), "NoError A 10.20.30.1");
+}
+
+#[test]
+fn static_vanity_cname_into_the_federation_is_followed() {
+    let mut f = Fixture::new();
+    f.healthy("c1", "10.20.30.1");
+    let mut rdata = Vec::new();
+    crate::store::push_name(&mut rdata, &naming::parse_dotted("n", G).unwrap());
+    let set = StaticSet {
+        rtype: rtype::CNAME,
+        ttl: 60,
+        rdatas: vec![rdata],
+    };
+    f.engine
+        .set_static_zones(vec![static_zone(&[("www.example.com", set)])]);
+    f.engine.flush(f.now);
+    assert_eq!(
+        f.answer("www.example.com."),
+        format!("NoError CNAME {G} A 10.20.30.1")
+    );
+    let m = f.ask("example.com.", RecordType::SOA);
+    let RData::SOA(soa) = &m.answers[0].data else {
+        panic!("no SOA")
+    };
+    assert_eq!(soa.rname.to_ascii(), "admin.example.com.", "the zone file's SOA wins");
+}
+
+#[test]
+fn static_only_zone_starts_at_the_file_serial() {
+    let mut f = Fixture::new();
+    f.send(SourceEvent::DeleteFederation(FederationObjectId::Domain(
+        "galactic".into(),
+    )));
+    f.engine.set_static_zones(vec![static_zone(&[])]);
+    f.engine.flush(f.now);
+    assert_eq!(f.serial(), 42);
+}
+
+#[test]
+fn domain_removal_withdraws_the_zone() {
+    let mut f = Fixture::new();
+    f.healthy("c1", "10.20.30.1");
+    f.send(SourceEvent::DeleteFederation(FederationObjectId::Domain(
+        "galactic".into(),
+    )));
+    assert_eq!(f.answer(G), "Refused");
+    assert!(f.engine.store().is_empty());
+}
+
+#[test]
+fn record_with_unknown_domain_is_reported_not_silently_dropped() {
+    let mut f = Fixture::new();
+    let mut rec = crate::records::tests::record("web");
+    rec.domain_ref = "nope".into();
+    f.send(SourceEvent::ApplyFederation(FederationObject::ServiceRecord(rec)));
+    let problems = f.engine.problems();
+    let p = &problems[&Owner::Service(ObjectKey::new("test", "web"))];
+    assert!(p[0].contains("no Domain"), "{p:?}");
+}
+
+#[test]
+fn explain_names_the_owner_and_each_shard() {
+    let mut f = Fixture::new();
+    f.healthy("c1", "10.20.30.1");
+    f.service("c2", "nginx", "10.20.30.2");
+    let e = f.engine.explain(G, f.now);
+    assert!(matches!(e.served, Some((Owner::Service(_), _))));
+    let shards = e.computed.unwrap().shards;
+    assert_eq!(shards.len(), 2);
+    assert_eq!(shards[1].health, crate::records::ShardHealth::NoReadyEndpoints);
+}
+
+#[test]
+fn ingress_host_inside_a_zone_is_served_and_outside_is_reported() {
+    let mut f = Fixture::new();
+    f.send(SourceEvent::ApplyFederation(FederationObject::IngressRecord(
+        IngressRecordSpec {
+            key: ObjectKey::new("test", "web"),
+            hosts: vec!["web.example.com".into(), "web.other.org".into()],
+            record_ttl: 0,
+        },
+    )));
+    f.send(SourceEvent::ApplyMember(
+        "c1".into(),
+        MemberObject::Ingress(
+            ObjectKey::new("test", "web"),
+            LoadBalancer {
+                ips: vec!["10.9.9.9".parse().unwrap()],
+                hostnames: vec![],
+            },
+        ),
+    ));
+    assert_eq!(f.answer("web.example.com."), "NoError A 10.9.9.9");
+    let p = &f.engine.problems()[&Owner::Ingress(ObjectKey::new("test", "web"))];
+    assert!(p[0].contains("outside every served zone"));
+}
+
+#[test]
+fn nxdomain_carries_soa_with_negative_ttl() {
+    let f = Fixture::new();
+    let m = f.ask("nothing.example.com.", RecordType::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(m.authorities[0].ttl, 30);
+}
