@@ -66,14 +66,8 @@ pub struct StaticZone {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
     Record(RecordData),
-    Static {
-        apex: bool,
-        sets: Vec<StaticSet>,
-    },
-    Apex {
-        name_servers: Vec<Name>,
-        ttl: u32,
-    },
+    Static { apex: bool, sets: Vec<StaticSet> },
+    Apex { name_servers: Vec<Name>, ttl: u32 },
 }
 
 /// Settings of the engine.
@@ -111,9 +105,21 @@ struct ClusterSlice {
     slices_by_service: HashMap<ObjectKey, HashMap<String, u32>>,
     zones: BTreeSet<String>,
     region: Option<String>,
+    /// Load-balancer hostnames referenced by this slice's Services and Ingresses, with counts.
+    hostnames: HashMap<String, u32>,
 }
 
 impl ClusterSlice {
+    fn count_hosts(&mut self, lb: Option<&LoadBalancer>, delta: i32) {
+        for host in lb.into_iter().flat_map(|lb| &lb.hostnames) {
+            let n = self.hostnames.entry(host.clone()).or_insert(0);
+            *n = n.saturating_add_signed(delta);
+            if *n == 0 {
+                self.hostnames.remove(host);
+            }
+        }
+    }
+
     fn ready_endpoints(&self, service: &ObjectKey) -> u32 {
         match self.slices_by_service.get(service) {
             Some(slices) if !slices.is_empty() => slices.values().sum(),
@@ -130,7 +136,9 @@ impl ClusterSlice {
     fn apply(&mut self, object: MemberObject, touched: &mut Touched) {
         match object {
             MemberObject::Service(key, state) => {
-                self.services.insert(key.clone(), state);
+                self.count_hosts(Some(&state.load_balancer), 1);
+                let old = self.services.insert(key.clone(), state);
+                self.count_hosts(old.as_ref().map(|s| &s.load_balancer), -1);
                 touched.services.insert(key);
             }
             MemberObject::EndpointSlice(key, eps) => {
@@ -152,7 +160,9 @@ impl ClusterSlice {
                 self.endpoints.insert(key, eps);
             }
             MemberObject::Ingress(key, lb) => {
-                self.ingresses.insert(key.clone(), lb);
+                self.count_hosts(Some(&lb), 1);
+                let old = self.ingresses.insert(key.clone(), lb);
+                self.count_hosts(old.as_ref(), -1);
                 touched.ingresses.insert(key);
             }
             MemberObject::Node(name, topo) => {
@@ -176,7 +186,8 @@ impl ClusterSlice {
     fn delete(&mut self, id: &MemberObjectId, touched: &mut Touched) {
         match id {
             MemberObjectId::Service(key) => {
-                self.services.remove(key);
+                let old = self.services.remove(key);
+                self.count_hosts(old.as_ref().map(|s| &s.load_balancer), -1);
                 touched.services.insert(key.clone());
             }
             MemberObjectId::EndpointSlice(key) => {
@@ -192,7 +203,8 @@ impl ClusterSlice {
                 }
             }
             MemberObjectId::Ingress(key) => {
-                self.ingresses.remove(key);
+                let old = self.ingresses.remove(key);
+                self.count_hosts(old.as_ref(), -1);
                 touched.ingresses.insert(key.clone());
             }
             MemberObjectId::Node(name) => {
@@ -233,6 +245,18 @@ struct Liveness {
     reachable: bool,
     /// When the member stopped being ready (declared or observed); grace runs from here.
     down_since: Option<Instant>,
+    /// The grace period ran out and the member's targets were withdrawn.
+    withdrawn: bool,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Self {
+            reachable: true,
+            down_since: None,
+            withdrawn: false,
+        }
+    }
 }
 
 /// Why a name answers what it answers.
@@ -371,10 +395,7 @@ impl Engine {
                 self.touched.topology = true;
             }
             SourceEvent::MemberReachable(cluster, reachable) => {
-                let live = self.liveness.entry(cluster.clone()).or_insert(Liveness {
-                    reachable: true,
-                    down_since: None,
-                });
+                let live = self.liveness.entry(cluster.clone()).or_default();
                 if live.reachable != reachable {
                     live.reachable = reachable;
                     self.touched.everything = true;
@@ -404,6 +425,7 @@ impl Engine {
             FederationObject::Member(m) => {
                 if self.members.get(&m.name) != Some(&m) {
                     let name = m.name.clone();
+                    self.slices.entry(name.clone()).or_default();
                     self.members.insert(name.clone(), m);
                     self.touched.everything = true;
                     self.refresh_down_since(&name, now);
@@ -457,16 +479,10 @@ impl Engine {
 
     /// Every load-balancer hostname the model references, for the background resolver.
     pub fn hostnames(&self) -> BTreeSet<String> {
-        let mut out = BTreeSet::new();
-        for slice in self.slices.values() {
-            for svc in slice.services.values() {
-                out.extend(svc.load_balancer.hostnames.iter().cloned());
-            }
-            for lb in slice.ingresses.values() {
-                out.extend(lb.hostnames.iter().cloned());
-            }
-        }
-        out
+        self.slices
+            .values()
+            .flat_map(|s| s.hostnames.keys().cloned())
+            .collect()
     }
 
     fn is_ready(&self, cluster: &str) -> bool {
@@ -477,15 +493,12 @@ impl Engine {
 
     fn refresh_down_since(&mut self, cluster: &str, now: Instant) {
         let ready = self.is_ready(cluster);
-        let live = self
-            .liveness
-            .entry(cluster.to_owned())
-            .or_insert(Liveness {
-                reachable: true,
-                down_since: None,
-            });
+        let live = self.liveness.entry(cluster.to_owned()).or_default();
         match (ready, live.down_since) {
-            (true, _) => live.down_since = None,
+            (true, _) => {
+                live.down_since = None;
+                live.withdrawn = false;
+            }
             (false, None) => live.down_since = Some(now),
             (false, Some(_)) => {}
         }
@@ -504,28 +517,23 @@ impl Engine {
 
     /// When the next grace period ends, so the caller can wake up and call [`Engine::expire`].
     pub fn next_deadline(&self) -> Option<Instant> {
+        if self.settings.grace.is_zero() {
+            return None;
+        }
         self.liveness
-            .iter()
-            .filter_map(|(_, l)| l.down_since.map(|s| s + self.settings.grace))
-            .filter(|_| !self.settings.grace.is_zero())
+            .values()
+            .filter(|l| !l.withdrawn)
+            .filter_map(|l| l.down_since.map(|s| s + self.settings.grace))
             .min()
     }
 
     /// Withdraws the targets of members whose grace period has run out by `now`.
     pub fn expire(&mut self, now: Instant) {
-        let expired: Vec<String> = self
-            .liveness
-            .iter()
-            .filter(|(_, l)| l.down_since.is_some_and(|s| s + self.settings.grace <= now))
-            .map(|(c, _)| c.clone())
-            .collect();
-        if !expired.is_empty() {
-            self.touched.everything = true;
-        }
-        for cluster in expired {
-            // Keep `down_since`; `is_serving` now answers false for it. Stop re-waking for it.
-            if let Some(l) = self.liveness.get_mut(&cluster) {
-                l.down_since = l.down_since.map(|s| s.min(now - self.settings.grace));
+        let grace = self.settings.grace;
+        for live in self.liveness.values_mut() {
+            if !live.withdrawn && live.down_since.is_some_and(|s| s + grace <= now) {
+                live.withdrawn = true;
+                self.touched.everything = true;
             }
         }
     }
@@ -590,27 +598,20 @@ impl Engine {
         }
     }
 
-    /// Topology of a member: declared (KubeFedCluster status, config) wins over node labels.
-    fn member_topology(&self, cluster: &str) -> (BTreeSet<String>, Option<String>) {
-        match self.slices.get(cluster) {
-            Some(slice) => (slice.zones.clone(), slice.region.clone()),
-            None => {
-                let m = self.members.get(cluster);
-                (
-                    m.map(|m| m.zones.iter().cloned().collect())
-                        .unwrap_or_default(),
-                    m.and_then(|m| m.region.clone()),
-                )
-            }
-        }
-    }
-
     /// Computes what `owner` claims now. `Ok(None)` means the owner no longer exists.
     fn compute(&self, owner: &Owner, now: Instant) -> Result<Option<Computed>, NameError> {
-        let topologies: Vec<(&String, (BTreeSet<String>, Option<String>), bool)> = self
+        let empty = ClusterSlice::default();
+        let topologies: Vec<Topology<'_>> = self
             .members
             .keys()
-            .map(|c| (c, self.member_topology(c), self.is_serving(c, now)))
+            .map(|c| {
+                let slice = self.slices.get(c).unwrap_or(&empty);
+                (
+                    c,
+                    (&slice.zones, slice.region.clone()),
+                    self.is_serving(c, now),
+                )
+            })
             .collect();
         match owner {
             Owner::Service(key) => {
@@ -1006,7 +1007,11 @@ impl Engine {
     }
 
     /// Explains a ServiceDNSRecord by key, even when it produced no names.
-    pub fn explain_record(&self, key: &ObjectKey, now: Instant) -> Result<Option<Computed>, String> {
+    pub fn explain_record(
+        &self,
+        key: &ObjectKey,
+        now: Instant,
+    ) -> Result<Option<Computed>, String> {
         self.compute(&Owner::Service(key.clone()), now)
             .map_err(|e| e.to_string())
     }
@@ -1024,6 +1029,9 @@ impl Engine {
         }
     }
 }
+
+/// A member's name, zones and region, and whether its targets may be served.
+type Topology<'a> = (&'a String, (&'a BTreeSet<String>, Option<String>), bool);
 
 /// Sizes of the model, for metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -4,12 +4,21 @@
 //! [`engine`] (record computation in [`records`], names in [`naming`]) → the [`store`] of pre-rendered
 //! answers → the answer path ([`responder`], driven by the sockets in [`server`]).
 
+pub mod admin;
+pub mod app;
+pub mod config;
 pub mod crd;
 pub mod engine;
+pub mod explain;
+pub mod hostnames;
+pub mod metrics;
 pub mod model;
 pub mod naming;
 pub mod records;
 pub mod responder;
+pub mod server;
+pub mod shutdown;
+pub mod source;
 pub mod store;
 pub mod wire;
-pub mod source;
+pub mod zonefile;

@@ -1,1 +1,238 @@
-fn main() {}
+//! The `fedns` command line.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use hickory_proto::op::{Message, Query};
+use hickory_proto::rr::{Name, RecordType};
+
+use fedns::config::{LogFormat, ServeArgs};
+use fedns::engine::Engine;
+
+/// Cross-cluster DNS service discovery for federated Kubernetes.
+#[derive(Debug, Parser)]
+#[command(name = "fedns", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the federation zones over DNS (UDP and TCP) with an admin HTTP server.
+    Serve(ServeArgs),
+    /// Explain why a name answers what it answers: which clusters contribute, which are unhealthy
+    /// and why. Asks a running fedns (--admin) or computes from a source directory (--source).
+    Explain {
+        /// The name to explain, e.g. nginx.test.galactic.svc.us1.us.example.com
+        name: String,
+        /// Admin address of a running fedns.
+        #[arg(long, env = "FEDNS_ADMIN", conflicts_with = "source")]
+        admin: Option<SocketAddr>,
+        /// Source directory to compute from, without a running server.
+        #[arg(long)]
+        source: Option<PathBuf>,
+        /// Zone files directory to include (with --source).
+        #[arg(long)]
+        zones: Option<PathBuf>,
+    },
+    /// Send one DNS query and print the answer (a small dig).
+    Query {
+        name: String,
+        /// Record type: A, AAAA, CNAME, SOA, NS, ANY ...
+        #[arg(default_value = "A")]
+        qtype: String,
+        #[arg(long, default_value = "127.0.0.1:5353", env = "FEDNS_SERVER")]
+        server: SocketAddr,
+        /// Use TCP instead of UDP.
+        #[arg(long)]
+        tcp: bool,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Explain {
+            name,
+            admin,
+            source,
+            zones,
+        } => explain(&name, admin, source, zones),
+        Command::Query {
+            name,
+            qtype,
+            server,
+            tcp,
+        } => query(&name, &qtype, server, tcp),
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FEDNS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let cfg = args.resolve()?;
+    init_logging(cfg.log_format);
+    // Engine, sources, TCP and admin run here; UDP answer workers are their own threads.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let running = fedns::app::start(cfg).await?;
+        wait_for_signal().await;
+        tracing::info!("shutting down: not ready, draining for 2s");
+        running.stop(Duration::from_secs(2)).await;
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn explain(
+    name: &str,
+    admin: Option<SocketAddr>,
+    source: Option<PathBuf>,
+    zones: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    if let Some(source) = source {
+        let snapshot = fedns::source::dir::load(&source)?;
+        for e in snapshot.errors() {
+            eprintln!("warning: {e}");
+        }
+        let store = std::sync::Arc::new(fedns::store::RecordStore::new());
+        let mut engine = Engine::new(store, Default::default());
+        let mut zone_dir = fedns::zonefile::ZoneDir::new(zones);
+        zone_dir.refresh();
+        for e in zone_dir.errors() {
+            eprintln!("warning: {e}");
+        }
+        engine.set_static_zones(zone_dir.zones());
+        let now = Instant::now();
+        for event in snapshot.initial_events() {
+            engine.apply(event, now);
+        }
+        engine.flush(now);
+        print!("{}", fedns::explain::render(&engine.explain(name, now)));
+        return Ok(());
+    }
+    let admin = admin.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9053)));
+    let body =
+        http_get(admin, &format!("/explain?name={}", url_encode(name))).with_context(|| {
+            format!("cannot reach fedns admin at {admin} (pass --admin or --source)")
+        })?;
+    print!("{body}");
+    Ok(())
+}
+
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'-' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A minimal HTTP/1.0 GET for the admin endpoints (no client library needed).
+fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .context("malformed HTTP response")?;
+    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
+        bail!("{}: {}", head.lines().next().unwrap_or(""), body.trim());
+    }
+    Ok(body.to_owned())
+}
+
+fn query(name: &str, qtype: &str, server: SocketAddr, tcp: bool) -> anyhow::Result<()> {
+    let qtype: RecordType = qtype
+        .to_uppercase()
+        .parse()
+        .with_context(|| format!("unknown record type {qtype}"))?;
+    let name = Name::from_ascii(name).with_context(|| format!("invalid name {name}"))?;
+    let mut msg = Message::query();
+    msg.metadata.id = rand_id();
+    msg.metadata.recursion_desired = true;
+    msg.add_query(Query::query(name, qtype));
+    let bytes = msg.to_vec()?;
+    let started = Instant::now();
+    let answer = if tcp {
+        let mut stream = TcpStream::connect_timeout(&server, Duration::from_secs(3))?;
+        stream.set_read_timeout(Some(Duration::from_secs(3)))?;
+        stream.write_all(&(bytes.len() as u16).to_be_bytes())?;
+        stream.write_all(&bytes)?;
+        let mut len = [0u8; 2];
+        stream.read_exact(&mut len)?;
+        let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+        stream.read_exact(&mut buf)?;
+        buf
+    } else {
+        let socket = UdpSocket::bind(if server.is_ipv4() {
+            "0.0.0.0:0"
+        } else {
+            "[::]:0"
+        })?;
+        socket.set_read_timeout(Some(Duration::from_secs(3)))?;
+        socket.send_to(&bytes, server)?;
+        let mut buf = vec![0u8; 65535];
+        let (n, _) = socket
+            .recv_from(&mut buf)
+            .with_context(|| format!("no answer from {server}"))?;
+        buf.truncate(n);
+        buf
+    };
+    let elapsed = started.elapsed();
+    let response = Message::from_vec(&answer).context("malformed response")?;
+    println!("{response}");
+    println!(";; from {server} in {} us", elapsed.as_micros());
+    Ok(())
+}
+
+fn rand_id() -> u16 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    (nanos ^ std::process::id()) as u16
+}

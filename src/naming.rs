@@ -78,11 +78,10 @@ pub fn from_labels<'a>(labels: impl IntoIterator<Item = &'a str>) -> Result<Name
             name: labels.join("."),
         });
     }
-    let mut name = Name::from_labels(labels.iter().map(|l| l.as_bytes())).map_err(|_| {
-        NameError::TooLong {
+    let mut name =
+        Name::from_labels(labels.iter().map(|l| l.as_bytes())).map_err(|_| NameError::TooLong {
             name: labels.join("."),
-        }
-    })?;
+        })?;
     name.set_fqdn(true);
     Ok(name)
 }

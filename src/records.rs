@@ -249,7 +249,11 @@ fn shard_targets(
         return (ShardHealth::NoLoadBalancer, Targets::default(), Vec::new());
     }
     if shard.ready_endpoints == 0 && !allow_without_endpoints {
-        return (ShardHealth::NoReadyEndpoints, Targets::default(), Vec::new());
+        return (
+            ShardHealth::NoReadyEndpoints,
+            Targets::default(),
+            Vec::new(),
+        );
     }
     let (targets, unresolved) = lb_targets(shard.load_balancer, hosts);
     if targets.is_empty() {
@@ -535,7 +539,8 @@ pub(crate) mod tests {
         hosts: &BTreeMap<String, ResolvedHost>,
     ) -> Vec<(String, String)> {
         let inputs: Vec<_> = members.iter().map(Member::input).collect();
-        let out = compute_service(record, &domain(), &inputs, hosts, &TtlPolicy::default()).unwrap();
+        let out =
+            compute_service(record, &domain(), &inputs, hosts, &TtlPolicy::default()).unwrap();
         let mut rows: Vec<_> = out
             .records
             .iter()
@@ -593,7 +598,10 @@ pub(crate) mod tests {
 
     #[test]
     fn two_healthy_clusters_union_globally_and_split_by_region() {
-        let got = compute(&record("nginx"), &[c1().lb("10.20.30.1"), c2().lb("10.20.30.2")]);
+        let got = compute(
+            &record("nginx"),
+            &[c1().lb("10.20.30.1"), c2().lb("10.20.30.2")],
+        );
         assert_eq!(
             got,
             rows(&[
@@ -608,7 +616,10 @@ pub(crate) mod tests {
 
     #[test]
     fn cluster_without_load_balancer_falls_back_by_cname() {
-        let got = compute(&record("nginx"), &[c1().lb("10.20.30.1"), c2().service_without_lb()]);
+        let got = compute(
+            &record("nginx"),
+            &[c1().lb("10.20.30.1"), c2().service_without_lb()],
+        );
         assert_eq!(
             got,
             rows(&[
@@ -662,7 +673,10 @@ pub(crate) mod tests {
         rec.external_name = Some("foo".into());
         let got = compute(&rec, &[c1().lb("10.20.30.1")]);
         assert_eq!(got.len(), 3);
-        assert!(got.iter().all(|(n, _)| n.starts_with("foo.test.galactic.svc.")));
+        assert!(
+            got.iter()
+                .all(|(n, _)| n.starts_with("foo.test.galactic.svc."))
+        );
     }
 
     #[test]
@@ -712,7 +726,10 @@ pub(crate) mod tests {
 
     #[test]
     fn cluster_with_zone_but_no_region_counts_at_global_only() {
-        let got = compute(&record("nginx"), &[Member::new("z").zone("z1").lb("10.0.0.7")]);
+        let got = compute(
+            &record("nginx"),
+            &[Member::new("z").zone("z1").lb("10.0.0.7")],
+        );
         assert_eq!(got, rows(&[(G, "A 10.0.0.7 ttl 180")]));
     }
 
@@ -735,7 +752,10 @@ pub(crate) mod tests {
 
     #[test]
     fn offline_cluster_past_grace_contributes_names_but_no_targets() {
-        let got = compute(&record("nginx"), &[c1().lb("10.20.30.1").offline(), c2().lb("10.0.0.2")]);
+        let got = compute(
+            &record("nginx"),
+            &[c1().lb("10.20.30.1").offline(), c2().lb("10.0.0.2")],
+        );
         assert!(got.contains(&(US1.into(), format!("CNAME {US} ttl 180"))));
         assert!(got.contains(&(G.into(), "A 10.0.0.2 ttl 180".into())));
     }
@@ -764,7 +784,11 @@ pub(crate) mod tests {
                 ttl: 60,
             },
         )]);
-        let got = compute_with(&record("nginx"), &[c1().lb_hostname("lb.aws.example")], &hosts);
+        let got = compute_with(
+            &record("nginx"),
+            &[c1().lb_hostname("lb.aws.example")],
+            &hosts,
+        );
         assert!(got.contains(&(G.into(), "A 192.0.2.5 ttl 60".into())));
     }
 
@@ -784,8 +808,14 @@ pub(crate) mod tests {
         rec.key.namespace = "bad.ns".into();
         let members = [c1().lb("10.0.0.1")];
         let inputs: Vec<_> = members.iter().map(Member::input).collect();
-        let err = compute_service(&rec, &domain(), &inputs, &BTreeMap::new(), &TtlPolicy::default())
-            .unwrap_err();
+        let err = compute_service(
+            &rec,
+            &domain(),
+            &inputs,
+            &BTreeMap::new(),
+            &TtlPolicy::default(),
+        )
+        .unwrap_err();
         assert_eq!(err.reason(), "InvalidLabel");
     }
 
@@ -799,7 +829,11 @@ pub(crate) mod tests {
         let members = [c1().lb("10.0.0.1"), c2().lb("10.0.0.2").offline()];
         let inputs: Vec<_> = members.iter().map(Member::input).collect();
         let out = compute_ingress(&rec, &inputs, &BTreeMap::new(), &TtlPolicy::default());
-        assert_eq!(out.records.len(), 1, "duplicate host differing in case is one name");
+        assert_eq!(
+            out.records.len(),
+            1,
+            "duplicate host differing in case is one name"
+        );
         assert_eq!(show(&out.records[0].data), "A 10.0.0.1 ttl 180");
     }
 

@@ -129,8 +129,8 @@ fn answer_query(
             Some(Step::Cname { target_at }) => {
                 answers += 1;
                 name_at = target_at;
-                name_len = wire::uncompressed_name_end(out, target_at)
-                    .map_or(0, |end| end - target_at);
+                name_len =
+                    wire::uncompressed_name_end(out, target_at).map_or(0, |end| end - target_at);
                 if name_len == 0 || target_at > 0x3FFF {
                     break;
                 }
@@ -188,14 +188,14 @@ fn append_for_type(
             let start = out.len();
             zone.push_soa(out, zone.soa.ttl);
             let end = out.len();
-        wire::patch_owners(out, start, end, owner_at);
+            wire::patch_owners(out, start, end, owner_at);
             Step::Done(1)
         }
         Some(set) => {
             let start = out.len();
             out.extend_from_slice(set.records);
             let end = out.len();
-        wire::patch_owners(out, start, end, owner_at);
+            wire::patch_owners(out, start, end, owner_at);
             Step::Done(set.count)
         }
         None => Step::NoData,
@@ -250,7 +250,10 @@ fn finish_response(
         (rc & 0xF) as u8,
         [1, counts[0], counts[1], arcount],
     );
-    Answered { rcode: rc, truncated }
+    Answered {
+        rcode: rc,
+        truncated,
+    }
 }
 
 #[cfg(test)]

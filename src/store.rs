@@ -337,7 +337,11 @@ mod tests {
     #[test]
     fn entries_round_trip_through_set_views() {
         let mut b = EntryBuilder::new();
-        b.addresses(&["10.0.0.1".parse().unwrap()], &["2001:db8::1".parse().unwrap()], 60);
+        b.addresses(
+            &["10.0.0.1".parse().unwrap()],
+            &["2001:db8::1".parse().unwrap()],
+            60,
+        );
         let entry = b.finish();
         let kinds: Vec<_> = sets(&entry).map(|s| (s.rtype, s.count)).collect();
         assert_eq!(kinds, [(rtype::A, 1), (rtype::AAAA, 1)]);

@@ -191,7 +191,7 @@ fn skip_name(buf: &[u8], mut at: usize) -> Option<usize> {
                 }
             }
             0xC0..=0xFF => {
-                let target = (((len & 0x3F) << 8) | *buf.get(at + 1)? as usize) as usize;
+                let target = ((len & 0x3F) << 8) | *buf.get(at + 1)? as usize;
                 if end.is_none() {
                     end = Some(at + 2);
                 }
@@ -255,7 +255,8 @@ pub fn write_header(
     counts: [u16; 4],
 ) {
     // QR, opcode copied, AA, TC, RD copied, RA clear, Z clear, AD clear, CD copied.
-    let mut flags: u16 = 0x8000 | (query_flags & 0x7800) | (query_flags & 0x0100) | (query_flags & 0x0010);
+    let mut flags: u16 =
+        0x8000 | (query_flags & 0x7800) | (query_flags & 0x0100) | (query_flags & 0x0010);
     if aa {
         flags |= 0x0400;
     }
@@ -330,9 +331,15 @@ mod tests {
     #[test]
     fn compressed_or_truncated_question_is_formerr() {
         let p = query(b"\xC0\x0C", rtype::A);
-        assert!(matches!(parse_query(&p), Err(Reject::Error { rcode: 1, .. })));
+        assert!(matches!(
+            parse_query(&p),
+            Err(Reject::Error { rcode: 1, .. })
+        ));
         let p = query(b"\x05ab", rtype::A);
-        assert!(matches!(parse_query(&p[..15]), Err(Reject::Error { rcode: 1, .. })));
+        assert!(matches!(
+            parse_query(&p[..15]),
+            Err(Reject::Error { rcode: 1, .. })
+        ));
     }
 
     #[test]
@@ -341,7 +348,10 @@ mod tests {
         p[11] = 1;
         let at = p.len() as u8;
         p.extend_from_slice(&[0xC0, at, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0]);
-        assert!(matches!(parse_query(&p), Err(Reject::Error { rcode: 1, .. })));
+        assert!(matches!(
+            parse_query(&p),
+            Err(Reject::Error { rcode: 1, .. })
+        ));
     }
 
     #[test]
@@ -359,14 +369,20 @@ mod tests {
     fn other_opcodes_are_notimp() {
         let mut p = query(b"\x00", rtype::A);
         p[2] = 0x28; // UPDATE
-        assert!(matches!(parse_query(&p), Err(Reject::Error { rcode: 4, .. })));
+        assert!(matches!(
+            parse_query(&p),
+            Err(Reject::Error { rcode: 4, .. })
+        ));
     }
 
     #[test]
     fn two_questions_are_formerr() {
         let mut p = query(b"\x00", rtype::A);
         p[5] = 2;
-        assert!(matches!(parse_query(&p), Err(Reject::Error { rcode: 1, .. })));
+        assert!(matches!(
+            parse_query(&p),
+            Err(Reject::Error { rcode: 1, .. })
+        ));
     }
 
     #[test]

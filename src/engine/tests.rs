@@ -27,17 +27,19 @@ impl Fixture {
             engine: Engine::new(Arc::new(RecordStore::new()), settings),
             now: Instant::now(),
         };
-        f.send(SourceEvent::ApplyFederation(FederationObject::Domain(DomainSpec {
-            federation: "galactic".into(),
-            namespace: "kube-federation-system".into(),
-            zone: "example.com".into(),
-            name_server: Some("ns1.example.com".into()),
-        })));
+        f.send(SourceEvent::ApplyFederation(FederationObject::Domain(
+            DomainSpec {
+                federation: "galactic".into(),
+                namespace: "kube-federation-system".into(),
+                zone: "example.com".into(),
+                name_server: Some("ns1.example.com".into()),
+            },
+        )));
         f.member("c1", "us", "us1");
         f.member("c2", "eu", "eu1");
-        f.send(SourceEvent::ApplyFederation(FederationObject::ServiceRecord(
-            crate::records::tests::record("nginx"),
-        )));
+        f.send(SourceEvent::ApplyFederation(
+            FederationObject::ServiceRecord(crate::records::tests::record("nginx")),
+        ));
         f.send(SourceEvent::Synced);
         f
     }
@@ -48,12 +50,14 @@ impl Fixture {
     }
 
     fn member(&mut self, name: &str, region: &str, zone: &str) {
-        self.send(SourceEvent::ApplyFederation(FederationObject::Member(MemberSpec {
-            name: name.into(),
-            zones: vec![zone.into()],
-            region: Some(region.into()),
-            ready: true,
-        })));
+        self.send(SourceEvent::ApplyFederation(FederationObject::Member(
+            MemberSpec {
+                name: name.into(),
+                zones: vec![zone.into()],
+                region: Some(region.into()),
+                ready: true,
+            },
+        )));
     }
 
     fn service(&mut self, cluster: &str, name: &str, ip: &str) {
@@ -159,9 +163,9 @@ fn no_healthy_shard_ends_the_chain_in_nxdomain() {
 fn service_deleted_everywhere_removes_every_name_and_empty_non_terminal() {
     let mut f = Fixture::new();
     f.healthy("c1", "10.20.30.1");
-    f.send(SourceEvent::DeleteFederation(FederationObjectId::ServiceRecord(
-        ObjectKey::new("test", "nginx"),
-    )));
+    f.send(SourceEvent::DeleteFederation(
+        FederationObjectId::ServiceRecord(ObjectKey::new("test", "nginx")),
+    ));
     assert_eq!(f.answer(G), "NXDomain");
     assert_eq!(f.answer(US1), "NXDomain");
     assert_eq!(f.answer("test.galactic.svc.example.com."), "NXDomain");
@@ -222,6 +226,7 @@ fn unreachable_member_keeps_targets_during_grace_then_withdraws_them() {
     f.engine.expire(f.now);
     f.engine.flush(f.now);
     assert!(f.answer(US1).starts_with("NoError CNAME"));
+    assert_eq!(f.engine.next_deadline(), None, "no wake-up once withdrawn");
     f.send(SourceEvent::MemberReachable("c1".into(), true));
     assert_eq!(f.answer(US1), "NoError A 10.20.30.1");
 }
@@ -256,11 +261,13 @@ fn endpoints_fallback_is_used_when_no_slice_exists() {
 #[test]
 fn node_labels_give_topology_when_the_member_declares_none() {
     let mut f = Fixture::new();
-    f.send(SourceEvent::ApplyFederation(FederationObject::Member(MemberSpec {
-        name: "c3".into(),
-        ready: true,
-        ..Default::default()
-    })));
+    f.send(SourceEvent::ApplyFederation(FederationObject::Member(
+        MemberSpec {
+            name: "c3".into(),
+            ready: true,
+            ..Default::default()
+        },
+    )));
     f.send(SourceEvent::ApplyMember(
         "c3".into(),
         MemberObject::Node(
@@ -346,7 +353,11 @@ fn static_vanity_cname_into_the_federation_is_followed() {
     let RData::SOA(soa) = &m.answers[0].data else {
         panic!("no SOA")
     };
-    assert_eq!(soa.rname.to_ascii(), "admin.example.com.", "the zone file's SOA wins");
+    assert_eq!(
+        soa.rname.to_ascii(),
+        "admin.example.com.",
+        "the zone file's SOA wins"
+    );
 }
 
 #[test]
@@ -376,7 +387,9 @@ fn record_with_unknown_domain_is_reported_not_silently_dropped() {
     let mut f = Fixture::new();
     let mut rec = crate::records::tests::record("web");
     rec.domain_ref = "nope".into();
-    f.send(SourceEvent::ApplyFederation(FederationObject::ServiceRecord(rec)));
+    f.send(SourceEvent::ApplyFederation(
+        FederationObject::ServiceRecord(rec),
+    ));
     let problems = f.engine.problems();
     let p = &problems[&Owner::Service(ObjectKey::new("test", "web"))];
     assert!(p[0].contains("no Domain"), "{p:?}");
@@ -391,19 +404,22 @@ fn explain_names_the_owner_and_each_shard() {
     assert!(matches!(e.served, Some((Owner::Service(_), _))));
     let shards = e.computed.unwrap().shards;
     assert_eq!(shards.len(), 2);
-    assert_eq!(shards[1].health, crate::records::ShardHealth::NoReadyEndpoints);
+    assert_eq!(
+        shards[1].health,
+        crate::records::ShardHealth::NoReadyEndpoints
+    );
 }
 
 #[test]
 fn ingress_host_inside_a_zone_is_served_and_outside_is_reported() {
     let mut f = Fixture::new();
-    f.send(SourceEvent::ApplyFederation(FederationObject::IngressRecord(
-        IngressRecordSpec {
+    f.send(SourceEvent::ApplyFederation(
+        FederationObject::IngressRecord(IngressRecordSpec {
             key: ObjectKey::new("test", "web"),
             hosts: vec!["web.example.com".into(), "web.other.org".into()],
             record_ttl: 0,
-        },
-    )));
+        }),
+    ));
     f.send(SourceEvent::ApplyMember(
         "c1".into(),
         MemberObject::Ingress(
@@ -425,4 +441,67 @@ fn nxdomain_carries_soa_with_negative_ttl() {
     let m = f.ask("nothing.example.com.", RecordType::A);
     assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
     assert_eq!(m.authorities[0].ttl, 30);
+}
+
+#[test]
+fn hostnames_are_tracked_as_services_come_and_go() {
+    let mut f = Fixture::new();
+    let lb = |host: &str| {
+        MemberObject::Service(
+            ObjectKey::new("test", "nginx"),
+            ServiceState {
+                load_balancer: LoadBalancer {
+                    ips: vec![],
+                    hostnames: vec![host.into()],
+                },
+            },
+        )
+    };
+    f.send(SourceEvent::ApplyMember("c1".into(), lb("a.elb.example")));
+    assert_eq!(
+        f.engine.hostnames().into_iter().collect::<Vec<_>>(),
+        ["a.elb.example"]
+    );
+    f.send(SourceEvent::ApplyMember("c1".into(), lb("b.elb.example")));
+    assert_eq!(
+        f.engine.hostnames().into_iter().collect::<Vec<_>>(),
+        ["b.elb.example"]
+    );
+    f.send(SourceEvent::DeleteMember(
+        "c1".into(),
+        MemberObjectId::Service(ObjectKey::new("test", "nginx")),
+    ));
+    assert!(f.engine.hostnames().is_empty());
+}
+
+#[test]
+fn resolved_hostname_makes_the_shard_healthy() {
+    let mut f = Fixture::new();
+    f.send(SourceEvent::ApplyMember(
+        "c1".into(),
+        MemberObject::Service(
+            ObjectKey::new("test", "nginx"),
+            ServiceState {
+                load_balancer: LoadBalancer {
+                    ips: vec![],
+                    hostnames: vec!["a.elb.example".into()],
+                },
+            },
+        ),
+    ));
+    f.endpoints("c1", "nginx", 1);
+    assert_eq!(f.answer(G), "NXDomain");
+    f.engine.set_host(
+        "a.elb.example".into(),
+        Some(ResolvedHost {
+            addrs: vec!["192.0.2.8".parse().unwrap()],
+            ttl: 60,
+        }),
+    );
+    f.engine.flush(f.now);
+    assert_eq!(f.answer(G), "NoError A 192.0.2.8");
+    // A failed re-resolution keeps the last good set.
+    f.engine.set_host("a.elb.example".into(), None);
+    f.engine.flush(f.now);
+    assert_eq!(f.answer(G), "NoError A 192.0.2.8");
 }

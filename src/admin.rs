@@ -1,0 +1,144 @@
+//! The admin HTTP server: `/metrics` (Prometheus text), `/healthz` (the process answers),
+//! `/ready` (first sync done and not shutting down), `/explain?name=` and `/status`.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use serde::Deserialize;
+use tokio::sync::watch;
+
+use crate::engine::Engine;
+use crate::metrics::Metrics;
+use crate::store::RecordStore;
+
+/// Shared state of the admin handlers.
+#[derive(Debug, Clone)]
+pub struct AdminState {
+    pub metrics: Metrics,
+    pub store: Arc<RecordStore>,
+    pub engine: Arc<Mutex<Engine>>,
+    /// Set when shutting down: `/ready` fails first so load balancers drain us (lame duck).
+    pub draining: Arc<AtomicBool>,
+    /// Current problems of the sources (bad files), as text lines.
+    pub source_errors: watch::Receiver<Vec<String>>,
+}
+
+impl AdminState {
+    fn is_ready(&self) -> bool {
+        self.store.is_synced() && !self.draining.load(Ordering::Relaxed)
+    }
+}
+
+/// The admin routes.
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/ready", get(ready))
+        .route("/explain", get(explain))
+        .route("/status", get(status))
+        .with_state(state)
+}
+
+async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
+    s.metrics.records.set(s.store.len() as i64);
+    for zone in s.store.zones().iter() {
+        s.metrics
+            .zone_serial
+            .with_label_values(&[&zone.apex.to_ascii()])
+            .set(zone.serial() as i64);
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
+}
+
+async fn ready(State(s): State<AdminState>) -> impl IntoResponse {
+    if s.is_ready() {
+        (StatusCode::OK, "ready\n")
+    } else if s.draining.load(Ordering::Relaxed) {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "waiting for the first full sync of every source\n",
+        )
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ExplainQuery {
+    name: String,
+}
+
+async fn explain(State(s): State<AdminState>, Query(q): Query<ExplainQuery>) -> impl IntoResponse {
+    let explanation = match s.engine.lock() {
+        Ok(engine) => engine.explain(&q.name, Instant::now()),
+        Err(_) => {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "engine unavailable\n".into(),
+            );
+        }
+    };
+    (StatusCode::OK, crate::explain::render(&explanation))
+}
+
+async fn status(State(s): State<AdminState>) -> impl IntoResponse {
+    let mut out = String::new();
+    let (counts, problems, conflicts) = match s.engine.lock() {
+        Ok(e) => (
+            e.counts(),
+            crate::explain::render_problems(e.problems()),
+            e.conflicts(),
+        ),
+        Err(_) => {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "engine unavailable\n".into(),
+            );
+        }
+    };
+    let _ = writeln!(out, "ready:            {}", s.is_ready());
+    let _ = writeln!(
+        out,
+        "members:          {} ({} ready)",
+        counts.members, counts.ready_members
+    );
+    let _ = writeln!(out, "service records:  {}", counts.service_records);
+    let _ = writeln!(out, "ingress records:  {}", counts.ingress_records);
+    let _ = writeln!(out, "names served:     {}", counts.names);
+    for zone in s.store.zones().iter() {
+        let _ = writeln!(
+            out,
+            "zone:             {} serial {}",
+            zone.apex,
+            zone.serial()
+        );
+    }
+    for c in conflicts {
+        let _ = writeln!(
+            out,
+            "conflict:         {} served from {}, {} rejected",
+            c.name, c.winner, c.loser
+        );
+    }
+    for line in problems.lines() {
+        let _ = writeln!(out, "problem:          {line}");
+    }
+    for e in s.source_errors.borrow().iter() {
+        let _ = writeln!(out, "source error:     {e}");
+    }
+    (StatusCode::OK, out)
+}

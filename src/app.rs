@@ -1,0 +1,356 @@
+//! Wiring: starts the sources, the engine task, the zone-file and hostname refreshers, the DNS
+//! listeners and the admin server, and stops them in order (lame duck first).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::admin::{self, AdminState};
+use crate::config::ServeConfig;
+use crate::engine::{Engine, StaticZone};
+use crate::hostnames::HostResolver;
+use crate::metrics::Metrics;
+use crate::model::SourceEvent;
+use crate::records::ResolvedHost;
+use crate::server::{self, UdpWorkers};
+use crate::shutdown::Shutdown;
+use crate::source::dir;
+use crate::store::RecordStore;
+use crate::zonefile::ZoneDir;
+
+/// Why fedns could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Source(#[from] dir::DirError),
+    #[error("cannot listen for DNS on {addr}: {source}")]
+    DnsListen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot listen for admin HTTP on {addr}: {source}")]
+    AdminListen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("no source configured")]
+    NoSource,
+}
+
+/// What the engine task consumes.
+#[derive(Debug)]
+enum EngineInput {
+    Source(SourceEvent, Instant),
+    StaticZones(Vec<StaticZone>),
+    Host(String, Option<ResolvedHost>),
+}
+
+/// A running fedns.
+#[derive(Debug)]
+pub struct Running {
+    /// The bound DNS addresses (UDP and TCP share each).
+    pub dns_addrs: Vec<SocketAddr>,
+    pub admin_addr: SocketAddr,
+    pub store: Arc<RecordStore>,
+    pub engine: Arc<Mutex<Engine>>,
+    shutdown: Shutdown,
+    draining: Arc<AtomicBool>,
+    udp: Vec<UdpWorkers>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// How often zone files are checked for changes.
+const ZONE_POLL: Duration = Duration::from_millis(500);
+/// How often the hostname resolver looks for due names.
+const HOST_POLL: Duration = Duration::from_secs(1);
+
+/// Starts everything; returns once the listeners are bound (answers are SERVFAIL until synced).
+pub async fn start(cfg: ServeConfig) -> Result<Running, StartError> {
+    let metrics = Metrics::new();
+    let store = Arc::new(RecordStore::new());
+    let engine = Arc::new(Mutex::new(Engine::new(store.clone(), cfg.engine.clone())));
+    let shutdown = Shutdown::new();
+    let draining = Arc::new(AtomicBool::new(false));
+    let (engine_tx, engine_rx) = mpsc::channel::<EngineInput>(8192);
+    let (errors_tx, errors_rx) = watch::channel(Vec::<String>::new());
+    let mut tasks = Vec::new();
+
+    // Static zones first, so the first sync already serves them.
+    let mut zone_dir = ZoneDir::new(cfg.zones.clone());
+    zone_dir.refresh();
+    if let Ok(mut e) = engine.lock() {
+        e.set_static_zones(zone_dir.zones());
+    }
+
+    // The embedded directory source.
+    let source_dir = cfg.source.clone().ok_or(StartError::NoSource)?;
+    let snapshot = {
+        let dir = source_dir.clone();
+        tokio::task::spawn_blocking(move || dir::load(dir))
+            .await
+            .map_err(|e| {
+                StartError::Source(dir::DirError::Unreadable {
+                    path: source_dir.clone(),
+                    source: std::io::Error::other(e.to_string()),
+                })
+            })??
+    };
+    let source_errors = snapshot.subscribe_errors();
+    let initial = snapshot.initial_events();
+    {
+        let seen = Instant::now();
+        let mut e = engine.lock().expect("engine lock");
+        for event in initial {
+            e.apply(event, seen);
+        }
+        e.flush(Instant::now());
+    }
+    let (source_tx, mut source_rx) = mpsc::channel::<SourceEvent>(8192);
+    tasks.push(tokio::spawn(dir::watch(source_dir, snapshot, source_tx)));
+    let forward = engine_tx.clone();
+    tasks.push(tokio::spawn(async move {
+        while let Some(event) = source_rx.recv().await {
+            if forward
+                .send(EngineInput::Source(event, Instant::now()))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }));
+
+    tasks.push(tokio::spawn(engine_loop(
+        engine.clone(),
+        engine_rx,
+        metrics.clone(),
+        shutdown.clone(),
+    )));
+    tasks.push(tokio::spawn(zone_loop(
+        zone_dir,
+        engine_tx.clone(),
+        metrics.clone(),
+        errors_tx,
+        source_errors,
+        shutdown.clone(),
+    )));
+    tasks.push(tokio::spawn(host_loop(
+        HostResolver::new(store.clone(), cfg.upstream_resolver),
+        engine.clone(),
+        engine_tx.clone(),
+        shutdown.clone(),
+    )));
+
+    // DNS listeners.
+    let mut udp = Vec::new();
+    let mut dns_addrs = Vec::new();
+    for addr in &cfg.dns_listen {
+        let workers =
+            UdpWorkers::start(*addr, cfg.udp_workers, store.clone(), cfg.limits, &metrics)
+                .map_err(|source| StartError::DnsListen {
+                    addr: *addr,
+                    source,
+                })?;
+        let bound = workers.local_addr;
+        udp.push(workers);
+        let listener = tokio::net::TcpListener::bind(bound)
+            .await
+            .map_err(|source| StartError::DnsListen {
+                addr: bound,
+                source,
+            })?;
+        tasks.push(tokio::spawn(server::serve_tcp(
+            listener,
+            store.clone(),
+            cfg.limits,
+            metrics.clone(),
+            shutdown.clone(),
+        )));
+        dns_addrs.push(bound);
+    }
+
+    // Admin HTTP.
+    let listener = tokio::net::TcpListener::bind(cfg.admin_listen)
+        .await
+        .map_err(|source| StartError::AdminListen {
+            addr: cfg.admin_listen,
+            source,
+        })?;
+    let admin_addr = listener
+        .local_addr()
+        .map_err(|source| StartError::AdminListen {
+            addr: cfg.admin_listen,
+            source,
+        })?;
+    let router = admin::router(AdminState {
+        metrics: metrics.clone(),
+        store: store.clone(),
+        engine: engine.clone(),
+        draining: draining.clone(),
+        source_errors: errors_rx,
+    });
+    let stop = shutdown.clone();
+    tasks.push(tokio::spawn(async move {
+        let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+            stop.wait().await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "admin server failed");
+        }
+    }));
+
+    tracing::info!(dns = ?dns_addrs, admin = %admin_addr, "fedns serving");
+    Ok(Running {
+        dns_addrs,
+        admin_addr,
+        store,
+        engine,
+        shutdown,
+        draining,
+        udp,
+        tasks,
+    })
+}
+
+impl Running {
+    /// Lame duck: fail `/ready`, keep answering for `drain`, then stop everything.
+    pub async fn stop(self, drain: Duration) {
+        self.draining.store(true, Ordering::Relaxed);
+        tokio::time::sleep(drain).await;
+        self.shutdown.trigger();
+        for workers in self.udp {
+            tokio::task::spawn_blocking(move || workers.stop())
+                .await
+                .ok();
+        }
+        for task in self.tasks {
+            task.abort();
+        }
+    }
+}
+
+async fn engine_loop(
+    engine: Arc<Mutex<Engine>>,
+    mut rx: mpsc::Receiver<EngineInput>,
+    metrics: Metrics,
+    shutdown: Shutdown,
+) {
+    let mut batch = Vec::new();
+    loop {
+        let deadline = engine.lock().ok().and_then(|e| e.next_deadline());
+        let sleep = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            n = rx.recv_many(&mut batch, 4096) => {
+                if n == 0 {
+                    return;
+                }
+            }
+            _ = sleep => {}
+            _ = shutdown.wait() => return,
+        }
+        let Ok(mut e) = engine.lock() else { return };
+        let mut oldest: Option<Instant> = None;
+        for input in batch.drain(..) {
+            match input {
+                EngineInput::Source(event, seen) => {
+                    oldest = Some(oldest.map_or(seen, |o| o.min(seen)));
+                    e.apply(event, seen);
+                }
+                EngineInput::StaticZones(zones) => e.set_static_zones(zones),
+                EngineInput::Host(host, resolved) => e.set_host(host, resolved),
+            }
+        }
+        let now = Instant::now();
+        e.expire(now);
+        if e.has_pending() {
+            e.flush(now);
+        }
+        if let Some(seen) = oldest {
+            metrics
+                .programming
+                .observe(Instant::now().duration_since(seen).as_secs_f64());
+        }
+        let counts = e.counts();
+        metrics.members.set(counts.members as i64);
+        metrics.members_ready.set(counts.ready_members as i64);
+        metrics.name_conflicts.set(counts.conflicts as i64);
+        metrics.record_problems.set(counts.problems as i64);
+    }
+}
+
+async fn zone_loop(
+    mut zones: ZoneDir,
+    tx: mpsc::Sender<EngineInput>,
+    metrics: Metrics,
+    errors_tx: watch::Sender<Vec<String>>,
+    source_errors: watch::Receiver<Vec<dir::LoadError>>,
+    shutdown: Shutdown,
+) {
+    let mut tick = tokio::time::interval(ZONE_POLL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait() => return,
+        }
+        if zones.refresh() {
+            metrics.zone_reloads.with_label_values(&["changed"]).inc();
+            if tx
+                .send(EngineInput::StaticZones(zones.zones()))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        let mut errors: Vec<String> = source_errors
+            .borrow()
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        errors.extend(zones.errors().iter().map(|e| e.to_string()));
+        metrics.source_errors.set(errors.len() as i64);
+        errors_tx.send_if_modified(|current| {
+            let changed = *current != errors;
+            if changed {
+                *current = errors;
+            }
+            changed
+        });
+    }
+}
+
+async fn host_loop(
+    mut resolver: HostResolver,
+    engine: Arc<Mutex<Engine>>,
+    tx: mpsc::Sender<EngineInput>,
+    shutdown: Shutdown,
+) {
+    let mut tick = tokio::time::interval(HOST_POLL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait() => return,
+        }
+        let wanted = match engine.lock() {
+            Ok(e) => e.hostnames(),
+            Err(_) => return,
+        };
+        if wanted.is_empty() {
+            continue;
+        }
+        for (host, resolved) in resolver.resolve_due(&wanted, Instant::now()).await {
+            if tx.send(EngineInput::Host(host, resolved)).await.is_err() {
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! Configuration of `fedns serve`: command-line flags, `FEDNS_*` environment variables and an
+//! optional YAML file (`--config`). Flags and environment win over the file; the file wins over
+//! built-in defaults. Everything is validated before anything starts.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use serde::Deserialize;
+
+use crate::engine::Settings;
+use crate::records::TtlPolicy;
+use crate::responder::Limits;
+
+/// A configuration that cannot be used, with what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+}
+
+/// Flags of `fedns serve` (each also settable as `FEDNS_<NAME>` or in the config file).
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// YAML config file; its keys are the flag names in camelCase (dnsListen, gracePeriod, ...).
+    #[arg(long, env = "FEDNS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Embedded source: a directory with federation objects at the top and one sub-directory of
+    /// Kubernetes YAML per member cluster (see deploy/demo). Watched for changes.
+    #[arg(long, env = "FEDNS_SOURCE")]
+    pub source: Option<PathBuf>,
+    /// Directory of RFC 1035 master files served beside the computed records (one zone per file).
+    #[arg(long, env = "FEDNS_ZONES")]
+    pub zones: Option<PathBuf>,
+    /// Address to answer DNS on, UDP and TCP; repeat or comma-separate for several
+    /// [default: 127.0.0.1:5353].
+    #[arg(long, env = "FEDNS_DNS_LISTEN", value_delimiter = ',')]
+    pub dns_listen: Vec<SocketAddr>,
+    /// Address of the admin HTTP server: /metrics, /healthz, /ready, /explain, /status
+    /// [default: 127.0.0.1:9053].
+    #[arg(long, env = "FEDNS_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+    /// UDP answer workers, each a thread with its own SO_REUSEPORT socket [default: CPU count].
+    #[arg(long, env = "FEDNS_UDP_WORKERS")]
+    pub udp_workers: Option<usize>,
+    /// TTL of records whose recordTTL is 0 [default: 180].
+    #[arg(long, env = "FEDNS_DEFAULT_TTL")]
+    pub default_ttl: Option<u32>,
+    /// Lowest TTL served for computed records [default: 0].
+    #[arg(long, env = "FEDNS_MIN_TTL")]
+    pub min_ttl: Option<u32>,
+    /// Highest TTL served for computed records [default: 86400].
+    #[arg(long, env = "FEDNS_MAX_TTL")]
+    pub max_ttl: Option<u32>,
+    /// Negative-caching TTL (SOA MINIMUM) of Domain zones [default: 30].
+    #[arg(long, env = "FEDNS_NEGATIVE_TTL")]
+    pub negative_ttl: Option<u32>,
+    /// How long an unreachable member keeps its targets, e.g. 30s, 5m [default: 0s].
+    #[arg(long, env = "FEDNS_GRACE_PERIOD", value_parser = parse_duration)]
+    pub grace_period: Option<Duration>,
+    /// Largest UDP response and the EDNS payload we advertise [default: 1232].
+    #[arg(long, env = "FEDNS_MAX_UDP_PAYLOAD")]
+    pub max_udp_payload: Option<u16>,
+    /// Resolver for load-balancer hostnames outside our zones, ip:port [default: the system's].
+    #[arg(long, env = "FEDNS_UPSTREAM_RESOLVER")]
+    pub upstream_resolver: Option<SocketAddr>,
+    /// Log format: text or json [default: text].
+    #[arg(long, env = "FEDNS_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The config file: the same settings as the flags, in camelCase.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct FileConfig {
+    source: Option<PathBuf>,
+    zones: Option<PathBuf>,
+    dns_listen: Option<Vec<SocketAddr>>,
+    admin_listen: Option<SocketAddr>,
+    udp_workers: Option<usize>,
+    #[serde(rename = "defaultTTL")]
+    default_ttl: Option<u32>,
+    #[serde(rename = "minTTL")]
+    min_ttl: Option<u32>,
+    #[serde(rename = "maxTTL")]
+    max_ttl: Option<u32>,
+    #[serde(rename = "negativeTTL")]
+    negative_ttl: Option<u32>,
+    grace_period: Option<String>,
+    #[serde(rename = "maxUDPPayload")]
+    max_udp_payload: Option<u16>,
+    upstream_resolver: Option<SocketAddr>,
+    log_format: Option<LogFormat>,
+}
+
+/// Everything `serve` needs, validated.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub source: Option<PathBuf>,
+    pub zones: Option<PathBuf>,
+    pub dns_listen: Vec<SocketAddr>,
+    pub admin_listen: SocketAddr,
+    pub udp_workers: usize,
+    pub engine: Settings,
+    pub limits: Limits,
+    pub upstream_resolver: Option<SocketAddr>,
+    pub log_format: LogFormat,
+}
+
+/// Parses `30s`, `5m`, `1h`, `250ms` or a plain number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((text, ""), |i| text.split_at(i));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (use e.g. 30s, 5m, 250ms)"))?;
+    match unit {
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "ms" => Ok(Duration::from_millis(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!(
+            "{text:?}: unknown unit {unit:?} (use ms, s, m or h)"
+        )),
+    }
+}
+
+impl ServeArgs {
+    /// Merges flags, environment and the config file, then validates.
+    pub fn resolve(&self) -> Result<ServeConfig, ConfigError> {
+        let file = match &self.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let grace = match (&self.grace_period, &file.grace_period) {
+            (Some(d), _) => *d,
+            (None, Some(text)) => parse_duration(text).map_err(|message| ConfigError::Invalid {
+                field: "gracePeriod",
+                message,
+            })?,
+            (None, None) => Duration::ZERO,
+        };
+        let dns_listen = if !self.dns_listen.is_empty() {
+            self.dns_listen.clone()
+        } else {
+            file.dns_listen
+                .unwrap_or_else(|| vec![SocketAddr::from(([127, 0, 0, 1], 5353))])
+        };
+        let ttl = TtlPolicy {
+            default_ttl: self.default_ttl.or(file.default_ttl).unwrap_or(180),
+            min_ttl: self.min_ttl.or(file.min_ttl).unwrap_or(0),
+            max_ttl: self.max_ttl.or(file.max_ttl).unwrap_or(86_400),
+        };
+        let cfg = ServeConfig {
+            source: self.source.clone().or(file.source),
+            zones: self.zones.clone().or(file.zones),
+            dns_listen,
+            admin_listen: self
+                .admin_listen
+                .or(file.admin_listen)
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9053))),
+            udp_workers: self
+                .udp_workers
+                .or(file.udp_workers)
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            engine: Settings {
+                ttl,
+                grace,
+                negative_ttl: self.negative_ttl.or(file.negative_ttl).unwrap_or(30),
+                ..Settings::default()
+            },
+            limits: Limits {
+                max_udp_payload: self
+                    .max_udp_payload
+                    .or(file.max_udp_payload)
+                    .unwrap_or(1232),
+            },
+            upstream_resolver: self.upstream_resolver.or(file.upstream_resolver),
+            log_format: self.log_format.or(file.log_format).unwrap_or_default(),
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    serde_yaml_ng::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+impl ServeConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, message: &str| {
+            Err(ConfigError::Invalid {
+                field,
+                message: message.to_owned(),
+            })
+        };
+        if self.source.is_none() {
+            return invalid(
+                "source",
+                "no source given: pass --source <dir> (try --source deploy/demo)",
+            );
+        }
+        if self.udp_workers == 0 || self.udp_workers > 256 {
+            return invalid("udpWorkers", "must be between 1 and 256");
+        }
+        if self.limits.max_udp_payload < 512 {
+            return invalid("maxUDPPayload", "must be at least 512");
+        }
+        let ttl = self.engine.ttl;
+        if ttl.min_ttl > ttl.max_ttl {
+            return invalid("minTTL", "must not exceed maxTTL");
+        }
+        if ttl.default_ttl == 0 {
+            return invalid("defaultTTL", "must be greater than 0");
+        }
+        if self.dns_listen.is_empty() {
+            return invalid("dnsListen", "needs at least one address");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> ServeArgs {
+        ServeArgs {
+            source: Some("deploy/demo".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults_are_local_and_kubefed_compatible() {
+        let cfg = args().resolve().unwrap();
+        assert_eq!(cfg.dns_listen, vec!["127.0.0.1:5353".parse().unwrap()]);
+        assert_eq!(cfg.engine.ttl.default_ttl, 180);
+        assert_eq!(cfg.engine.negative_ttl, 30);
+        assert_eq!(cfg.engine.grace, Duration::ZERO);
+        assert_eq!(cfg.limits.max_udp_payload, 1232);
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fedns.yaml");
+        std::fs::write(&path, "gracePeriod: 30s\ndefaultTTL: 60\nudpWorkers: 3\n").unwrap();
+        let mut a = args();
+        a.config = Some(path);
+        a.udp_workers = Some(1);
+        let cfg = a.resolve().unwrap();
+        assert_eq!(cfg.engine.grace, Duration::from_secs(30));
+        assert_eq!(cfg.engine.ttl.default_ttl, 60);
+        assert_eq!(cfg.udp_workers, 1);
+    }
+
+    #[test]
+    fn unknown_config_keys_are_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fedns.yaml");
+        std::fs::write(&path, "gracePeriods: 30s\n").unwrap();
+        let mut a = args();
+        a.config = Some(path);
+        let err = a.resolve().unwrap_err().to_string();
+        assert!(
+            err.contains("fedns.yaml") && err.contains("gracePeriods"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn missing_source_says_what_to_do() {
+        let err = ServeArgs::default().resolve().unwrap_err().to_string();
+        assert!(err.contains("--source"), "{err}");
+    }
+
+    #[test]
+    fn min_ttl_above_max_is_rejected() {
+        let mut a = args();
+        a.min_ttl = Some(100);
+        a.max_ttl = Some(10);
+        assert!(a.resolve().is_err());
+    }
+}

@@ -1,0 +1,274 @@
+//! Prometheus metrics, all named `fedns_*` in base units. Answer workers count into worker-local
+//! copies ([`WorkerMetrics`]) flushed every few hundred queries or when idle, so the answer path
+//! shares no cache line with another core.
+
+use std::time::Duration;
+
+use prometheus::core::{AtomicU64, GenericLocalCounter};
+use prometheus::local::LocalHistogram;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::responder::{Answered, Transport};
+
+/// Rcodes we label separately; everything else is "other".
+const RCODES: [(u16, &str); 8] = [
+    (0, "NOERROR"),
+    (1, "FORMERR"),
+    (2, "SERVFAIL"),
+    (3, "NXDOMAIN"),
+    (4, "NOTIMP"),
+    (5, "REFUSED"),
+    (16, "BADVERS"),
+    (u16::MAX, "other"),
+];
+
+/// Every metric fedns exports.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    responses: IntCounterVec,
+    dropped: IntCounter,
+    truncated: IntCounter,
+    duration: Histogram,
+    pub records: IntGauge,
+    pub members: IntGauge,
+    pub members_ready: IntGauge,
+    pub member_ready: IntGaugeVec,
+    pub name_conflicts: IntGauge,
+    pub record_problems: IntGauge,
+    pub source_errors: IntGauge,
+    pub programming: Histogram,
+    pub zone_serial: IntGaugeVec,
+    pub zone_reloads: IntCounterVec,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("fedns_dns_requests_total", "DNS requests received"),
+            &["transport"],
+        )
+        .expect("valid metric");
+        let responses = IntCounterVec::new(
+            Opts::new("fedns_dns_responses_total", "DNS responses sent, by rcode"),
+            &["rcode"],
+        )
+        .expect("valid metric");
+        let dropped = IntCounter::new(
+            "fedns_dns_dropped_total",
+            "Packets dropped unanswered (responses, runts)",
+        )
+        .expect("valid metric");
+        let truncated = IntCounter::new(
+            "fedns_dns_truncated_total",
+            "UDP responses sent with TC set",
+        )
+        .expect("valid metric");
+        let duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "fedns_dns_request_duration_seconds",
+                "Time from a request read to its response written",
+            )
+            .buckets(vec![
+                1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 1e-2, 0.1,
+            ]),
+        )
+        .expect("valid metric");
+        let programming = Histogram::with_opts(
+            HistogramOpts::new(
+                "fedns_dns_programming_duration_seconds",
+                "Time from a source change seen to the new answer in the store",
+            )
+            .buckets(vec![
+                1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+            ]),
+        )
+        .expect("valid metric");
+        let gauge = |name: &str, help: &str| IntGauge::new(name, help).expect("valid metric");
+        let m = Self {
+            requests,
+            responses,
+            dropped,
+            truncated,
+            duration,
+            records: gauge("fedns_records", "Names in the record store"),
+            members: gauge("fedns_members", "Member clusters known"),
+            members_ready: gauge("fedns_members_ready", "Member clusters ready"),
+            member_ready: IntGaugeVec::new(
+                Opts::new("fedns_member_ready", "1 when the member cluster is ready"),
+                &["cluster"],
+            )
+            .expect("valid metric"),
+            name_conflicts: gauge(
+                "fedns_name_conflicts",
+                "Names claimed by more than one owner (losers not served)",
+            ),
+            record_problems: gauge(
+                "fedns_record_problems",
+                "Invalid labels or references found while computing records",
+            ),
+            source_errors: gauge(
+                "fedns_source_errors",
+                "Source files currently failing to parse (last good content served)",
+            ),
+            programming,
+            zone_serial: IntGaugeVec::new(
+                Opts::new("fedns_zone_serial", "Current SOA serial"),
+                &["zone"],
+            )
+            .expect("valid metric"),
+            zone_reloads: IntCounterVec::new(
+                Opts::new("fedns_zone_file_loads_total", "Zone file loads, by result"),
+                &["result"],
+            )
+            .expect("valid metric"),
+            registry,
+        };
+        for c in [
+            Box::new(m.requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(m.responses.clone()),
+            Box::new(m.dropped.clone()),
+            Box::new(m.truncated.clone()),
+            Box::new(m.duration.clone()),
+            Box::new(m.records.clone()),
+            Box::new(m.members.clone()),
+            Box::new(m.members_ready.clone()),
+            Box::new(m.member_ready.clone()),
+            Box::new(m.name_conflicts.clone()),
+            Box::new(m.record_problems.clone()),
+            Box::new(m.source_errors.clone()),
+            Box::new(m.programming.clone()),
+            Box::new(m.zone_serial.clone()),
+            Box::new(m.zone_reloads.clone()),
+        ] {
+            m.registry.register(c).expect("unique metric");
+        }
+        // Show every rcode from the start, so rate() works from the first scrape.
+        for (_, label) in RCODES {
+            m.responses.with_label_values(&[label]);
+        }
+        m
+    }
+
+    /// A worker-local view for one answer worker.
+    pub fn worker(&self, transport: Transport) -> WorkerMetrics {
+        let label = match transport {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        };
+        WorkerMetrics {
+            requests: self.requests.with_label_values(&[label]).local(),
+            responses: RCODES.map(|(_, l)| self.responses.with_label_values(&[l]).local()),
+            dropped: self.dropped.local(),
+            truncated: self.truncated.local(),
+            duration: self.duration.local(),
+            pending: 0,
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed families.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+type LocalCounter = GenericLocalCounter<AtomicU64>;
+
+/// Counters of one answer worker, flushed in batches.
+#[derive(Debug)]
+pub struct WorkerMetrics {
+    requests: LocalCounter,
+    responses: [LocalCounter; RCODES.len()],
+    dropped: LocalCounter,
+    truncated: LocalCounter,
+    duration: LocalHistogram,
+    pending: u32,
+}
+
+impl WorkerMetrics {
+    /// Counts one request and its outcome (`None`: dropped).
+    #[inline]
+    pub fn observe(&mut self, answered: Option<Answered>, elapsed: Duration) {
+        self.requests.inc();
+        match answered {
+            Some(a) => {
+                let i = RCODES
+                    .iter()
+                    .position(|(rc, _)| *rc == a.rcode)
+                    .unwrap_or(RCODES.len() - 1);
+                self.responses[i].inc();
+                if a.truncated {
+                    self.truncated.inc();
+                }
+            }
+            None => self.dropped.inc(),
+        }
+        self.duration.observe(elapsed.as_secs_f64());
+        self.pending += 1;
+        if self.pending >= 512 {
+            self.flush();
+        }
+    }
+
+    pub fn flush(&mut self) {
+        if self.pending == 0 {
+            return;
+        }
+        self.pending = 0;
+        self.requests.flush();
+        for c in &self.responses {
+            c.flush();
+        }
+        self.dropped.flush();
+        self.truncated.flush();
+        self.duration.flush();
+    }
+}
+
+impl Drop for WorkerMetrics {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_counts_show_after_flush() {
+        let m = Metrics::new();
+        let mut w = m.worker(Transport::Udp);
+        w.observe(
+            Some(Answered {
+                rcode: 3,
+                truncated: false,
+            }),
+            Duration::from_micros(3),
+        );
+        w.observe(None, Duration::from_micros(1));
+        w.flush();
+        let text = m.render();
+        assert!(
+            text.contains("fedns_dns_requests_total{transport=\"udp\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("fedns_dns_responses_total{rcode=\"NXDOMAIN\"} 1"));
+        assert!(text.contains("fedns_dns_dropped_total 1"));
+        assert!(text.contains("fedns_dns_request_duration_seconds_count 2"));
+    }
+}

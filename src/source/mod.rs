@@ -1,0 +1,7 @@
+//! Sources of the federation model: they read federation and member-cluster objects, strip them
+//! with [`normalize`], and emit [`crate::model::SourceEvent`]s.
+//!
+//! - [`dir`]: the embedded directory source (a tree of YAML/JSON manifests, no Kubernetes needed).
+
+pub mod dir;
+pub mod normalize;
