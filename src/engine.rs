@@ -547,12 +547,13 @@ impl Engine {
     /// Recomputes what the applied events touched and publishes it to the store.
     pub fn flush(&mut self, now: Instant) {
         let touched = std::mem::take(&mut self.touched);
-        if touched.topology || touched.everything || touched.zones {
-            self.refresh_topology();
-        }
+        // Node events are frequent; only a real change of some member's zones or region
+        // recomputes every record.
+        let topology_changed =
+            (touched.topology || touched.everything || touched.zones) && self.refresh_topology();
         if touched.zones {
             self.rebuild(now);
-        } else if touched.everything || touched.topology {
+        } else if touched.everything || topology_changed {
             for key in self.services.keys().cloned().collect::<Vec<_>>() {
                 self.recompute(Owner::Service(key), now);
             }
@@ -586,16 +587,24 @@ impl Engine {
         }
     }
 
-    fn refresh_topology(&mut self) {
+    /// Recomputes each member's zones and region; returns whether any changed.
+    fn refresh_topology(&mut self) -> bool {
+        let mut changed = false;
         for (name, slice) in &mut self.slices {
             let (zones, region) = topology_from_nodes(slice.nodes.values());
             let declared = self.members.get(name);
-            slice.zones = match declared {
+            let zones = match declared {
                 Some(m) if !m.zones.is_empty() => m.zones.iter().cloned().collect(),
                 _ => zones,
             };
-            slice.region = declared.and_then(|m| m.region.clone()).or(region);
+            let region = declared.and_then(|m| m.region.clone()).or(region);
+            if slice.zones != zones || slice.region != region {
+                slice.zones = zones;
+                slice.region = region;
+                changed = true;
+            }
         }
+        changed
     }
 
     /// Computes what `owner` claims now. `Ok(None)` means the owner no longer exists.

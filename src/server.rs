@@ -91,6 +91,118 @@ fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
     Ok(socket.into())
 }
 
+/// Datagrams read and answered per system call on Linux.
+#[cfg(target_os = "linux")]
+const BATCH: usize = 32;
+
+/// Answers datagrams in batches: one `recvmmsg` and one `sendmmsg` per batch of queries.
+#[cfg(target_os = "linux")]
+fn udp_loop(
+    socket: UdpSocket,
+    store: Arc<RecordStore>,
+    limits: Limits,
+    mut metrics: crate::metrics::WorkerMetrics,
+    stop: Arc<AtomicBool>,
+) {
+    use nix::errno::Errno;
+    use nix::sys::socket::{
+        ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg,
+    };
+    use std::io::{IoSlice, IoSliceMut};
+    use std::os::fd::AsRawFd;
+
+    let fd = socket.as_raw_fd();
+    let mut packets = vec![[0u8; 4096]; BATCH];
+    let mut outs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(4096)).collect();
+    let mut recv_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+    let mut send_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+    let mut received: [(usize, Option<SockaddrStorage>); BATCH] = [(0, None); BATCH];
+    let mut replies: [Option<SockaddrStorage>; BATCH] = [None; BATCH];
+    let no_cmsgs: [ControlMessage<'_>; 0] = [];
+
+    while !stop.load(Ordering::Relaxed) {
+        let count = {
+            let mut bufs = packets.iter_mut();
+            let mut iovs: [[IoSliceMut<'_>; 1]; BATCH] = std::array::from_fn(|_| {
+                [IoSliceMut::new(
+                    bufs.next().map_or(&mut [][..], |b| &mut b[..]),
+                )]
+            });
+            match recvmmsg(
+                fd,
+                &mut recv_headers,
+                iovs.iter_mut(),
+                MsgFlags::MSG_WAITFORONE,
+                None,
+            ) {
+                Ok(results) => {
+                    let mut n = 0;
+                    for msg in results {
+                        received[n] = (msg.bytes, msg.address);
+                        n += 1;
+                    }
+                    n
+                }
+                Err(Errno::EAGAIN | Errno::EINTR) => {
+                    metrics.flush();
+                    continue;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "udp recvmmsg failed");
+                    continue;
+                }
+            }
+        };
+        let mut answers = 0;
+        for i in 0..count {
+            let (len, peer) = received[i];
+            let started = Instant::now();
+            let answered = responder::respond(
+                &packets[i][..len],
+                &store,
+                Transport::Udp,
+                &limits,
+                &mut outs[answers],
+            );
+            metrics.observe(answered, started.elapsed());
+            if answered.is_some() && peer.is_some() {
+                replies[answers] = peer;
+                answers += 1;
+            }
+        }
+        let mut sent = 0;
+        while sent < answers {
+            let iovs: [[IoSlice<'_>; 1]; BATCH] = std::array::from_fn(|i| {
+                [IoSlice::new(outs.get(sent + i).map_or(&[][..], |o| &o[..]))]
+            });
+            match sendmmsg(
+                fd,
+                &mut send_headers,
+                iovs[..answers - sent].iter(),
+                &replies[sent..answers],
+                no_cmsgs,
+                MsgFlags::empty(),
+            ) {
+                Ok(results) => {
+                    let n = results.count();
+                    if n == 0 {
+                        break;
+                    }
+                    sent += n;
+                }
+                Err(Errno::EINTR) => {}
+                Err(e) => {
+                    // Skip the datagram that failed (e.g. an unreachable peer) and go on.
+                    tracing::debug!(error = %e, "udp sendmmsg failed");
+                    sent += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Answers one datagram per `recv_from`/`send_to` where batching is not available.
+#[cfg(not(target_os = "linux"))]
 fn udp_loop(
     socket: UdpSocket,
     store: Arc<RecordStore>,
@@ -112,7 +224,6 @@ fn udp_loop(
                 metrics.flush();
                 continue;
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 tracing::debug!(error = %e, "udp recv failed");
                 continue;
