@@ -237,6 +237,7 @@ struct Touched {
     topology: bool,
     everything: bool,
     zones: bool,
+    synced: bool,
 }
 
 /// Per-member liveness: declared readiness and observed reachability.
@@ -402,7 +403,8 @@ impl Engine {
                 }
                 self.refresh_down_since(&cluster, now);
             }
-            SourceEvent::Synced => self.store.mark_synced(),
+            // Marked after the flush that publishes the synced state, never before it.
+            SourceEvent::Synced => self.touched.synced = true,
         }
     }
 
@@ -541,7 +543,12 @@ impl Engine {
     /// Whether any event is waiting to be published.
     pub fn has_pending(&self) -> bool {
         let t = &self.touched;
-        !t.services.is_empty() || !t.ingresses.is_empty() || t.topology || t.everything || t.zones
+        !t.services.is_empty()
+            || !t.ingresses.is_empty()
+            || t.topology
+            || t.everything
+            || t.zones
+            || t.synced
     }
 
     /// Recomputes what the applied events touched and publishes it to the store.
@@ -584,6 +591,9 @@ impl Engine {
             if let Some(zone) = zones.iter().find(|z| *z.key() == *key) {
                 zone.bump_serial();
             }
+        }
+        if touched.synced {
+            self.store.mark_synced();
         }
     }
 

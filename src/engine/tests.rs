@@ -505,3 +505,13 @@ fn resolved_hostname_makes_the_shard_healthy() {
     f.engine.flush(f.now);
     assert_eq!(f.answer(G), "NoError A 192.0.2.8");
 }
+
+#[test]
+fn synced_is_published_only_with_the_records_it_covers() {
+    let mut engine = Engine::new(Arc::new(RecordStore::new()), Settings::default());
+    let now = Instant::now();
+    engine.apply(SourceEvent::Synced, now);
+    assert!(!engine.store().is_synced(), "not before the flush");
+    engine.flush(now);
+    assert!(engine.store().is_synced());
+}
