@@ -114,6 +114,8 @@ pub struct ShardReport {
     pub zones: Vec<String>,
     pub region: Option<String>,
     pub health: ShardHealth,
+    /// The load balancer as the member reports it (empty when the Service is absent).
+    pub load_balancer: LoadBalancer,
     pub targets: Vec<IpAddr>,
     /// Hostnames whose resolution failed or is pending (the shard keeps what did resolve).
     pub unresolved: Vec<String>,
@@ -262,6 +264,26 @@ fn shard_targets(
     (ShardHealth::Healthy, targets, unresolved)
 }
 
+fn shard_report(
+    member: &MemberInput<'_>,
+    health: ShardHealth,
+    targets: &Targets,
+    unresolved: Vec<String>,
+) -> ShardReport {
+    ShardReport {
+        cluster: member.cluster.to_owned(),
+        zones: member.zones.iter().cloned().collect(),
+        region: member.region.map(str::to_owned),
+        health,
+        load_balancer: member
+            .shard
+            .map(|s| s.load_balancer.clone())
+            .unwrap_or_default(),
+        targets: targets.addrs(),
+        unresolved,
+    }
+}
+
 /// Computes every name of a ServiceDNSRecord (spec section 4). A record-level error (an invalid
 /// service label or zone) yields no names; a bad zone or region label of one cluster only drops
 /// that cluster from the zone/region level, reported in `problems`.
@@ -307,16 +329,8 @@ pub fn compute_service(
                 }),
             }
         }
-        if member.shard.is_some() {
-            out.shards.push(ShardReport {
-                cluster: member.cluster.to_owned(),
-                zones: member.zones.iter().cloned().collect(),
-                region: member.region.map(str::to_owned),
-                health,
-                targets: targets.addrs(),
-                unresolved,
-            });
-        }
+        out.shards
+            .push(shard_report(member, health, &targets, unresolved));
     }
     out.shards.sort_by(|a, b| a.cluster.cmp(&b.cluster));
 
@@ -402,16 +416,8 @@ pub fn compute_ingress(
     for member in members {
         let (health, targets, unresolved) = shard_targets(member, true, hosts);
         all.merge(&targets);
-        if member.shard.is_some() {
-            out.shards.push(ShardReport {
-                cluster: member.cluster.to_owned(),
-                zones: member.zones.iter().cloned().collect(),
-                region: member.region.map(str::to_owned),
-                health,
-                targets: targets.addrs(),
-                unresolved,
-            });
-        }
+        out.shards
+            .push(shard_report(member, health, &targets, unresolved));
     }
     out.shards.sort_by(|a, b| a.cluster.cmp(&b.cluster));
     let mut seen = BTreeSet::new();
