@@ -12,7 +12,7 @@ use hickory_proto::rr::Name;
 
 use crate::model::{
     DomainSpec, EndpointsState, FederationObject, FederationObjectId, IngressRecordSpec,
-    LoadBalancer, MemberObject, MemberObjectId, MemberSpec, NodeTopology, ObjectKey,
+    LoadBalancer, MemberKind, MemberObject, MemberObjectId, MemberSpec, NodeTopology, ObjectKey,
     ServiceRecordSpec, ServiceState, SourceEvent, topology_from_nodes,
 };
 use crate::naming::{self, NameError};
@@ -214,6 +214,40 @@ impl ClusterSlice {
         }
     }
 
+    /// Removes every object of `kind` (before a relist of that kind is applied).
+    fn clear_kind(&mut self, kind: MemberKind, touched: &mut Touched) {
+        let ids: Vec<MemberObjectId> = match kind {
+            MemberKind::Service => self
+                .services
+                .keys()
+                .map(|k| MemberObjectId::Service(k.clone()))
+                .collect(),
+            MemberKind::EndpointSlice => self
+                .endpoint_slices
+                .keys()
+                .map(|k| MemberObjectId::EndpointSlice(k.clone()))
+                .collect(),
+            MemberKind::Endpoints => self
+                .endpoints
+                .keys()
+                .map(|k| MemberObjectId::Endpoints(k.clone()))
+                .collect(),
+            MemberKind::Ingress => self
+                .ingresses
+                .keys()
+                .map(|k| MemberObjectId::Ingress(k.clone()))
+                .collect(),
+            MemberKind::Node => self
+                .nodes
+                .keys()
+                .map(|n| MemberObjectId::Node(n.clone()))
+                .collect(),
+        };
+        for id in ids {
+            self.delete(&id, touched);
+        }
+    }
+
     /// Every record key this slice may affect (used around a relist).
     fn all_keys(&self, touched: &mut Touched) {
         touched.services.extend(self.services.keys().cloned());
@@ -394,6 +428,16 @@ impl Engine {
                 }
                 self.slices.insert(cluster, fresh);
                 self.touched.topology = true;
+            }
+            SourceEvent::ResetMemberKind(cluster, kind, objects) => {
+                let slice = self.slices.entry(cluster).or_insert_with(|| {
+                    self.touched.topology = true;
+                    ClusterSlice::default()
+                });
+                slice.clear_kind(kind, &mut self.touched);
+                for object in objects {
+                    slice.apply(object, &mut self.touched);
+                }
             }
             SourceEvent::MemberReachable(cluster, reachable) => {
                 let live = self.liveness.entry(cluster.clone()).or_default();

@@ -117,7 +117,47 @@ pub enum MemberObject {
     Node(String, NodeTopology),
 }
 
+/// The kinds watched in a member cluster; each is listed and relisted on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MemberKind {
+    Service,
+    EndpointSlice,
+    Endpoints,
+    Ingress,
+    Node,
+}
+
+impl MemberKind {
+    pub const ALL: [MemberKind; 5] = [
+        MemberKind::Service,
+        MemberKind::EndpointSlice,
+        MemberKind::Endpoints,
+        MemberKind::Ingress,
+        MemberKind::Node,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberKind::Service => "services",
+            MemberKind::EndpointSlice => "endpointslices",
+            MemberKind::Endpoints => "endpoints",
+            MemberKind::Ingress => "ingresses",
+            MemberKind::Node => "nodes",
+        }
+    }
+}
+
 impl MemberObject {
+    pub fn kind(&self) -> MemberKind {
+        match self {
+            MemberObject::Service(..) => MemberKind::Service,
+            MemberObject::EndpointSlice(..) => MemberKind::EndpointSlice,
+            MemberObject::Endpoints(..) => MemberKind::Endpoints,
+            MemberObject::Ingress(..) => MemberKind::Ingress,
+            MemberObject::Node(..) => MemberKind::Node,
+        }
+    }
+
     pub fn id(&self) -> MemberObjectId {
         match self {
             MemberObject::Service(k, _) => MemberObjectId::Service(k.clone()),
@@ -178,6 +218,8 @@ pub enum SourceEvent {
     ApplyMember(String, MemberObject),
     DeleteMember(String, MemberObjectId),
     ResetMember(String, Vec<MemberObject>),
+    /// A relist of one kind in one member: replaces only that kind's objects there.
+    ResetMemberKind(String, MemberKind, Vec<MemberObject>),
     /// A member cluster's reachability changed (watch live / probe result).
     MemberReachable(String, bool),
     /// Every configured source has completed its first full listing: stop answering SERVFAIL.

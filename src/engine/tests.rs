@@ -515,3 +515,38 @@ fn synced_is_published_only_with_the_records_it_covers() {
     engine.flush(now);
     assert!(engine.store().is_synced());
 }
+
+#[test]
+fn relist_of_one_kind_replaces_only_that_kind() {
+    let mut f = Fixture::new();
+    f.healthy("c1", "10.20.30.1");
+    // Endpoints relisted (say after 410 Gone) without the slice: the Service stays.
+    f.send(SourceEvent::ResetMemberKind(
+        "c1".into(),
+        MemberKind::EndpointSlice,
+        vec![MemberObject::EndpointSlice(
+            ObjectKey::new("test", "nginx-new"),
+            EndpointsState {
+                service: "nginx".into(),
+                ready: 0,
+            },
+        )],
+    ));
+    assert_eq!(f.answer(G), "NXDomain", "the old ready slice is gone");
+    f.send(SourceEvent::ResetMemberKind(
+        "c1".into(),
+        MemberKind::EndpointSlice,
+        vec![MemberObject::EndpointSlice(
+            ObjectKey::new("test", "nginx-new"),
+            EndpointsState {
+                service: "nginx".into(),
+                ready: 3,
+            },
+        )],
+    ));
+    assert_eq!(
+        f.answer(G),
+        "NoError A 10.20.30.1",
+        "service kept across the relist"
+    );
+}
