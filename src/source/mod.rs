@@ -4,4 +4,5 @@
 //! - [`dir`]: the embedded directory source (a tree of YAML/JSON manifests, no Kubernetes needed).
 
 pub mod dir;
+pub mod member;
 pub mod normalize;
