@@ -109,6 +109,16 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, StartError> {
         }
         e.flush(Instant::now());
     }
+    // Load-balancer hostnames in our own zones resolve without network: do it before serving.
+    let mut resolver = HostResolver::new(store.clone(), cfg.upstream_resolver);
+    {
+        let mut e = engine.lock().expect("engine lock");
+        let wanted = e.hostnames();
+        for (host, resolved) in resolver.resolve_local(&wanted, Instant::now()) {
+            e.set_host(host, Some(resolved));
+        }
+        e.flush(Instant::now());
+    }
     let (source_tx, mut source_rx) = mpsc::channel::<SourceEvent>(8192);
     tasks.push(tokio::spawn(dir::watch(source_dir, snapshot, source_tx)));
     let forward = engine_tx.clone();
@@ -139,7 +149,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, StartError> {
         shutdown.clone(),
     )));
     tasks.push(tokio::spawn(host_loop(
-        HostResolver::new(store.clone(), cfg.upstream_resolver),
+        resolver,
         engine.clone(),
         engine_tx.clone(),
         shutdown.clone(),

@@ -38,6 +38,7 @@ pub struct Domain {
 /// name and namespace.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServiceDNSRecord {
+    /// Name and namespace: those of the Service.
     #[serde(default)]
     pub metadata: ObjectMeta,
     pub spec: ServiceDNSRecordSpec,
@@ -84,6 +85,7 @@ pub struct ServiceDNSRecordStatus {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterDNS {
+    /// Member cluster name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
     #[serde(default, deserialize_with = "null_as_default")]
@@ -102,6 +104,7 @@ pub struct ClusterDNS {
 /// Ingress of the same name and namespace in every member cluster.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct IngressDNSRecord {
+    /// Name and namespace: those of the Ingress.
     #[serde(default)]
     pub metadata: ObjectMeta,
     #[serde(default, deserialize_with = "null_as_default")]
@@ -140,6 +143,7 @@ pub struct IngressDNSRecordStatus {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterIngressDNS {
+    /// Member cluster name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
     #[serde(default, deserialize_with = "null_as_default")]
@@ -150,6 +154,7 @@ pub struct ClusterIngressDNS {
 /// reachable and where its nodes are.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct KubeFedCluster {
+    /// `metadata.name` is the member cluster's name; labels feed placement selectors.
     #[serde(default)]
     pub metadata: ObjectMeta,
     pub spec: KubeFedClusterSpec,

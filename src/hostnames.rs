@@ -69,6 +69,35 @@ impl HostResolver {
         out
     }
 
+    /// Resolves, without any network traffic, the wanted hosts that live in our own zones; used at
+    /// start-up so the first answers already include them.
+    pub fn resolve_local(
+        &mut self,
+        wanted: &std::collections::BTreeSet<String>,
+        now: Instant,
+    ) -> Vec<(String, ResolvedHost)> {
+        let mut out = Vec::new();
+        for host in wanted {
+            let Ok(name) = Name::from_ascii(host) else {
+                continue;
+            };
+            if self
+                .store
+                .zones()
+                .find(&crate::naming::wire_key(&name))
+                .is_none()
+            {
+                continue;
+            }
+            if let Ok(resolved) = resolve_locally(&self.store, &name) {
+                let next = Duration::from_secs(resolved.ttl.into()).clamp(MIN_REFRESH, MAX_REFRESH);
+                self.due.insert(host.clone(), now + next);
+                out.push((host.clone(), resolved));
+            }
+        }
+        out
+    }
+
     async fn resolve(&mut self, host: &str) -> Result<ResolvedHost, String> {
         let name = Name::from_ascii(host).map_err(|e| e.to_string())?;
         let key = crate::naming::wire_key(&name);

@@ -113,8 +113,8 @@ pub fn load(dir: impl AsRef<Path>) -> Result<DirectorySnapshot, DirError> {
         errors: BTreeMap::new(),
         published_errors: latest::Sender::new(Vec::new()),
     };
-    // Everything is new, so the diff is meaningless here: initial_events() resets instead.
-    snapshot.update(listing, &HashSet::new());
+    // Everything is new, so the diff is not needed: initial_events() resets instead.
+    let _ = snapshot.update(listing, &HashSet::new());
     Ok(snapshot)
 }
 
@@ -155,7 +155,10 @@ impl DirectorySnapshot {
     /// events for objects whose effective value changed.
     fn rescan(&mut self, touched: &HashSet<PathBuf>) -> Vec<SourceEvent> {
         match list_tree(&self.root) {
-            Ok(listing) => self.update(listing, touched),
+            Ok(listing) => {
+                let diff = self.update(listing, touched);
+                self.events(diff)
+            }
             Err(err) => {
                 // Keep serving what we have: a directory briefly gone (remount, rename) is not
                 // "every object deleted".
@@ -165,7 +168,9 @@ impl DirectorySnapshot {
         }
     }
 
-    fn update(&mut self, listing: Listing, touched: &HashSet<PathBuf>) -> Vec<SourceEvent> {
+    /// Brings the state in line with `listing`: re-reads changed files (and those in `touched`),
+    /// drops removed ones, and reports what changed.
+    fn update(&mut self, listing: Listing, touched: &HashSet<PathBuf>) -> Diff {
         let known: HashMap<PathBuf, Fingerprint> = self.known_files().collect();
         let changed: Vec<(PathBuf, Listed)> = listing
             .files
@@ -256,25 +261,43 @@ impl DirectorySnapshot {
         }
         self.publish_errors();
 
-        let mut events: Vec<SourceEvent> = federation_changes
+        for cluster in &added_clusters {
+            if let Some(scope) = self.members.get(cluster) {
+                scope.warn_overrides(cluster);
+            }
+        }
+        for cluster in &removed_clusters {
+            self.members.remove(cluster);
+            member_changes.remove(cluster);
+        }
+        Diff {
+            federation: federation_changes,
+            added_clusters,
+            removed_clusters,
+            members: member_changes,
+        }
+    }
+
+    /// The events for a [`Diff`]: federation changes first (so a new member exists before its
+    /// objects arrive), then whole new clusters, emptied removed ones, and per-object changes.
+    fn events(&self, diff: Diff) -> Vec<SourceEvent> {
+        let mut events: Vec<SourceEvent> = diff
+            .federation
             .into_iter()
             .map(|change| match change {
                 Change::Apply(object) => SourceEvent::ApplyFederation(object),
                 Change::Delete(id) => SourceEvent::DeleteFederation(id),
             })
             .collect();
-        for cluster in added_clusters {
+        for cluster in diff.added_clusters {
             if let Some(scope) = self.members.get(&cluster) {
-                scope.warn_overrides(&cluster);
                 events.push(SourceEvent::ResetMember(cluster, scope.effective()));
             }
         }
-        for cluster in removed_clusters {
-            self.members.remove(&cluster);
-            member_changes.remove(&cluster);
+        for cluster in diff.removed_clusters {
             events.push(SourceEvent::ResetMember(cluster, Vec::new()));
         }
-        for (cluster, changes) in member_changes {
+        for (cluster, changes) in diff.members {
             events.extend(changes.into_iter().map(|change| match change {
                 Change::Apply(object) => SourceEvent::ApplyMember(cluster.clone(), object),
                 Change::Delete(id) => SourceEvent::DeleteMember(cluster.clone(), id),
@@ -343,9 +366,9 @@ impl DirectorySnapshot {
 /// `tx` is closed. Does not send the snapshot's [`DirectorySnapshot::initial_events`]; send those
 /// first.
 ///
-/// File-system events trigger a rescan after [`DEBOUNCE`]; a stat-only rescan also runs every
-/// [`RESCAN_INTERVAL`] (and once at start, for changes made since [`load`]). Only changed files are
-/// re-read. If `dir` is not the snapshot's directory, the first rescan turns the snapshot into
+/// File-system events trigger a rescan after 50 ms of quiet; a stat-only rescan also runs every
+/// 2 s (and once at start, for changes made since [`load`]) in case events are missed. Only changed
+/// files are re-read, and only objects whose value changed are sent. If `dir` is not the snapshot's directory, the first rescan turns the snapshot into
 /// `dir`'s contents.
 pub async fn watch(
     dir: impl Into<PathBuf>,
@@ -500,6 +523,15 @@ impl Keyed for MemberObject {
             MemberObject::Node(name, _) => (4, "", name),
         }
     }
+}
+
+/// What a rescan changed, before it becomes events.
+struct Diff {
+    federation: Vec<Change<FederationObject>>,
+    /// Cluster directories that appeared: sent whole.
+    added_clusters: Vec<String>,
+    removed_clusters: Vec<String>,
+    members: BTreeMap<String, Vec<Change<MemberObject>>>,
 }
 
 /// A change of an object's effective value in one scope.
@@ -666,20 +698,21 @@ impl<O: Keyed> Scope<O> {
 
     /// The effective objects: per identity, the version of the last file in path order.
     fn effective(&self) -> Vec<O> {
-        let mut entries = self.files.values();
-        match (entries.next(), entries.next()) {
-            (None, _) => Vec::new(),
-            (Some(only), None) => only.objects.clone(),
-            _ => {
-                let mut merged: BTreeMap<SortKey<'_>, &O> = BTreeMap::new();
-                for entry in self.files.values() {
-                    for object in &entry.objects {
-                        merged.insert(object.sort_key(), object);
-                    }
-                }
-                merged.into_values().cloned().collect()
+        // Each file's objects are sorted already: the stable sort only merges those runs, and
+        // keeps equal keys in path order.
+        let mut all: Vec<&O> = self.files.values().flat_map(|e| &e.objects).collect();
+        all.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+        let mut effective = Vec::with_capacity(all.len());
+        let mut objects = all.into_iter().peekable();
+        while let Some(object) = objects.next() {
+            let shadowed = objects
+                .peek()
+                .is_some_and(|next| next.sort_key() == object.sort_key());
+            if !shadowed {
+                effective.push(object.clone());
             }
         }
+        effective
     }
 
     /// Logs every object that more than one file defines.
@@ -1017,7 +1050,6 @@ struct Header<'a, D> {
 
 /// One parsed-but-untyped document of either format.
 trait Document<'a>: Copy {
-    fn is_null(self) -> bool;
     fn header(self) -> Result<Header<'a, Self>, String>;
     /// The typed parse; errors read `field.path: what is wrong`.
     fn decode<T: DeserializeOwned>(self) -> Result<T, String>;
@@ -1032,16 +1064,40 @@ struct FileReader<'p> {
 
 impl FileReader<'_> {
     fn read_json(&mut self, text: &str) {
-        let documents = serde_json::Deserializer::from_str(text).into_iter::<&RawValue>();
-        for (index, document) in documents.enumerate() {
+        // Each top-level document is read as a header straight away (no separate pass to split
+        // the stream); its span, for the typed parse, is where the stream stood before and after.
+        let mut documents =
+            serde_json::Deserializer::from_str(text).into_iter::<Option<JsonHeader>>();
+        let mut start = 0;
+        for index in 1.. {
             let at = Location {
-                document: index + 1,
+                document: index,
                 item: None,
             };
-            match document {
-                Ok(raw) => self.read_document(JsonDocument { raw, text }, at),
-                Err(err) => {
-                    // The stream cannot resume after a syntax error.
+            // Serde would read an array as a struct, field by field: refuse it up front.
+            if text
+                .get(start..)
+                .unwrap_or_default()
+                .trim_start()
+                .starts_with('[')
+            {
+                let found = "expected a Kubernetes object or List, found an array";
+                self.errors.push(format!("{at}: {found}"));
+                return;
+            }
+            match documents.next() {
+                None => return,
+                Some(Ok(header)) => {
+                    let end = documents.byte_offset();
+                    let raw = text.get(start..end).unwrap_or_default().trim_start();
+                    start = end;
+                    if let Some(header) = header {
+                        let document = JsonDocument { raw, text };
+                        self.read_document(document, Ok(document.header_from(header)), at);
+                    }
+                }
+                Some(Err(err)) => {
+                    // The stream cannot resume after an error.
                     self.errors.push(format!("{at}: {err}"));
                     return;
                 }
@@ -1060,7 +1116,8 @@ impl FileReader<'_> {
                 Ok(value)
             });
             match value {
-                Ok(value) => self.read_document(&value, at),
+                Ok(value) if value.is_null() => {}
+                Ok(value) => self.read_document(&value, value.header(), at),
                 Err(err) => {
                     // The YAML deserializer repeats a syntax error forever: stop at the first.
                     self.errors.push(format!("{at}: {err}"));
@@ -1071,11 +1128,13 @@ impl FileReader<'_> {
     }
 
     /// A top-level document: an object, or a List of objects.
-    fn read_document<'a, D: Document<'a>>(&mut self, document: D, at: Location) {
-        if document.is_null() {
-            return;
-        }
-        match document.header() {
+    fn read_document<'a, D: Document<'a>>(
+        &mut self,
+        document: D,
+        header: Result<Header<'a, D>, String>,
+        at: Location,
+    ) {
+        match header {
             Ok(Header {
                 kind: Some(kind),
                 items: Some(items),
@@ -1189,12 +1248,13 @@ fn decode<'a, D: Document<'a>, T: DeserializeOwned, R>(
 /// A JSON document or List item: a slice of the file, parsed only as far as needed.
 #[derive(Clone, Copy)]
 struct JsonDocument<'a> {
-    raw: &'a RawValue,
+    raw: &'a str,
     /// The whole file, to turn positions inside `raw` into positions in the file.
     text: &'a str,
 }
 
 #[derive(Deserialize)]
+#[serde(expecting = "a Kubernetes object")]
 struct JsonHeader<'a> {
     #[serde(rename = "apiVersion", borrow, default)]
     api_version: Option<Cow<'a, str>>,
@@ -1207,6 +1267,7 @@ struct JsonHeader<'a> {
 }
 
 #[derive(Deserialize)]
+#[serde(expecting = "object metadata")]
 struct JsonMetadata<'a> {
     #[serde(borrow, default)]
     namespace: Option<Cow<'a, str>>,
@@ -1215,40 +1276,45 @@ struct JsonMetadata<'a> {
 }
 
 impl<'a> Document<'a> for JsonDocument<'a> {
-    fn is_null(self) -> bool {
-        self.raw.get() == "null"
+    fn header(self) -> Result<Header<'a, Self>, String> {
+        let header = serde_json::from_str(self.raw).or_else(|_| {
+            let mut de = serde_json::Deserializer::from_str(self.raw);
+            serde_path_to_error::deserialize(&mut de).map_err(|err| self.describe(err))
+        })?;
+        Ok(self.header_from(header))
     }
 
-    fn header(self) -> Result<Header<'a, Self>, String> {
-        let mut de = serde_json::Deserializer::from_str(self.raw.get());
-        let header: JsonHeader<'a> =
-            serde_path_to_error::deserialize(&mut de).map_err(|err| self.describe(err))?;
-        let metadata = header.metadata;
-        let (namespace, name) = metadata.map_or((None, None), |m| (m.namespace, m.name));
-        Ok(Header {
+    fn decode<T: DeserializeOwned>(self) -> Result<T, String> {
+        // Tracking the field path costs an allocation per key: parse without it, and again with
+        // it only to explain a failure.
+        serde_json::from_str(self.raw).or_else(|_| {
+            let mut de = serde_json::Deserializer::from_str(self.raw);
+            serde_path_to_error::deserialize(&mut de).map_err(|err| self.describe(err))
+        })
+    }
+}
+
+impl<'a> JsonDocument<'a> {
+    fn header_from(self, header: JsonHeader<'a>) -> Header<'a, Self> {
+        let (namespace, name) = header
+            .metadata
+            .map_or((None, None), |m| (m.namespace, m.name));
+        let text = self.text;
+        Header {
             api_version: header.api_version,
             kind: header.kind,
             namespace,
             name,
             items: header.items.map(|items| {
-                items
-                    .into_iter()
-                    .map(|raw| JsonDocument {
-                        raw,
-                        text: self.text,
-                    })
-                    .collect()
+                let documents = items.into_iter().map(|raw| JsonDocument {
+                    raw: raw.get(),
+                    text,
+                });
+                documents.collect()
             }),
-        })
+        }
     }
 
-    fn decode<T: DeserializeOwned>(self) -> Result<T, String> {
-        let mut de = serde_json::Deserializer::from_str(self.raw.get());
-        serde_path_to_error::deserialize(&mut de).map_err(|err| self.describe(err))
-    }
-}
-
-impl JsonDocument<'_> {
     /// `path: message at line L column C`, with the position counted in the whole file (serde_json
     /// counts it in the slice it parsed).
     fn describe(self, err: serde_path_to_error::Error<serde_json::Error>) -> String {
@@ -1258,7 +1324,7 @@ impl JsonDocument<'_> {
         if inner.line() > 0 {
             let suffix = format!(" at line {} column {}", inner.line(), inner.column());
             if let Some(stripped) = message.strip_suffix(&suffix) {
-                let offset = (self.raw.get().as_ptr() as usize)
+                let offset = (self.raw.as_ptr() as usize)
                     .saturating_sub(self.text.as_ptr() as usize)
                     .min(self.text.len());
                 let before = self.text.get(..offset).unwrap_or_default();
@@ -1282,10 +1348,6 @@ impl JsonDocument<'_> {
 }
 
 impl<'a> Document<'a> for &'a serde_yaml_ng::Value {
-    fn is_null(self) -> bool {
-        self.is_null()
-    }
-
     fn header(self) -> Result<Header<'a, Self>, String> {
         if !self.is_mapping() {
             return Err("expected a mapping (a Kubernetes object)".to_owned());
@@ -1309,15 +1371,18 @@ impl<'a> Document<'a> for &'a serde_yaml_ng::Value {
     }
 
     fn decode<T: DeserializeOwned>(self) -> Result<T, String> {
-        serde_path_to_error::deserialize(self).map_err(|err| {
-            let path = err.path().to_string();
-            let inner = err.into_inner();
-            if path == "." {
-                inner.to_string()
-            } else {
-                format!("{path}: {inner}")
-            }
-        })
+        // As for JSON: the path is tracked only to explain a failure.
+        T::deserialize(self)
+            .or_else(|_| serde_path_to_error::deserialize(self))
+            .map_err(|err| {
+                let path = err.path().to_string();
+                let inner = err.into_inner();
+                if path == "." {
+                    inner.to_string()
+                } else {
+                    format!("{path}: {inner}")
+                }
+            })
     }
 }
 
@@ -1569,6 +1634,118 @@ mod tests {
     }
 
     #[test]
+    fn every_kind_is_read_where_it_belongs() {
+        let tree = Tree::new();
+        tree.write(
+            "records.yaml",
+            "apiVersion: multiclusterdns.kubefed.io/v1alpha1\nkind: ServiceDNSRecord\n\
+             metadata: {name: nginx, namespace: test}\nspec: {domainRef: myfed}\n---\n\
+             apiVersion: multiclusterdns.kubefed.io/v1alpha1\nkind: IngressDNSRecord\n\
+             metadata: {name: web, namespace: test}\nspec: {hosts: [web.example.com]}\n",
+        );
+        tree.write(
+            "c1/objects.yml",
+            "apiVersion: v1\nkind: Endpoints\nmetadata: {name: nginx, namespace: test}\n\
+             subsets: [{addresses: [{ip: 10.1.0.1}]}]\n---\n\
+             apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: web, namespace: test}\n\
+             status: {loadBalancer: {ingress: [{hostname: lb.example.com}]}}\n---\n\
+             apiVersion: v1\nkind: Node\nmetadata: {name: n1, labels: {topology.kubernetes.io/zone: z1}}\n",
+        );
+        let snapshot = tree.load();
+        assert_eq!(snapshot.errors(), []);
+        let federation: Vec<_> = federation_objects(&snapshot)
+            .iter()
+            .map(FederationObject::id)
+            .collect();
+        assert_eq!(
+            federation,
+            [
+                FederationObjectId::ServiceRecord(ObjectKey::new("test", "nginx")),
+                FederationObjectId::IngressRecord(ObjectKey::new("test", "web")),
+                FederationObjectId::Member("c1".into()),
+            ]
+        );
+        let members: Vec<_> = member_objects(&snapshot, "c1")
+            .iter()
+            .map(MemberObject::id)
+            .collect();
+        assert_eq!(
+            members,
+            [
+                MemberObjectId::Endpoints(ObjectKey::new("test", "nginx")),
+                MemberObjectId::Ingress(ObjectKey::new("test", "web")),
+                MemberObjectId::Node("n1".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn unsupported_api_version_of_a_known_group_is_an_error() {
+        let tree = Tree::new();
+        tree.write(
+            "c1/slice.yaml",
+            &slice_yaml("test", "a-1", "a")
+                .replace("discovery.k8s.io/v1", "discovery.k8s.io/v1beta1"),
+        );
+        let errors = messages(&tree.load());
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0].ends_with(
+                "document 1 (EndpointSlice test/a-1): invalid value: \
+                 string \"discovery.k8s.io/v1beta1\", expected discovery.k8s.io/v1"
+            ),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn json_null_documents_are_skipped_and_non_objects_reported() {
+        let tree = Tree::new();
+        tree.write("c1/null.json", "null\n");
+        tree.write("c1/array.json", "[1, 2]");
+        let errors = messages(&tree.load());
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].ends_with(
+                "array.json: document 1: expected a Kubernetes object or List, found an array"
+            ),
+            "{errors:?}"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlinked_files_load_like_a_mounted_config_map() {
+        // A ConfigMap volume: visible names are symlinks into a hidden, atomically swapped directory.
+        let tree = Tree::new();
+        tree.write(
+            "c1/..2024_01_01/svc.yaml",
+            &service_yaml("test", "a", "10.0.0.1"),
+        );
+        std::os::unix::fs::symlink("..2024_01_01", tree.path("c1/..data")).unwrap();
+        std::os::unix::fs::symlink("..data/svc.yaml", tree.path("c1/svc.yaml")).unwrap();
+        let mut snapshot = tree.load();
+        assert_eq!(
+            member_objects(&snapshot, "c1"),
+            [lb_service("test", "a", "10.0.0.1")]
+        );
+
+        tree.write(
+            "c1/..2024_01_02/svc.yaml",
+            &service_yaml("test", "a", "10.0.0.22"),
+        );
+        std::os::unix::fs::symlink("..2024_01_02", tree.path("c1/..data_tmp")).unwrap();
+        fs::rename(tree.path("c1/..data_tmp"), tree.path("c1/..data")).unwrap();
+        assert_eq!(
+            rescan(&mut snapshot, &[]),
+            [SourceEvent::ApplyMember(
+                "c1".into(),
+                lb_service("test", "a", "10.0.0.22")
+            )]
+        );
+    }
+
+    #[test]
     fn invalid_ip_error_names_file_document_object_and_field() {
         let tree = Tree::new();
         let path = tree.write(
@@ -1665,7 +1842,7 @@ mod tests {
         let errors = snapshot.subscribe_errors();
 
         tree.write("c1/svc.yaml", &service_yaml("test", "nginx", "10.0.0.x"));
-        assert_eq!(rescan(&mut snapshot, &[path.clone()]), []);
+        assert_eq!(rescan(&mut snapshot, std::slice::from_ref(&path)), []);
         assert_eq!(snapshot.errors().len(), 1);
         assert_eq!(errors.borrow().len(), 1);
         assert_eq!(
