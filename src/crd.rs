@@ -1,13 +1,23 @@
-//! KubeFed-compatible object shapes (serde), as users write them with kubectl.
+//! KubeFed-compatible object shapes (serde), as users write them with kubectl, and their CRDs.
 //!
 //! These mirror the KubeFed Go types field for field (`multiclusterdns.kubefed.io/v1alpha1` and
 //! `core.kubefed.io/v1beta1`), so manifests written for KubeFed load unchanged. They are plain data:
 //! the [`crate::source::normalize`] functions turn them into the [`crate::model`]. Unknown fields are
 //! ignored, and fields that Go writes as `null` when empty (nil slices, zero times) accept `null`.
+//!
+//! The root types are hand-written (lenient parsing, KubeFed's `Domain` has no `spec`) and
+//! implement [`k8s_openapi::Resource`], which is all `kube::Api` needs. Their CRDs come from
+//! `CustomResource` derives on the same spec and status types, through schema-only roots
+//! (`*Schema`); [`all`] lists them, `fedns crds` prints them, `deploy/crds/` holds them.
+
+use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::LoadBalancerStatus;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::{CustomResource, CustomResourceExt};
+use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// API group of `Domain`, `ServiceDNSRecord` and `IngressDNSRecord`.
@@ -34,6 +44,28 @@ pub struct Domain {
     pub name_server: Option<String>,
 }
 
+/// The fields of a [`Domain`], for its CRD schema only (they sit at the top level: `no_spec`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema, CustomResource)]
+#[kube(
+    group = "multiclusterdns.kubefed.io",
+    version = "v1alpha1",
+    kind = "Domain",
+    root = "DomainSchema",
+    namespaced,
+    no_spec,
+    printcolumn = r#"{"name":"DOMAIN","type":"string","jsonPath":".domain"}"#,
+    printcolumn = r#"{"name":"NAMESERVER","type":"string","jsonPath":".nameServer"}"#,
+    printcolumn = r#"{"name":"AGE","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct DomainFields {
+    /// The DNS zone, e.g. `example.com`.
+    pub domain: String,
+    /// The authoritative name server of the zone (apex NS target).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_server: Option<String>,
+}
+
 /// A `ServiceDNSRecord`: asks for federation-wide DNS names for the Service of the same
 /// name and namespace.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -47,7 +79,17 @@ pub struct ServiceDNSRecord {
 }
 
 /// Desired state of a [`ServiceDNSRecord`].
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema, CustomResource)]
+#[kube(
+    group = "multiclusterdns.kubefed.io",
+    version = "v1alpha1",
+    kind = "ServiceDNSRecord",
+    root = "ServiceDNSRecordSchema",
+    namespaced,
+    status = "ServiceDNSRecordStatus",
+    printcolumn = r#"{"name":"DOMAIN","type":"string","jsonPath":".spec.domainRef"}"#,
+    printcolumn = r#"{"name":"AGE","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceDNSRecordSpec {
     /// Name of the [`Domain`] (in the control-plane namespace) the names are created in.
@@ -67,7 +109,7 @@ pub struct ServiceDNSRecordSpec {
 }
 
 /// Observed state of a [`ServiceDNSRecord`], written by the controller.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ServiceDNSRecordStatus {
     /// The zone of the referenced [`Domain`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -82,7 +124,7 @@ pub struct ServiceDNSRecordStatus {
 }
 
 /// The load balancer and topology of a Service in one member cluster.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterDNS {
     /// Member cluster name.
@@ -114,7 +156,17 @@ pub struct IngressDNSRecord {
 }
 
 /// Desired state of an [`IngressDNSRecord`].
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema, CustomResource)]
+#[kube(
+    group = "multiclusterdns.kubefed.io",
+    version = "v1alpha1",
+    kind = "IngressDNSRecord",
+    root = "IngressDNSRecordSchema",
+    namespaced,
+    status = "IngressDNSRecordStatus",
+    printcolumn = r#"{"name":"HOSTS","type":"string","jsonPath":".spec.hosts"}"#,
+    printcolumn = r#"{"name":"AGE","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
 pub struct IngressDNSRecordSpec {
     /// Fully qualified host names to answer.
     #[serde(
@@ -129,7 +181,7 @@ pub struct IngressDNSRecordSpec {
 }
 
 /// Observed state of an [`IngressDNSRecord`], written by the controller.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct IngressDNSRecordStatus {
     #[serde(
         default,
@@ -140,7 +192,7 @@ pub struct IngressDNSRecordStatus {
 }
 
 /// The load balancer of an Ingress in one member cluster.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterIngressDNS {
     /// Member cluster name.
@@ -163,13 +215,24 @@ pub struct KubeFedCluster {
 }
 
 /// How to reach a member cluster.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema, CustomResource)]
+#[kube(
+    group = "core.kubefed.io",
+    version = "v1beta1",
+    kind = "KubeFedCluster",
+    root = "KubeFedClusterSchema",
+    namespaced,
+    status = "KubeFedClusterStatus",
+    printcolumn = r#"{"name":"AGE","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"READY","type":"string","jsonPath":".status.conditions[?(@.type=='Ready')].status"}"#
+)]
 #[serde(rename_all = "camelCase")]
 pub struct KubeFedClusterSpec {
     /// The member's API server: a hostname, `hostname:port`, IP or `IP:port` (or a URL).
     pub api_endpoint: String,
     /// PEM CA bundle of the member's API server (base64 in YAML/JSON).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
     pub ca_bundle: Option<ByteString>,
     /// Secret in the control-plane namespace whose `token` key authenticates to the member.
     pub secret_ref: LocalSecretReference,
@@ -186,13 +249,13 @@ pub struct KubeFedClusterSpec {
 }
 
 /// Reference to a Secret in the same namespace.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct LocalSecretReference {
     pub name: String,
 }
 
 /// Observed state of a member cluster, written by the cluster health controller.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct KubeFedClusterStatus {
     /// `Ready` and `Offline` conditions.
     #[serde(default, deserialize_with = "null_as_default")]
@@ -210,7 +273,7 @@ pub struct KubeFedClusterStatus {
 }
 
 /// One condition of a member cluster.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterCondition {
     /// `Ready` or `Offline`.
@@ -227,6 +290,143 @@ pub struct ClusterCondition {
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// A `DNSEndpoint` (ExternalDNS's CRD-source shape, in KubeFed's group): fedns writes one per
+/// record (`service-<name>`, `ingress-<name>`) so ExternalDNS can push the names to a provider.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema, CustomResource)]
+#[kube(
+    group = "multiclusterdns.kubefed.io",
+    version = "v1alpha1",
+    kind = "DNSEndpoint",
+    namespaced,
+    status = "DNSEndpointStatus",
+    printcolumn = r#"{"name":"AGE","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+pub struct DNSEndpointSpec {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// One DNS record set of a [`DNSEndpoint`].
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct Endpoint {
+    /// The name, without a trailing dot.
+    pub dns_name: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
+    /// `A`, `AAAA` or `CNAME`.
+    pub record_type: String,
+    #[serde(rename = "recordTTL", default, skip_serializing_if = "Option::is_none")]
+    pub record_ttl: Option<i64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_identifier: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub provider_specific: Vec<ProviderSpecificProperty>,
+}
+
+/// A provider-specific setting of an [`Endpoint`].
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+pub struct ProviderSpecificProperty {
+    pub name: String,
+    pub value: String,
+}
+
+/// Observed state of a [`DNSEndpoint`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DNSEndpointStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// `kube::Api` support for the hand-written roots (the same identity as their schema roots; a
+/// test checks that they agree).
+macro_rules! resource {
+    ($root:ty, $group:literal, $version:literal, $kind:literal, $plural:literal) => {
+        impl k8s_openapi::Resource for $root {
+            const API_VERSION: &'static str = concat!($group, "/", $version);
+            const GROUP: &'static str = $group;
+            const KIND: &'static str = $kind;
+            const VERSION: &'static str = $version;
+            const URL_PATH_SEGMENT: &'static str = $plural;
+            type Scope = k8s_openapi::NamespaceResourceScope;
+        }
+
+        impl k8s_openapi::Metadata for $root {
+            type Ty = ObjectMeta;
+
+            fn metadata(&self) -> &ObjectMeta {
+                &self.metadata
+            }
+
+            fn metadata_mut(&mut self) -> &mut ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
+}
+
+resource!(
+    Domain,
+    "multiclusterdns.kubefed.io",
+    "v1alpha1",
+    "Domain",
+    "domains"
+);
+resource!(
+    ServiceDNSRecord,
+    "multiclusterdns.kubefed.io",
+    "v1alpha1",
+    "ServiceDNSRecord",
+    "servicednsrecords"
+);
+resource!(
+    IngressDNSRecord,
+    "multiclusterdns.kubefed.io",
+    "v1alpha1",
+    "IngressDNSRecord",
+    "ingressdnsrecords"
+);
+resource!(
+    KubeFedCluster,
+    "core.kubefed.io",
+    "v1beta1",
+    "KubeFedCluster",
+    "kubefedclusters"
+);
+
+/// Every CRD fedns reads or writes, in a stable order.
+pub fn all() -> Vec<CustomResourceDefinition> {
+    vec![
+        DomainSchema::crd(),
+        ServiceDNSRecordSchema::crd(),
+        IngressDNSRecordSchema::crd(),
+        DNSEndpoint::crd(),
+        KubeFedClusterSchema::crd(),
+    ]
+}
+
+/// The CRDs as YAML, one file's content per CRD, keyed by `<plural>.<group>.yaml`.
+pub fn files() -> Vec<(String, String)> {
+    all()
+        .into_iter()
+        .map(|crd| {
+            let name = crd.metadata.name.clone().unwrap_or_default();
+            let yaml = serde_yaml_ng::to_string(&crd).unwrap_or_default();
+            (
+                format!("{name}.yaml"),
+                format!("# Generated by `fedns crds`; do not edit.\n{yaml}"),
+            )
+        })
+        .collect()
 }
 
 /// Go serializes nil slices and empty structs as `null`; read those as the empty value.
@@ -246,6 +446,60 @@ mod tests {
     fn from_yaml<T: serde::de::DeserializeOwned>(yaml: &str) -> Result<T, String> {
         let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(yaml).unwrap();
         serde_path_to_error::deserialize(&value).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn hand_written_roots_match_their_crds() {
+        use kube::Resource;
+        fn check<A: Resource<DynamicType = ()>, B: Resource<DynamicType = ()>>() {
+            assert_eq!(A::kind(&()), B::kind(&()));
+            assert_eq!(A::group(&()), B::group(&()));
+            assert_eq!(A::version(&()), B::version(&()));
+            assert_eq!(A::plural(&()), B::plural(&()));
+        }
+        check::<Domain, DomainSchema>();
+        check::<ServiceDNSRecord, ServiceDNSRecordSchema>();
+        check::<IngressDNSRecord, IngressDNSRecordSchema>();
+        check::<KubeFedCluster, KubeFedClusterSchema>();
+    }
+
+    #[test]
+    fn generated_crds_match_deploy_crds() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/crds");
+        for (file, yaml) in files() {
+            let on_disk = std::fs::read_to_string(dir.join(&file)).unwrap_or_default();
+            assert!(
+                on_disk == yaml,
+                "deploy/crds/{file} drifted from the code: run `cargo run -- crds --out-dir deploy/crds`"
+            );
+        }
+        let count = std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
+        assert_eq!(count, files().len(), "stale files in deploy/crds");
+    }
+
+    #[test]
+    fn domain_crd_has_its_fields_at_the_top_level() {
+        let crd = DomainSchema::crd();
+        let schema = serde_json::to_value(&crd.spec.versions[0].schema).unwrap();
+        let props = &schema["openAPIV3Schema"]["properties"];
+        assert!(props["domain"].is_object(), "{props}");
+        assert!(props["nameServer"].is_object());
+        assert!(props.get("spec").is_none());
+    }
+
+    #[test]
+    fn status_subresource_and_kubefed_printer_columns() {
+        let crd = KubeFedClusterSchema::crd();
+        let v = &crd.spec.versions[0];
+        assert!(v.subresources.as_ref().unwrap().status.is_some());
+        let cols: Vec<&str> = v
+            .additional_printer_columns
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(cols, ["AGE", "READY"]);
     }
 
     #[test]

@@ -40,6 +40,12 @@ enum Command {
         #[arg(long)]
         zones: Option<PathBuf>,
     },
+    /// Print the CustomResourceDefinitions fedns reads and writes (Domain, ServiceDNSRecord,
+    /// IngressDNSRecord, DNSEndpoint, KubeFedCluster), or write one file each into --out-dir.
+    Crds {
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
     /// Send one DNS query and print the answer (a small dig).
     Query {
         name: String,
@@ -70,6 +76,7 @@ fn main() -> anyhow::Result<()> {
             server,
             tcp,
         } => query(&name, &qtype, server, tcp),
+        Command::Crds { out_dir } => crds(out_dir),
     }
 }
 
@@ -123,6 +130,28 @@ async fn wait_for_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+fn crds(out_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let files = fedns::crd::files();
+    match out_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            for (name, yaml) in files {
+                let path = dir.join(name);
+                std::fs::write(&path, yaml)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                println!("wrote {}", path.display());
+            }
+        }
+        None => {
+            for (_, yaml) in files {
+                print!("---\n{yaml}");
+            }
+        }
+    }
+    Ok(())
 }
 
 fn explain(
