@@ -1079,6 +1079,14 @@ impl Engine {
             .map_err(|e| e.to_string())
     }
 
+    /// Each member and whether it is ready now.
+    pub fn member_readiness(&self) -> Vec<(&str, bool)> {
+        self.members
+            .keys()
+            .map(|m| (m.as_str(), self.is_ready(m)))
+            .collect()
+    }
+
     /// Counts for `/metrics` and `status`.
     pub fn counts(&self) -> EngineCounts {
         EngineCounts {

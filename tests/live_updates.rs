@@ -173,6 +173,7 @@ async fn admin_endpoints_report_readiness_metrics_and_explanations() {
         "fedns_records",
         "fedns_dns_programming_duration_seconds",
         "fedns_members_ready 4",
+        "fedns_member_ready{cluster=\"ap-south\"} 1",
         "fedns_zone_serial{zone=\"example.com.\"}",
     ] {
         assert!(metrics.contains(name), "{name} missing");
