@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminState};
-use crate::config::ServeConfig;
+use crate::config::{ServeConfig, SourceConfig};
 use crate::engine::{Engine, StaticZone};
 use crate::hostnames::HostResolver;
 use crate::metrics::Metrics;
@@ -18,7 +18,7 @@ use crate::model::SourceEvent;
 use crate::records::ResolvedHost;
 use crate::server::{self, UdpWorkers};
 use crate::shutdown::Shutdown;
-use crate::source::dir;
+use crate::source::{dir, host};
 use crate::store::RecordStore;
 use crate::zonefile::ZoneDir;
 
@@ -37,8 +37,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("no source configured")]
-    NoSource,
+    #[error("Kubernetes source: {0}")]
+    Kube(String),
 }
 
 /// What the engine task consumes.
@@ -86,28 +86,59 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, StartError> {
         e.set_static_zones(zone_dir.zones());
     }
 
-    // The embedded directory source.
-    let source_dir = cfg.source.clone().ok_or(StartError::NoSource)?;
-    let snapshot = {
-        let dir = source_dir.clone();
-        tokio::task::spawn_blocking(move || dir::load(dir))
-            .await
-            .map_err(|e| {
-                StartError::Source(dir::DirError::Unreadable {
-                    path: source_dir.clone(),
-                    source: std::io::Error::other(e.to_string()),
-                })
-            })??
-    };
-    let source_errors = snapshot.subscribe_errors();
-    let initial = snapshot.initial_events();
-    {
-        let seen = Instant::now();
-        let mut e = engine.lock().expect("engine lock");
-        for event in initial {
-            e.apply(event, seen);
+    let (source_tx, mut source_rx) = mpsc::channel::<SourceEvent>(8192);
+    let mut source_errors = None;
+    match &cfg.source {
+        SourceConfig::Directory(source_dir) => {
+            let snapshot = {
+                let dir = source_dir.clone();
+                tokio::task::spawn_blocking(move || dir::load(dir))
+                    .await
+                    .map_err(|e| {
+                        StartError::Source(dir::DirError::Unreadable {
+                            path: source_dir.clone(),
+                            source: std::io::Error::other(e.to_string()),
+                        })
+                    })??
+            };
+            source_errors = Some(snapshot.subscribe_errors());
+            let initial = snapshot.initial_events();
+            {
+                let seen = Instant::now();
+                let mut e = engine.lock().expect("engine lock");
+                for event in initial {
+                    e.apply(event, seen);
+                }
+                e.flush(Instant::now());
+            }
+            tasks.push(tokio::spawn(dir::watch(
+                source_dir.clone(),
+                snapshot,
+                source_tx,
+            )));
         }
-        e.flush(Instant::now());
+        SourceConfig::Kubernetes(k) => {
+            let host_client = kube_client(k.kubeconfig.as_deref(), k.context.as_deref()).await?;
+            let mut static_members = Vec::new();
+            for m in &k.members {
+                let path = m.kubeconfig.as_deref().or(k.kubeconfig.as_deref());
+                let context = m.context.clone().unwrap_or_else(|| m.name.clone());
+                static_members.push(host::StaticMember {
+                    name: m.name.clone(),
+                    client: kube_client(path, Some(&context)).await?,
+                    zones: m.zones.clone(),
+                    region: m.region.clone(),
+                });
+            }
+            let settings = host::HostSettings {
+                namespace: k.namespace.clone(),
+                probe: k.probe,
+                sync_timeout: k.sync_timeout,
+                static_members,
+            };
+            tracing::info!(namespace = %k.namespace, "watching the host cluster");
+            tasks.push(tokio::spawn(host::run(host_client, settings, source_tx)));
+        }
     }
     // Load-balancer hostnames in our own zones resolve without network: do it before serving.
     let mut resolver = HostResolver::new(store.clone(), cfg.upstream_resolver);
@@ -120,8 +151,6 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, StartError> {
         e.flush(Instant::now());
         publish_gauges(&e, &metrics);
     }
-    let (source_tx, mut source_rx) = mpsc::channel::<SourceEvent>(8192);
-    tasks.push(tokio::spawn(dir::watch(source_dir, snapshot, source_tx)));
     let forward = engine_tx.clone();
     tasks.push(tokio::spawn(async move {
         while let Some(event) = source_rx.recv().await {
@@ -244,6 +273,33 @@ impl Running {
     }
 }
 
+/// A client for a kubeconfig file and context, or the inferred config (KUBECONFIG, in-cluster).
+async fn kube_client(
+    path: Option<&std::path::Path>,
+    context: Option<&str>,
+) -> Result<kube::Client, StartError> {
+    use kube::config::{KubeConfigOptions, Kubeconfig};
+    let options = KubeConfigOptions {
+        context: context.map(str::to_owned),
+        ..Default::default()
+    };
+    let fail = |e: &dyn std::fmt::Display| StartError::Kube(e.to_string());
+    let config = match (path, context) {
+        (Some(path), _) => {
+            let file = Kubeconfig::read_from(path)
+                .map_err(|e| StartError::Kube(format!("{}: {e}", path.display())))?;
+            kube::Config::from_custom_kubeconfig(file, &options)
+                .await
+                .map_err(|e| fail(&e))?
+        }
+        (None, Some(_)) => kube::Config::from_kubeconfig(&options)
+            .await
+            .map_err(|e| fail(&e))?,
+        (None, None) => kube::Config::infer().await.map_err(|e| fail(&e))?,
+    };
+    kube::Client::try_from(config).map_err(|e| StartError::Kube(e.to_string()))
+}
+
 async fn engine_loop(
     engine: Arc<Mutex<Engine>>,
     mut rx: mpsc::Receiver<EngineInput>,
@@ -315,7 +371,7 @@ async fn zone_loop(
     tx: mpsc::Sender<EngineInput>,
     metrics: Metrics,
     errors_tx: watch::Sender<Vec<String>>,
-    source_errors: watch::Receiver<Vec<dir::LoadError>>,
+    source_errors: Option<watch::Receiver<Vec<dir::LoadError>>>,
     shutdown: Shutdown,
 ) {
     let mut tick = tokio::time::interval(ZONE_POLL);
@@ -335,10 +391,9 @@ async fn zone_loop(
             }
         }
         let mut errors: Vec<String> = source_errors
-            .borrow()
-            .iter()
-            .map(|e| e.to_string())
-            .collect();
+            .as_ref()
+            .map(|rx| rx.borrow().iter().map(|e| e.to_string()).collect())
+            .unwrap_or_default();
         errors.extend(zones.errors().iter().map(|e| e.to_string()));
         metrics.source_errors.set(errors.len() as i64);
         errors_tx.send_if_modified(|current| {

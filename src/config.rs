@@ -78,6 +78,67 @@ pub struct ServeArgs {
     /// Log format: text or json [default: text].
     #[arg(long, env = "FEDNS_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Kubernetes source: kubeconfig of the host cluster (else KUBECONFIG, else in-cluster).
+    /// Selected when --source is not given.
+    #[arg(long, env = "FEDNS_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Context of the host cluster in the kubeconfig [default: its current context].
+    #[arg(long, env = "FEDNS_CONTEXT")]
+    pub context: Option<String>,
+    /// Control-plane namespace: Domains, KubeFedClusters and their Secrets
+    /// [default: kube-federation-system].
+    #[arg(long, env = "FEDNS_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Member health probe period, e.g. 10s [default: 10s].
+    #[arg(long, env = "FEDNS_PROBE_PERIOD", value_parser = parse_duration)]
+    pub probe_period: Option<Duration>,
+    /// Member health probe timeout [default: 3s].
+    #[arg(long, env = "FEDNS_PROBE_TIMEOUT", value_parser = parse_duration)]
+    pub probe_timeout: Option<Duration>,
+    /// Consecutive failed probes before a member is not ready [default: 3].
+    #[arg(long, env = "FEDNS_PROBE_FAILURE_THRESHOLD")]
+    pub probe_failure_threshold: Option<u32>,
+    /// Consecutive successful probes before it is ready again [default: 1].
+    #[arg(long, env = "FEDNS_PROBE_SUCCESS_THRESHOLD")]
+    pub probe_success_threshold: Option<u32>,
+    /// Longest wait for every member's first listing before answering anyway [default: 60s].
+    #[arg(long, env = "FEDNS_SYNC_TIMEOUT", value_parser = parse_duration)]
+    pub sync_timeout: Option<Duration>,
+}
+
+/// A member cluster given as a kubeconfig context (config file `members:`), for users without
+/// KubeFedCluster objects.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MemberConfig {
+    pub name: String,
+    /// Context in the kubeconfig [default: the member's name].
+    pub context: Option<String>,
+    /// Kubeconfig file [default: the host's].
+    pub kubeconfig: Option<PathBuf>,
+    #[serde(default)]
+    pub zones: Vec<String>,
+    pub region: Option<String>,
+}
+
+/// Where the federation comes from.
+#[derive(Debug, Clone)]
+pub enum SourceConfig {
+    /// The embedded directory source.
+    Directory(PathBuf),
+    /// A host cluster (and its members) through the Kubernetes API.
+    Kubernetes(KubeConfig),
+}
+
+/// The Kubernetes source's settings.
+#[derive(Debug, Clone)]
+pub struct KubeConfig {
+    pub kubeconfig: Option<PathBuf>,
+    pub context: Option<String>,
+    pub namespace: String,
+    pub probe: crate::source::host::ProbeSettings,
+    pub sync_timeout: Duration,
+    pub members: Vec<MemberConfig>,
 }
 
 /// Log output format.
@@ -111,12 +172,22 @@ struct FileConfig {
     max_udp_payload: Option<u16>,
     upstream_resolver: Option<SocketAddr>,
     log_format: Option<LogFormat>,
+    kubeconfig: Option<PathBuf>,
+    context: Option<String>,
+    namespace: Option<String>,
+    probe_period: Option<String>,
+    probe_timeout: Option<String>,
+    probe_failure_threshold: Option<u32>,
+    probe_success_threshold: Option<u32>,
+    sync_timeout: Option<String>,
+    #[serde(default)]
+    members: Vec<MemberConfig>,
 }
 
 /// Everything `serve` needs, validated.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
-    pub source: Option<PathBuf>,
+    pub source: SourceConfig,
     pub zones: Option<PathBuf>,
     pub dns_listen: Vec<SocketAddr>,
     pub admin_listen: SocketAddr,
@@ -173,8 +244,69 @@ impl ServeArgs {
             min_ttl: self.min_ttl.or(file.min_ttl).unwrap_or(0),
             max_ttl: self.max_ttl.or(file.max_ttl).unwrap_or(86_400),
         };
+        let duration =
+            |flag: Option<Duration>, text: &Option<String>, field, default| match (flag, text) {
+                (Some(d), _) => Ok(d),
+                (None, Some(t)) => {
+                    parse_duration(t).map_err(|message| ConfigError::Invalid { field, message })
+                }
+                (None, None) => Ok(default),
+            };
+        let source = match self.source.clone().or(file.source) {
+            Some(dir) => SourceConfig::Directory(dir),
+            None => {
+                let kubeconfig = self.kubeconfig.clone().or(file.kubeconfig);
+                let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+                if kubeconfig.is_none() && std::env::var_os("KUBECONFIG").is_none() && !in_cluster {
+                    return Err(ConfigError::Invalid {
+                        field: "source",
+                        message: "no source given: pass --source <dir> (try --source deploy/demo) \
+                                  or --kubeconfig <file> for a host cluster"
+                            .into(),
+                    });
+                }
+                SourceConfig::Kubernetes(KubeConfig {
+                    kubeconfig,
+                    context: self.context.clone().or(file.context),
+                    namespace: self
+                        .namespace
+                        .clone()
+                        .or(file.namespace)
+                        .unwrap_or_else(|| "kube-federation-system".into()),
+                    probe: crate::source::host::ProbeSettings {
+                        period: duration(
+                            self.probe_period,
+                            &file.probe_period,
+                            "probePeriod",
+                            Duration::from_secs(10),
+                        )?,
+                        timeout: duration(
+                            self.probe_timeout,
+                            &file.probe_timeout,
+                            "probeTimeout",
+                            Duration::from_secs(3),
+                        )?,
+                        failure_threshold: self
+                            .probe_failure_threshold
+                            .or(file.probe_failure_threshold)
+                            .unwrap_or(3),
+                        success_threshold: self
+                            .probe_success_threshold
+                            .or(file.probe_success_threshold)
+                            .unwrap_or(1),
+                    },
+                    sync_timeout: duration(
+                        self.sync_timeout,
+                        &file.sync_timeout,
+                        "syncTimeout",
+                        Duration::from_secs(60),
+                    )?,
+                    members: file.members,
+                })
+            }
+        };
         let cfg = ServeConfig {
-            source: self.source.clone().or(file.source),
+            source,
             zones: self.zones.clone().or(file.zones),
             dns_listen,
             admin_listen: self
@@ -224,11 +356,13 @@ impl ServeConfig {
                 message: message.to_owned(),
             })
         };
-        if self.source.is_none() {
-            return invalid(
-                "source",
-                "no source given: pass --source <dir> (try --source deploy/demo)",
-            );
+        if let SourceConfig::Kubernetes(k) = &self.source {
+            if k.probe.failure_threshold == 0 || k.probe.success_threshold == 0 {
+                return invalid("probeFailureThreshold", "thresholds must be at least 1");
+            }
+            if k.probe.timeout.is_zero() || k.probe.period.is_zero() {
+                return invalid("probeTimeout", "probe period and timeout must be positive");
+            }
         }
         if self.udp_workers == 0 || self.udp_workers > 256 {
             return invalid("udpWorkers", "must be between 1 and 256");
@@ -309,8 +443,40 @@ mod tests {
 
     #[test]
     fn missing_source_says_what_to_do() {
+        if std::env::var_os("KUBECONFIG").is_some()
+            || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+        {
+            return; // a kubeconfig in the environment is a valid source
+        }
         let err = ServeArgs::default().resolve().unwrap_err().to_string();
-        assert!(err.contains("--source"), "{err}");
+        assert!(
+            err.contains("--source") && err.contains("--kubeconfig"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn kubeconfig_selects_the_kubernetes_source_with_members_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fedns.yaml");
+        std::fs::write(
+            &path,
+            "probePeriod: 2s\nmembers:\n- {name: east, context: kind-east, region: us}\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            kubeconfig: Some("/tmp/host.kubeconfig".into()),
+            probe_failure_threshold: Some(5),
+            ..Default::default()
+        };
+        let SourceConfig::Kubernetes(k) = args.resolve().unwrap().source else {
+            panic!("expected the Kubernetes source");
+        };
+        assert_eq!(k.namespace, "kube-federation-system");
+        assert_eq!(k.probe.period, Duration::from_secs(2));
+        assert_eq!(k.probe.failure_threshold, 5);
+        assert_eq!(k.members[0].context.as_deref(), Some("kind-east"));
     }
 
     #[test]

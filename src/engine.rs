@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use hickory_proto::rr::Name;
 
 use crate::model::{
-    DomainSpec, EndpointsState, FederationObject, FederationObjectId, IngressRecordSpec,
-    LoadBalancer, MemberKind, MemberObject, MemberObjectId, MemberSpec, NodeTopology, ObjectKey,
-    ServiceRecordSpec, ServiceState, SourceEvent, topology_from_nodes,
+    DomainSpec, EndpointsState, FederationKind, FederationObject, FederationObjectId,
+    IngressRecordSpec, LoadBalancer, MemberKind, MemberObject, MemberObjectId, MemberSpec,
+    NodeTopology, ObjectKey, ServiceRecordSpec, ServiceState, SourceEvent, topology_from_nodes,
 };
 use crate::naming::{self, NameError};
 use crate::records::{
@@ -376,34 +376,9 @@ impl Engine {
         match event {
             SourceEvent::ApplyFederation(object) => self.apply_federation(object, now),
             SourceEvent::DeleteFederation(id) => self.delete_federation(&id, now),
-            SourceEvent::ResetFederation(objects) => {
-                let ids: Vec<_> = self
-                    .domains
-                    .keys()
-                    .map(|d| FederationObjectId::Domain(d.clone()))
-                    .chain(
-                        self.services
-                            .keys()
-                            .map(|k| FederationObjectId::ServiceRecord(k.clone())),
-                    )
-                    .chain(
-                        self.ingresses
-                            .keys()
-                            .map(|k| FederationObjectId::IngressRecord(k.clone())),
-                    )
-                    .chain(
-                        self.members
-                            .keys()
-                            .map(|m| FederationObjectId::Member(m.clone())),
-                    )
-                    .collect();
-                let keep: HashSet<_> = objects.iter().map(FederationObject::id).collect();
-                for id in ids.into_iter().filter(|id| !keep.contains(id)) {
-                    self.delete_federation(&id, now);
-                }
-                for object in objects {
-                    self.apply_federation(object, now);
-                }
+            SourceEvent::ResetFederation(objects) => self.reset_federation(None, objects, now),
+            SourceEvent::ResetFederationKind(kind, objects) => {
+                self.reset_federation(Some(kind), objects, now)
             }
             SourceEvent::ApplyMember(cluster, object) => {
                 let slice = self.slices.entry(cluster).or_insert_with(|| {
@@ -449,6 +424,43 @@ impl Engine {
             }
             // Marked after the flush that publishes the synced state, never before it.
             SourceEvent::Synced => self.touched.synced = true,
+        }
+    }
+
+    /// Replaces every federation object (of `kind`, or of all kinds) with `objects`.
+    fn reset_federation(
+        &mut self,
+        kind: Option<FederationKind>,
+        objects: Vec<FederationObject>,
+        now: Instant,
+    ) {
+        let ids: Vec<_> = self
+            .domains
+            .keys()
+            .map(|d| FederationObjectId::Domain(d.clone()))
+            .chain(
+                self.services
+                    .keys()
+                    .map(|k| FederationObjectId::ServiceRecord(k.clone())),
+            )
+            .chain(
+                self.ingresses
+                    .keys()
+                    .map(|k| FederationObjectId::IngressRecord(k.clone())),
+            )
+            .chain(
+                self.members
+                    .keys()
+                    .map(|m| FederationObjectId::Member(m.clone())),
+            )
+            .filter(|id| kind.is_none_or(|k| id.kind() == k))
+            .collect();
+        let keep: HashSet<_> = objects.iter().map(FederationObject::id).collect();
+        for id in ids.into_iter().filter(|id| !keep.contains(id)) {
+            self.delete_federation(&id, now);
+        }
+        for object in objects {
+            self.apply_federation(object, now);
         }
     }
 

@@ -188,6 +188,37 @@ pub enum FederationObject {
     Member(MemberSpec),
 }
 
+/// The kinds of federation objects; each is listed and relisted on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FederationKind {
+    Domain,
+    ServiceRecord,
+    IngressRecord,
+    Member,
+}
+
+impl FederationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FederationKind::Domain => "domains",
+            FederationKind::ServiceRecord => "servicednsrecords",
+            FederationKind::IngressRecord => "ingressdnsrecords",
+            FederationKind::Member => "kubefedclusters",
+        }
+    }
+}
+
+impl FederationObjectId {
+    pub fn kind(&self) -> FederationKind {
+        match self {
+            FederationObjectId::Domain(_) => FederationKind::Domain,
+            FederationObjectId::ServiceRecord(_) => FederationKind::ServiceRecord,
+            FederationObjectId::IngressRecord(_) => FederationKind::IngressRecord,
+            FederationObjectId::Member(_) => FederationKind::Member,
+        }
+    }
+}
+
 impl FederationObject {
     pub fn id(&self) -> FederationObjectId {
         match self {
@@ -215,6 +246,8 @@ pub enum SourceEvent {
     ApplyFederation(FederationObject),
     DeleteFederation(FederationObjectId),
     ResetFederation(Vec<FederationObject>),
+    /// A relist of one federation kind: replaces only that kind's objects.
+    ResetFederationKind(FederationKind, Vec<FederationObject>),
     ApplyMember(String, MemberObject),
     DeleteMember(String, MemberObjectId),
     ResetMember(String, Vec<MemberObject>),

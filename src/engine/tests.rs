@@ -550,3 +550,23 @@ fn relist_of_one_kind_replaces_only_that_kind() {
         "service kept across the relist"
     );
 }
+
+#[test]
+fn relist_of_one_federation_kind_keeps_the_other_kinds() {
+    let mut f = Fixture::new();
+    f.healthy("c1", "10.20.30.1");
+    f.send(SourceEvent::ResetFederationKind(
+        crate::model::FederationKind::IngressRecord,
+        vec![],
+    ));
+    assert_eq!(
+        f.answer(G),
+        "NoError A 10.20.30.1",
+        "records and domains untouched"
+    );
+    f.send(SourceEvent::ResetFederationKind(
+        crate::model::FederationKind::ServiceRecord,
+        vec![],
+    ));
+    assert_eq!(f.answer(G), "NXDomain", "the record was not relisted");
+}

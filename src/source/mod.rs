@@ -4,5 +4,7 @@
 //! - [`dir`]: the embedded directory source (a tree of YAML/JSON manifests, no Kubernetes needed).
 
 pub mod dir;
+pub mod host;
 pub mod member;
 pub mod normalize;
+pub mod watch;

@@ -1,0 +1,769 @@
+//! The Kubernetes source: the host cluster's federation objects (Domain, ServiceDNSRecord,
+//! IngressDNSRecord, KubeFedCluster and the Secrets they reference) and, for every member, a
+//! [`member`] watcher set plus a health prober.
+//!
+//! Members come from KubeFedClusters (`spec.apiEndpoint`, `caBundle`, `secretRef` → `token`,
+//! `disabledTLSValidations`, `proxyURL`) or from kubeconfig contexts listed in the configuration.
+//! The prober decides readiness: `/readyz` (falling back to `/healthz`) every period with a timeout,
+//! flipping only after N consecutive failures or M consecutive successes, and writes the
+//! KubeFedCluster's `Ready`/`Offline` conditions. `Synced` is sent once the host kinds and every
+//! member known at start have completed their first listing, or when the sync timeout runs out
+//! (members still unlisted are then reported and treated as unreachable).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::json;
+use std::sync::Mutex;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::member::{self, MemberWatchers, WatchNotice};
+use super::normalize;
+use super::watch::{self, Change, Notice};
+use crate::crd::{Domain, IngressDNSRecord, KubeFedCluster, KubeFedClusterSpec};
+use crate::model::{
+    FederationKind, FederationObject, FederationObjectId, MemberKind, MemberSpec, ObjectKey,
+    SourceEvent,
+};
+
+/// Health probing of members (propagation spec section 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeSettings {
+    pub period: Duration,
+    pub timeout: Duration,
+    /// Consecutive failures before a member is marked not ready.
+    pub failure_threshold: u32,
+    /// Consecutive successes before it is ready again.
+    pub success_threshold: u32,
+}
+
+impl Default for ProbeSettings {
+    fn default() -> Self {
+        Self {
+            period: Duration::from_secs(10),
+            timeout: Duration::from_secs(3),
+            failure_threshold: 3,
+            success_threshold: 1,
+        }
+    }
+}
+
+/// Settings of the Kubernetes source.
+#[derive(Debug, Clone)]
+pub struct HostSettings {
+    /// The control-plane namespace (Domains, KubeFedClusters, their Secrets).
+    pub namespace: String,
+    pub probe: ProbeSettings,
+    /// Longest wait for the first full listing before answering anyway.
+    pub sync_timeout: Duration,
+    /// Members given as kubeconfig contexts instead of KubeFedClusters.
+    pub static_members: Vec<StaticMember>,
+}
+
+/// A member listed in the configuration.
+#[derive(Clone)]
+pub struct StaticMember {
+    pub name: String,
+    pub client: Client,
+    pub zones: Vec<String>,
+    pub region: Option<String>,
+}
+
+impl std::fmt::Debug for StaticMember {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaticMember")
+            .field("name", &self.name)
+            .field("zones", &self.zones)
+            .field("region", &self.region)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a member cannot be connected.
+#[derive(Debug, thiserror::Error)]
+pub enum MemberError {
+    #[error("KubeFedCluster {0}: secret {1} not found or has no `token`")]
+    MissingToken(String, String),
+    #[error("KubeFedCluster {0}: invalid apiEndpoint {1:?}: {2}")]
+    Endpoint(String, String, String),
+    #[error("KubeFedCluster {0}: invalid caBundle: {1}")]
+    CaBundle(String, String),
+    #[error("KubeFedCluster {0}: invalid proxyURL {1:?}: {2}")]
+    Proxy(String, String, String),
+    #[error("KubeFedCluster {0}: cannot build a client: {1}")]
+    Client(String, String),
+}
+
+/// The kube client configuration for one KubeFedCluster, given its token.
+pub fn member_config(
+    name: &str,
+    spec: &KubeFedClusterSpec,
+    token: &str,
+) -> Result<kube::Config, MemberError> {
+    let url = if spec.api_endpoint.contains("://") {
+        spec.api_endpoint.clone()
+    } else {
+        format!("https://{}", spec.api_endpoint)
+    };
+    let uri: http::Uri = url.parse().map_err(|e: http::uri::InvalidUri| {
+        MemberError::Endpoint(name.into(), spec.api_endpoint.clone(), e.to_string())
+    })?;
+    let mut config = kube::Config::new(uri);
+    config.auth_info.token = Some(secrecy::SecretString::from(token.to_owned()));
+    if let Some(ca) = &spec.ca_bundle {
+        let certs = pem::parse_many(&ca.0)
+            .map_err(|e| MemberError::CaBundle(name.into(), e.to_string()))?;
+        if certs.is_empty() {
+            return Err(MemberError::CaBundle(
+                name.into(),
+                "no PEM certificate found".into(),
+            ));
+        }
+        config.root_cert = Some(certs.into_iter().map(|c| c.into_contents()).collect());
+    }
+    // KubeFed's `*` disables all checks; rustls cannot skip only the subject name or only the
+    // validity period, so those also fall back to skipping verification (logged loudly).
+    if !spec.disabled_tls_validations.is_empty() {
+        tracing::warn!(cluster = name, validations = ?spec.disabled_tls_validations, "TLS verification disabled for this member");
+        config.accept_invalid_certs = true;
+    }
+    if let Some(proxy) = &spec.proxy_url {
+        config.proxy_url = Some(proxy.parse().map_err(|e: http::uri::InvalidUri| {
+            MemberError::Proxy(name.into(), proxy.clone(), e.to_string())
+        })?);
+    }
+    config.connect_timeout = Some(Duration::from_secs(5));
+    Ok(config)
+}
+
+/// Running connections to members, keyed by name.
+#[derive(Debug, Default)]
+struct Members {
+    running: HashMap<String, Running>,
+}
+
+#[derive(Debug)]
+struct Running {
+    /// What the connection was built from; a change reconnects.
+    fingerprint: String,
+    _watchers: MemberWatchers,
+    prober: JoinHandle<()>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.prober.abort();
+    }
+}
+
+/// Runs the Kubernetes source until `events` closes.
+pub async fn run(host: Client, settings: HostSettings, events: mpsc::Sender<SourceEvent>) {
+    let (notices_tx, notices_rx) = mpsc::unbounded_channel::<WatchNotice>();
+    let (host_listed_tx, host_listed_rx) = mpsc::unbounded_channel::<&'static str>();
+    let ns = settings.namespace.clone();
+    let mut tasks: Vec<JoinHandle<()>> = Vec::new();
+
+    // Federation kinds.
+    tasks.push(tokio::spawn(federation_watch(
+        Api::<Domain>::namespaced(host.clone(), &ns),
+        FederationKind::Domain,
+        |d: Domain| normalize::domain(d),
+        |d: &Domain| d.meta().name.clone().map(FederationObjectId::Domain),
+        events.clone(),
+        host_listed_tx.clone(),
+    )));
+    tasks.push(tokio::spawn(federation_watch(
+        Api::<crate::crd::ServiceDNSRecord>::all(host.clone()),
+        FederationKind::ServiceRecord,
+        normalize::service_dns_record,
+        |r: &crate::crd::ServiceDNSRecord| {
+            Some(FederationObjectId::ServiceRecord(ObjectKey::new(
+                r.namespace()?,
+                r.meta().name.clone()?,
+            )))
+        },
+        events.clone(),
+        host_listed_tx.clone(),
+    )));
+    tasks.push(tokio::spawn(federation_watch(
+        Api::<IngressDNSRecord>::all(host.clone()),
+        FederationKind::IngressRecord,
+        normalize::ingress_dns_record,
+        |r: &IngressDNSRecord| {
+            Some(FederationObjectId::IngressRecord(ObjectKey::new(
+                r.namespace()?,
+                r.meta().name.clone()?,
+            )))
+        },
+        events.clone(),
+        host_listed_tx.clone(),
+    )));
+
+    // Static members: connected once, never from the host.
+    let mut expected: BTreeSet<String> = BTreeSet::new();
+    // Only the reconcile loop below touches the running connections.
+    let mut members = Members::default();
+    for m in &settings.static_members {
+        expected.insert(m.name.clone());
+        let spec = MemberSpec {
+            name: m.name.clone(),
+            zones: m.zones.clone(),
+            region: m.region.clone(),
+            ready: true,
+        };
+        if events
+            .send(SourceEvent::ApplyFederation(FederationObject::Member(spec)))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let running = connect(
+            &m.name,
+            m.client.clone(),
+            String::new(),
+            None,
+            &settings,
+            &events,
+            &notices_tx,
+        );
+        members.running.insert(m.name.clone(), running);
+    }
+
+    // KubeFedClusters and Secrets drive the dynamic members.
+    let clusters = Arc::new(Mutex::new(BTreeMap::<String, KubeFedCluster>::new()));
+    let secrets = Arc::new(Mutex::new(BTreeMap::<String, String>::new()));
+    let (reconcile_tx, mut reconcile_rx) = mpsc::unbounded_channel::<()>();
+    {
+        let clusters = clusters.clone();
+        let reconcile = reconcile_tx.clone();
+        let listed = host_listed_tx.clone();
+        let events = events.clone();
+        let api = Api::<KubeFedCluster>::namespaced(host.clone(), &ns);
+        tasks.push(tokio::spawn(async move {
+            watch::run(
+                api,
+                "host/kubefedclusters",
+                Some,
+                |c: &KubeFedCluster| c.meta().name.clone(),
+                |change| {
+                    let mut map = clusters.lock().unwrap_or_else(|p| p.into_inner());
+                    match change {
+                        Change::Reset(all) => {
+                            map.clear();
+                            for c in all {
+                                if let Some(n) = c.meta().name.clone() {
+                                    map.insert(n, c);
+                                }
+                            }
+                        }
+                        Change::Apply(c) => {
+                            if let Some(n) = c.meta().name.clone() {
+                                map.insert(n, c);
+                            }
+                        }
+                        Change::Delete(n) => {
+                            map.remove(&n);
+                        }
+                    }
+                    let _ = reconcile.send(());
+                    None
+                },
+                |n| {
+                    if n == Notice::Listed {
+                        let _ = listed.send("kubefedclusters");
+                    }
+                },
+                &events,
+            )
+            .await;
+        }));
+    }
+    {
+        let secrets = secrets.clone();
+        let reconcile = reconcile_tx.clone();
+        let listed = host_listed_tx.clone();
+        let api = Api::<Secret>::namespaced(host.clone(), &settings.namespace);
+        let events = events.clone();
+        tasks.push(tokio::spawn(async move {
+            watch::run(
+                api,
+                "host/secrets",
+                |s: Secret| {
+                    let token = s.data.as_ref()?.get("token")?.0.clone();
+                    Some((s.meta().name.clone()?, String::from_utf8(token).ok()?))
+                },
+                |s: &Secret| s.meta().name.clone(),
+                |change| {
+                    let mut map = secrets.lock().unwrap_or_else(|p| p.into_inner());
+                    match change {
+                        Change::Reset(all) => {
+                            map.clear();
+                            map.extend(all);
+                        }
+                        Change::Apply((n, t)) => {
+                            map.insert(n, t);
+                        }
+                        Change::Delete(n) => {
+                            map.remove(&n);
+                        }
+                    }
+                    let _ = reconcile.send(());
+                    None
+                },
+                |n| {
+                    if n == Notice::Listed {
+                        let _ = listed.send("secrets");
+                    }
+                },
+                &events,
+            )
+            .await;
+        }));
+    }
+    drop(host_listed_tx);
+
+    tasks.push(tokio::spawn(sync_gate(
+        expected,
+        host_listed_rx,
+        notices_rx,
+        settings.sync_timeout,
+        events.clone(),
+        clusters.clone(),
+    )));
+
+    // Reconcile dynamic members whenever KubeFedClusters or Secrets change.
+    while reconcile_rx.recv().await.is_some() {
+        while reconcile_rx.try_recv().is_ok() {}
+        let clusters = clusters.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let secrets = secrets.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let running = &mut members;
+        let statics: BTreeSet<&str> = settings
+            .static_members
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect();
+        // Gone: stop and withdraw.
+        let gone: Vec<String> = running
+            .running
+            .keys()
+            .filter(|n| !clusters.contains_key(*n) && !statics.contains(n.as_str()))
+            .cloned()
+            .collect();
+        for name in gone {
+            running.running.remove(&name);
+            let _ = events
+                .send(SourceEvent::DeleteFederation(FederationObjectId::Member(
+                    name.clone(),
+                )))
+                .await;
+            let _ = events.send(SourceEvent::ResetMember(name, vec![])).await;
+        }
+        for (name, cluster) in &clusters {
+            if statics.contains(name.as_str()) {
+                continue;
+            }
+            // Topology from the KubeFedCluster status; readiness is the prober's call.
+            let spec = match normalize::kubefed_cluster(cluster.clone()) {
+                Ok(FederationObject::Member(mut m)) => {
+                    m.ready = true;
+                    m
+                }
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "KubeFedCluster skipped");
+                    continue;
+                }
+            };
+            if events
+                .send(SourceEvent::ApplyFederation(FederationObject::Member(spec)))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let secret = &cluster.spec.secret_ref.name;
+            let Some(token) = secrets.get(secret) else {
+                tracing::warn!(error = %MemberError::MissingToken(name.clone(), secret.clone()), "member not connected");
+                let _ = events
+                    .send(SourceEvent::MemberReachable(name.clone(), false))
+                    .await;
+                continue;
+            };
+            let fingerprint = format!(
+                "{}|{:?}|{}|{:?}|{:?}",
+                cluster.spec.api_endpoint,
+                cluster.spec.ca_bundle.as_ref().map(|c| c.0.len()),
+                token,
+                cluster.spec.disabled_tls_validations,
+                cluster.spec.proxy_url
+            );
+            if running
+                .running
+                .get(name)
+                .is_some_and(|r| r.fingerprint == fingerprint)
+            {
+                continue;
+            }
+            let client = member_config(name, &cluster.spec, token).and_then(|config| {
+                Client::try_from(config)
+                    .map_err(|e| MemberError::Client(name.clone(), e.to_string()))
+            });
+            match client {
+                Ok(client) => {
+                    tracing::info!(cluster = %name, endpoint = %cluster.spec.api_endpoint, "connecting to member");
+                    let status_api = Some(Api::<KubeFedCluster>::namespaced(
+                        host.clone(),
+                        &settings.namespace,
+                    ));
+                    let r = connect(
+                        name,
+                        client,
+                        fingerprint,
+                        status_api,
+                        &settings,
+                        &events,
+                        &notices_tx,
+                    );
+                    running.running.insert(name.clone(), r);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "member not connected");
+                    let _ = events
+                        .send(SourceEvent::MemberReachable(name.clone(), false))
+                        .await;
+                }
+            }
+        }
+    }
+    for t in tasks {
+        t.abort();
+    }
+}
+
+/// Starts a member's watchers and prober.
+fn connect(
+    name: &str,
+    client: Client,
+    fingerprint: String,
+    status_api: Option<Api<KubeFedCluster>>,
+    settings: &HostSettings,
+    events: &mpsc::Sender<SourceEvent>,
+    notices: &mpsc::UnboundedSender<WatchNotice>,
+) -> Running {
+    let watchers = member::spawn(name, client.clone(), events.clone(), notices.clone());
+    let prober = tokio::spawn(probe_loop(
+        name.to_owned(),
+        client,
+        settings.probe,
+        events.clone(),
+        status_api,
+    ));
+    Running {
+        fingerprint,
+        _watchers: watchers,
+        prober,
+    }
+}
+
+/// Watches one federation kind and forwards it as model events.
+async fn federation_watch<K>(
+    api: Api<K>,
+    kind: FederationKind,
+    normalize: impl Fn(K) -> Result<FederationObject, normalize::NormalizeError>,
+    id: impl Fn(&K) -> Option<FederationObjectId>,
+    events: mpsc::Sender<SourceEvent>,
+    listed: mpsc::UnboundedSender<&'static str>,
+) where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+    K::DynamicType: Default,
+{
+    let label = format!("host/{}", kind.as_str());
+    watch::run(
+        api,
+        &label,
+        |object| match normalize(object) {
+            Ok(o) => Some(o),
+            Err(error) => {
+                tracing::warn!(%error, "federation object skipped");
+                None
+            }
+        },
+        id,
+        |change| {
+            Some(match change {
+                Change::Reset(objects) => SourceEvent::ResetFederationKind(kind, objects),
+                Change::Apply(o) => SourceEvent::ApplyFederation(o),
+                Change::Delete(id) => SourceEvent::DeleteFederation(id),
+            })
+        },
+        |n| {
+            if n == Notice::Listed {
+                let _ = listed.send(kind.as_str());
+            }
+        },
+        &events,
+    )
+    .await;
+}
+
+/// Sends `Synced` once the host kinds and the first members are listed, or at the timeout.
+async fn sync_gate(
+    mut expected: BTreeSet<String>,
+    mut host_listed: mpsc::UnboundedReceiver<&'static str>,
+    mut notices: mpsc::UnboundedReceiver<WatchNotice>,
+    timeout: Duration,
+    events: mpsc::Sender<SourceEvent>,
+    clusters: Arc<Mutex<BTreeMap<String, KubeFedCluster>>>,
+) {
+    const HOST_KINDS: [&str; 5] = [
+        "domains",
+        "servicednsrecords",
+        "ingressdnsrecords",
+        "kubefedclusters",
+        "secrets",
+    ];
+    let mut host_done: BTreeSet<&str> = BTreeSet::new();
+    let mut listed: BTreeSet<(String, MemberKind)> = BTreeSet::new();
+    let deadline = tokio::time::sleep(timeout);
+    let mut deadline = std::pin::pin!(deadline);
+    let mut synced = false;
+    loop {
+        tokio::select! {
+            kind = host_listed.recv() => {
+                if let Some(kind) = kind {
+                    host_done.insert(kind);
+                    if kind == "kubefedclusters" {
+                        let names: Vec<String> = clusters
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .keys()
+                            .cloned()
+                            .collect();
+                        expected.extend(names);
+                    }
+                }
+            }
+            notice = notices.recv() => {
+                let Some(n) = notice else { return };
+                match n.notice {
+                    Notice::Listed => { listed.insert((n.cluster, n.kind)); }
+                    Notice::Failed(_) | Notice::EmptyRelistIgnored => {}
+                }
+            }
+            _ = &mut deadline, if !synced => {
+                let missing: Vec<&String> = expected
+                    .iter()
+                    .filter(|c| MemberKind::ALL.iter().any(|k| !listed.contains(&((*c).clone(), *k))))
+                    .collect();
+                tracing::warn!(?missing, host = ?host_done, "sync timeout: answering without a first listing of every member");
+                for c in missing {
+                    let _ = events.send(SourceEvent::MemberReachable(c.clone(), false)).await;
+                }
+                let _ = events.send(SourceEvent::Synced).await;
+                synced = true;
+            }
+        }
+        if !synced
+            && HOST_KINDS.iter().all(|k| host_done.contains(k))
+            && expected.iter().all(|c| {
+                MemberKind::ALL
+                    .iter()
+                    .all(|k| listed.contains(&(c.clone(), *k)))
+            })
+        {
+            tracing::info!(members = expected.len(), "first full listing done");
+            if events.send(SourceEvent::Synced).await.is_err() {
+                return;
+            }
+            synced = true;
+        }
+    }
+}
+
+/// Probes a member until aborted; flips readiness after consecutive failures or successes and
+/// writes the KubeFedCluster's conditions.
+async fn probe_loop(
+    name: String,
+    client: Client,
+    settings: ProbeSettings,
+    events: mpsc::Sender<SourceEvent>,
+    status_api: Option<Api<KubeFedCluster>>,
+) {
+    let mut state = ProbeState::new(settings);
+    loop {
+        let ok = matches!(
+            tokio::time::timeout(settings.timeout, probe_once(&client)).await,
+            Ok(true)
+        );
+        if let Some(ready) = state.observe(ok) {
+            tracing::info!(cluster = %name, ready, "member readiness changed");
+            if events
+                .send(SourceEvent::MemberReachable(name.clone(), ready))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            if let Some(api) = &status_api {
+                write_cluster_status(api, &name, ready).await;
+            }
+        }
+        tokio::time::sleep(settings.period).await;
+    }
+}
+
+async fn probe_once(client: &Client) -> bool {
+    for path in ["/readyz", "/healthz"] {
+        let Ok(request) = http::Request::get(path).body(Vec::new()) else {
+            return false;
+        };
+        match client.request_text(request).await {
+            Ok(body) => return body.trim() == "ok",
+            Err(kube::Error::Api(e)) if e.code == 404 => continue,
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+/// Consecutive-result thresholds (fedns's fix over KubeFed's flapping on one failure).
+#[derive(Debug, Clone)]
+pub struct ProbeState {
+    settings: ProbeSettings,
+    ready: Option<bool>,
+    failures: u32,
+    successes: u32,
+}
+
+impl ProbeState {
+    pub fn new(settings: ProbeSettings) -> Self {
+        Self {
+            settings,
+            ready: None,
+            failures: 0,
+            successes: 0,
+        }
+    }
+
+    /// Records one probe result; returns the new readiness when it changes. The first success
+    /// makes a member ready; a member never seen ready becomes not ready after the threshold.
+    pub fn observe(&mut self, ok: bool) -> Option<bool> {
+        if ok {
+            self.successes += 1;
+            self.failures = 0;
+        } else {
+            self.failures += 1;
+            self.successes = 0;
+        }
+        let next = match self.ready {
+            None if ok => Some(true),
+            Some(false) if self.successes >= self.settings.success_threshold => Some(true),
+            None | Some(true) if self.failures >= self.settings.failure_threshold => Some(false),
+            _ => None,
+        };
+        if next.is_some() && next != self.ready {
+            self.ready = next;
+            return next;
+        }
+        None
+    }
+}
+
+async fn write_cluster_status(api: &Api<KubeFedCluster>, name: &str, ready: bool) {
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let (status, reason, message) = if ready {
+        ("True", "ClusterReady", "/readyz responded with ok")
+    } else {
+        ("False", "ClusterNotReachable", "cluster is not reachable")
+    };
+    let mut conditions = vec![json!({
+        "type": "Ready", "status": status, "reason": reason, "message": message,
+        "lastProbeTime": now, "lastTransitionTime": now,
+    })];
+    if !ready {
+        conditions.push(json!({
+            "type": "Offline", "status": "True", "reason": "ClusterNotReachable",
+            "message": message, "lastProbeTime": now, "lastTransitionTime": now,
+        }));
+    }
+    let patch = json!({ "status": { "conditions": conditions } });
+    for attempt in 0..5u32 {
+        match api
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => return,
+            Err(e) => {
+                tracing::debug!(cluster = name, error = %e, attempt, "KubeFedCluster status write failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+            }
+        }
+    }
+    tracing::warn!(
+        cluster = name,
+        "KubeFedCluster status not written after retries"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(fail: u32, ok: u32) -> ProbeSettings {
+        ProbeSettings {
+            failure_threshold: fail,
+            success_threshold: ok,
+            ..ProbeSettings::default()
+        }
+    }
+
+    #[test]
+    fn readiness_flips_only_after_consecutive_failures() {
+        let mut p = ProbeState::new(settings(3, 1));
+        assert_eq!(p.observe(true), Some(true));
+        assert_eq!(p.observe(false), None);
+        assert_eq!(p.observe(false), None);
+        assert_eq!(p.observe(true), None, "a success resets the count");
+        assert_eq!(p.observe(false), None);
+        assert_eq!(p.observe(false), None);
+        assert_eq!(p.observe(false), Some(false));
+        assert_eq!(p.observe(true), Some(true));
+    }
+
+    #[test]
+    fn recovery_waits_for_the_success_threshold() {
+        let mut p = ProbeState::new(settings(1, 2));
+        assert_eq!(p.observe(false), Some(false));
+        assert_eq!(p.observe(true), None);
+        assert_eq!(p.observe(true), Some(true));
+    }
+
+    #[test]
+    fn member_config_reads_endpoint_token_ca_and_proxy() {
+        let spec = KubeFedClusterSpec {
+            api_endpoint: "c1.example:6443".into(),
+            proxy_url: Some("http://127.0.0.1:3128".into()),
+            ..Default::default()
+        };
+        let c = member_config("c1", &spec, "t0ken").unwrap();
+        assert_eq!(c.cluster_url.to_string(), "https://c1.example:6443/");
+        assert!(c.auth_info.token.is_some());
+        assert!(c.proxy_url.is_some());
+        assert!(!c.accept_invalid_certs);
+        let bad = KubeFedClusterSpec {
+            api_endpoint: "https://c1".into(),
+            ca_bundle: Some(k8s_openapi::ByteString(b"not a pem".to_vec())),
+            ..Default::default()
+        };
+        let err = member_config("c1", &bad, "t").unwrap_err().to_string();
+        assert!(err.contains("caBundle"), "{err}");
+    }
+}
