@@ -24,7 +24,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the federation zones over DNS (UDP and TCP) with an admin HTTP server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Explain why a name answers what it answers: which clusters contribute, which are unhealthy
     /// and why. Asks a running fedns (--admin) or computes from a source directory (--source).
     Explain {
@@ -63,7 +63,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Explain {
             name,
             admin,
