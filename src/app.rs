@@ -18,7 +18,7 @@ use crate::model::SourceEvent;
 use crate::records::ResolvedHost;
 use crate::server::{self, UdpWorkers};
 use crate::shutdown::Shutdown;
-use crate::source::{dir, host};
+use crate::source::{dir, host, status_writer};
 use crate::store::RecordStore;
 use crate::zonefile::ZoneDir;
 
@@ -137,6 +137,11 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, StartError> {
                 static_members,
             };
             tracing::info!(namespace = %k.namespace, "watching the host cluster");
+            tasks.push(tokio::spawn(status_writer::run(
+                host_client.clone(),
+                engine.clone(),
+                shutdown.clone(),
+            )));
             tasks.push(tokio::spawn(host::run(host_client, settings, source_tx)));
         }
     }

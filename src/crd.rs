@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::LoadBalancerStatus;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 use kube::{CustomResource, CustomResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -121,6 +121,13 @@ pub struct ServiceDNSRecordStatus {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub dns: Vec<ClusterDNS>,
+    /// fedns's addition: a `Ready` condition saying why the record does or does not answer.
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub conditions: Vec<Condition>,
 }
 
 /// The load balancer and topology of a Service in one member cluster.
@@ -189,6 +196,13 @@ pub struct IngressDNSRecordStatus {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub dns: Vec<ClusterIngressDNS>,
+    /// fedns's addition: a `Ready` condition saying why the hosts do or do not answer.
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub conditions: Vec<Condition>,
 }
 
 /// The load balancer of an Ingress in one member cluster.
@@ -618,6 +632,7 @@ status:
                 cluster: Some("c1".into()),
                 ..Default::default()
             }],
+            conditions: Vec::new(),
         };
         let json = serde_json::to_string(&status).unwrap();
         assert_eq!(

@@ -342,6 +342,8 @@ pub struct Engine {
     problems: BTreeMap<Owner, Vec<String>>,
     touched: Touched,
     dirty_zones: HashSet<Box<[u8]>>,
+    /// Records recomputed since the status writer last looked.
+    status_dirty: BTreeSet<Owner>,
 }
 
 impl Engine {
@@ -364,6 +366,7 @@ impl Engine {
             problems: BTreeMap::new(),
             touched: Touched::default(),
             dirty_zones: HashSet::new(),
+            status_dirty: BTreeSet::new(),
         }
     }
 
@@ -753,6 +756,7 @@ impl Engine {
 
     /// Recomputes one computed owner and publishes the difference.
     fn recompute(&mut self, owner: Owner, now: Instant) {
+        self.status_dirty.insert(owner.clone());
         let (claims, problems) = match self.compute(&owner, now) {
             Ok(Some(computed)) => {
                 let zones = self.store.zones();
@@ -1097,6 +1101,58 @@ impl Engine {
             .keys()
             .map(|m| (m.as_str(), self.is_ready(m)))
             .collect()
+    }
+
+    /// Records whose status and DNSEndpoint may have changed since the last call.
+    pub fn take_status_dirty(&mut self) -> Vec<Owner> {
+        std::mem::take(&mut self.status_dirty).into_iter().collect()
+    }
+
+    /// Names `owner` claims but another owner serves.
+    fn lost_names(&self, owner: &Owner) -> Vec<String> {
+        self.owned
+            .get(owner)
+            .into_iter()
+            .flatten()
+            .filter(|key| {
+                self.claims
+                    .get(*key)
+                    .and_then(|l| l.first())
+                    .is_some_and(|(winner, _)| winner != owner)
+            })
+            .map(|key| key_to_text(key))
+            .collect()
+    }
+
+    /// What to write back for a record (`None`: the record is gone).
+    pub fn outputs(
+        &self,
+        owner: &Owner,
+        now: Instant,
+        stamp: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+    ) -> Option<crate::status::RecordOutputs> {
+        match owner {
+            Owner::Service(key) => {
+                let record = self.services.get(key)?;
+                let zone = self
+                    .domains
+                    .get(&record.domain_ref)
+                    .map(|d| d.zone.as_str());
+                let lost = self.lost_names(owner);
+                Some(match self.compute(owner, now) {
+                    Ok(Some(c)) => crate::status::service_outputs(zone, Ok(&c), &lost, stamp),
+                    Ok(None) => return None,
+                    Err(e) => {
+                        crate::status::service_outputs(zone, Err(&e.to_string()), &lost, stamp)
+                    }
+                })
+            }
+            Owner::Ingress(_) => match self.compute(owner, now) {
+                Ok(Some(c)) => Some(crate::status::ingress_outputs(&c, stamp)),
+                _ => None,
+            },
+            Owner::Static(_) | Owner::Apex(_) => None,
+        }
     }
 
     /// Counts for `/metrics` and `status`.

@@ -19,6 +19,7 @@ pub mod responder;
 pub mod server;
 pub mod shutdown;
 pub mod source;
+pub mod status;
 pub mod store;
 pub mod wire;
 pub mod zonefile;

@@ -570,3 +570,47 @@ fn relist_of_one_federation_kind_keeps_the_other_kinds() {
     ));
     assert_eq!(f.answer(G), "NXDomain", "the record was not relisted");
 }
+
+fn stamp() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::Time("2026-01-01T00:00:00Z".parse().unwrap())
+}
+
+#[test]
+fn recomputed_records_are_handed_to_the_status_writer_once() {
+    let mut f = Fixture::new();
+    f.engine.take_status_dirty();
+    f.healthy("c1", "10.20.30.1");
+    let dirty = f.engine.take_status_dirty();
+    assert_eq!(dirty, [Owner::Service(ObjectKey::new("test", "nginx"))]);
+    assert!(f.engine.take_status_dirty().is_empty());
+    let out = f.engine.outputs(&dirty[0], f.now, stamp()).unwrap();
+    assert_eq!(out.status["domain"], "example.com");
+    assert_eq!(out.status["dns"][0]["cluster"], "c1");
+    assert_eq!(out.status["conditions"][0]["status"], "True");
+    assert!(
+        out.endpoint
+            .endpoints
+            .iter()
+            .any(|e| e.dns_name == G.trim_end_matches('.'))
+    );
+}
+
+#[test]
+fn a_deleted_record_has_no_outputs_and_a_lost_name_is_a_condition() {
+    let mut f = Fixture::new();
+    f.healthy("c1", "10.20.30.1");
+    let set = StaticSet {
+        rtype: rtype::A,
+        ttl: 60,
+        rdatas: vec![vec![192, 0, 2, 1]],
+    };
+    f.engine.set_static_zones(vec![static_zone(&[(G, set)])]);
+    f.engine.flush(f.now);
+    let owner = Owner::Service(ObjectKey::new("test", "nginx"));
+    let out = f.engine.outputs(&owner, f.now, stamp()).unwrap();
+    assert_eq!(out.status["conditions"][0]["reason"], "NameConflict");
+    f.send(SourceEvent::DeleteFederation(
+        FederationObjectId::ServiceRecord(ObjectKey::new("test", "nginx")),
+    ));
+    assert!(f.engine.outputs(&owner, f.now, stamp()).is_none());
+}

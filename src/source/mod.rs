@@ -7,4 +7,5 @@ pub mod dir;
 pub mod host;
 pub mod member;
 pub mod normalize;
+pub mod status_writer;
 pub mod watch;

@@ -1,0 +1,152 @@
+//! The one writer to the host cluster: ServiceDNSRecord / IngressDNSRecord status and their
+//! DNSEndpoints (`service-<name>`, `ingress-<name>`, labelled as managed by fedns), written only when
+//! their content changed, retried with backoff on failure. Nothing is ever written to members.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::{Api, Client};
+use serde_json::json;
+
+use crate::crd::{DNSEndpoint, IngressDNSRecord, ServiceDNSRecord};
+use crate::engine::{Engine, Owner};
+use crate::model::ObjectKey;
+use crate::shutdown::Shutdown;
+use crate::status::{RecordOutputs, same_write};
+
+/// Field manager of fedns's server-side applies.
+pub const FIELD_MANAGER: &str = "fedns";
+/// Label on every DNSEndpoint fedns writes.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "fedns");
+
+const TICK: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Writes record outputs until shut down.
+pub async fn run(host: Client, engine: Arc<Mutex<Engine>>, shutdown: Shutdown) {
+    let mut written: HashMap<Owner, RecordOutputs> = HashMap::new();
+    let mut retry: BTreeMap<Owner, (Instant, u32)> = BTreeMap::new();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(TICK) => {}
+            _ = shutdown.wait() => return,
+        }
+        let now = Instant::now();
+        let stamp = Time(k8s_openapi::jiff::Timestamp::now());
+        let due: Vec<Owner> = retry
+            .iter()
+            .filter(|(_, (at, _))| *at <= now)
+            .map(|(o, _)| o.clone())
+            .collect();
+        let work: Vec<(Owner, Option<RecordOutputs>)> = {
+            let Ok(mut e) = engine.lock() else { return };
+            let mut owners = e.take_status_dirty();
+            owners.extend(due);
+            owners.sort();
+            owners.dedup();
+            owners
+                .into_iter()
+                .map(|o| {
+                    let out = e.outputs(&o, now, stamp.clone());
+                    (o, out)
+                })
+                .collect()
+        };
+        for (owner, outputs) in work {
+            let result = match &outputs {
+                Some(out) if written.get(&owner).is_some_and(|w| same_write(w, out)) => {
+                    retry.remove(&owner);
+                    continue;
+                }
+                Some(out) => write(&host, &owner, out).await,
+                None if written.contains_key(&owner) => remove(&host, &owner).await,
+                None => {
+                    retry.remove(&owner);
+                    continue;
+                }
+            };
+            match result {
+                Ok(()) => {
+                    retry.remove(&owner);
+                    match outputs {
+                        Some(out) => written.insert(owner, out),
+                        None => written.remove(&owner),
+                    };
+                }
+                Err(error) => {
+                    let attempts = retry.get(&owner).map_or(0, |(_, n)| *n) + 1;
+                    let delay = (Duration::from_millis(500) * 2u32.saturating_pow(attempts))
+                        .min(MAX_BACKOFF);
+                    tracing::warn!(%owner, %error, attempts, "status write failed; retrying");
+                    retry.insert(owner, (now + delay, attempts));
+                }
+            }
+        }
+    }
+}
+
+fn endpoint_name(owner: &Owner) -> Option<(&ObjectKey, String)> {
+    match owner {
+        Owner::Service(k) => Some((k, format!("service-{}", k.name))),
+        Owner::Ingress(k) => Some((k, format!("ingress-{}", k.name))),
+        Owner::Static(_) | Owner::Apex(_) => None,
+    }
+}
+
+async fn write(host: &Client, owner: &Owner, out: &RecordOutputs) -> Result<(), kube::Error> {
+    let Some((key, endpoint)) = endpoint_name(owner) else {
+        return Ok(());
+    };
+    let status = Patch::Merge(json!({ "status": out.status }));
+    let params = PatchParams::default();
+    let result = match owner {
+        Owner::Service(_) => Api::<ServiceDNSRecord>::namespaced(host.clone(), &key.namespace)
+            .patch_status(&key.name, &params, &status)
+            .await
+            .map(drop),
+        _ => Api::<IngressDNSRecord>::namespaced(host.clone(), &key.namespace)
+            .patch_status(&key.name, &params, &status)
+            .await
+            .map(drop),
+    };
+    match result {
+        // The record was deleted meanwhile: its removal comes as its own change.
+        Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
+        other => other?,
+    }
+    let object = json!({
+        "apiVersion": "multiclusterdns.kubefed.io/v1alpha1",
+        "kind": "DNSEndpoint",
+        "metadata": {
+            "name": endpoint,
+            "namespace": key.namespace,
+            "labels": { MANAGED_BY.0: MANAGED_BY.1 },
+        },
+        "spec": out.endpoint,
+    });
+    Api::<DNSEndpoint>::namespaced(host.clone(), &key.namespace)
+        .patch(
+            &endpoint,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&object),
+        )
+        .await
+        .map(drop)
+}
+
+async fn remove(host: &Client, owner: &Owner) -> Result<(), kube::Error> {
+    let Some((key, endpoint)) = endpoint_name(owner) else {
+        return Ok(());
+    };
+    match Api::<DNSEndpoint>::namespaced(host.clone(), &key.namespace)
+        .delete(&endpoint, &DeleteParams::default())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
