@@ -1,0 +1,405 @@
+//! End to end through the Kubernetes API: 1 host + 3 member clusters (2 regions) on the harness,
+//! or the real clusters named by `FEDNS_E2E_KUBECONFIGS` (host first, then members; failure
+//! injection steps are skipped there). fedns runs in-process on 127.0.0.1:0.
+
+mod common;
+mod harness;
+
+use std::time::{Duration, Instant};
+
+use common::{Server, ask, summary};
+use harness::Clusters;
+use hickory_proto::rr::RecordType;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use serde_json::{Value, json};
+
+const NS: &str = "kube-federation-system";
+const G: &str = "nginx.test.galactic.svc.example.com.";
+const US: &str = "nginx.test.galactic.svc.us.example.com.";
+const US1: &str = "nginx.test.galactic.svc.us1.us.example.com.";
+const EU1: &str = "nginx.test.galactic.svc.eu1.eu.example.com.";
+
+async fn apply(client: &kube::Client, object: Value) {
+    let api_version = object["apiVersion"].as_str().unwrap().to_owned();
+    let kind = object["kind"].as_str().unwrap().to_owned();
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", &api_version));
+    let gvk = kube::api::GroupVersionKind::gvk(group, version, &kind);
+    let (resource, caps) = kube::discovery::pinned_kind(client, &gvk).await.unwrap();
+    let name = object["metadata"]["name"].as_str().unwrap().to_owned();
+    let api: Api<kube::api::DynamicObject> = match object["metadata"]["namespace"].as_str() {
+        Some(ns) if caps.scope == kube::discovery::Scope::Namespaced => {
+            Api::namespaced_with(client.clone(), ns, &resource)
+        }
+        _ => Api::all_with(client.clone(), &resource),
+    };
+    let params = PatchParams::apply("e2e").force();
+    api.patch(&name, &params, &Patch::Apply(&object))
+        .await
+        .unwrap();
+    if object.get("status").is_some() {
+        api.patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"status": object["status"]})),
+        )
+        .await
+        .unwrap();
+    }
+}
+
+async fn namespace(client: &kube::Client, name: &str) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+    let _ = api
+        .patch(name, &PatchParams::apply("e2e").force(), &Patch::Apply(&ns))
+        .await;
+}
+
+/// A LoadBalancer Service with `ip` and an EndpointSlice with one endpoint.
+async fn service(client: &kube::Client, ip: &str, ready: bool) {
+    apply(
+        client,
+        json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "nginx", "namespace": "test"},
+            "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]},
+            "status": {"loadBalancer": {"ingress": [{"ip": ip}]}},
+        }),
+    )
+    .await;
+    endpoints(client, ready).await;
+}
+
+async fn endpoints(client: &kube::Client, ready: bool) {
+    apply(
+        client,
+        json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "nginx-e2e", "namespace": "test",
+                         "labels": {"kubernetes.io/service-name": "nginx"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["172.16.0.9"], "conditions": {"ready": ready}}],
+        }),
+    )
+    .await;
+}
+
+async fn node(client: &kube::Client, zone: &str, region: &str) {
+    apply(
+        client,
+        json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": format!("node-{zone}"), "labels": {
+                "topology.kubernetes.io/zone": zone, "topology.kubernetes.io/region": region}},
+        }),
+    )
+    .await;
+}
+
+/// Polls `name` until its answer summary satisfies `ok`; returns how long that took.
+async fn until(
+    server: &Server,
+    name: &str,
+    limit: Duration,
+    ok: impl Fn(&str) -> bool,
+) -> Duration {
+    let start = Instant::now();
+    let mut client = server.udp_client().await;
+    let mut last = String::new();
+    while start.elapsed() < limit {
+        last = summary(&ask(&mut client, name, RecordType::A).await);
+        if ok(&last) {
+            return start.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{name}: still {last:?} after {limit:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_source_end_to_end() {
+    let Some(clusters) = Clusters::start_named("host", &["c1", "c2", "c3"]).await else {
+        return;
+    };
+    let host = clusters.host.client().await;
+
+    // Host: CRDs, the control-plane namespace, the Domain and the ServiceDNSRecord.
+    let crds: Api<CustomResourceDefinition> = Api::all(host.clone());
+    for crd in fedns::crd::all() {
+        let name = crd.metadata.name.clone().unwrap();
+        crds.patch(
+            &name,
+            &PatchParams::apply("e2e").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap();
+    }
+    for ns in [NS, "test"] {
+        namespace(&host, ns).await;
+    }
+    apply(
+        &host,
+        json!({
+            "apiVersion": "multiclusterdns.kubefed.io/v1alpha1", "kind": "Domain",
+            "metadata": {"name": "galactic", "namespace": NS},
+            "domain": "example.com", "nameServer": "ns1.example.com",
+        }),
+    )
+    .await;
+    apply(
+        &host,
+        json!({
+            "apiVersion": "multiclusterdns.kubefed.io/v1alpha1", "kind": "ServiceDNSRecord",
+            "metadata": {"name": "nginx", "namespace": "test"},
+            "spec": {"domainRef": "galactic", "recordTTL": 300},
+        }),
+    )
+    .await;
+
+    // Members: c1 (us/us1) and c2 (us/us2) by node labels, c3 (eu/eu1) by KubeFedCluster status.
+    let topo = [
+        ("c1", "us1", "us"),
+        ("c2", "us2", "us"),
+        ("c3", "eu1", "eu"),
+    ];
+    for (i, (name, zone, region)) in topo.iter().enumerate() {
+        let member = clusters.members[i].client().await;
+        namespace(&member, "test").await;
+        if *name != "c3" {
+            node(&member, zone, region).await;
+        }
+        service(&member, &format!("10.0.0.{}", i + 1), true).await;
+    }
+    let mut config_members = Vec::new();
+    for (i, (name, zone, region)) in topo.iter().enumerate() {
+        let cluster = &clusters.members[i];
+        match cluster.as_fake() {
+            Some(fake) => {
+                // KubeFedCluster + token Secret, as `kubefedctl join` leaves them.
+                apply(
+                    &host,
+                    json!({
+                        "apiVersion": "v1", "kind": "Secret",
+                        "metadata": {"name": format!("{name}-token"), "namespace": NS},
+                        "stringData": {"token": fake.token()},
+                    }),
+                )
+                .await;
+                let mut kfc = json!({
+                    "apiVersion": "core.kubefed.io/v1beta1", "kind": "KubeFedCluster",
+                    "metadata": {"name": name, "namespace": NS},
+                    "spec": {"apiEndpoint": fake.url(), "secretRef": {"name": format!("{name}-token")}},
+                });
+                if *name == "c3" {
+                    kfc["status"] = json!({"conditions": [], "zones": [zone], "region": region});
+                }
+                apply(&host, kfc).await;
+            }
+            None => config_members.push(format!(
+                "- {{name: {name}, context: {ctx}, kubeconfig: {path}{topo}}}",
+                ctx = cluster.context(),
+                path = cluster.kubeconfig_path().display(),
+                topo = if *name == "c3" {
+                    format!(", zones: [{zone}], region: {region}")
+                } else {
+                    String::new()
+                },
+            )),
+        }
+    }
+
+    let config = tempfile::NamedTempFile::new().unwrap();
+    let members_yaml = if config_members.is_empty() {
+        String::new()
+    } else {
+        format!("members:\n{}\n", config_members.join("\n"))
+    };
+    std::fs::write(config.path(), members_yaml).unwrap();
+    let host_kubeconfig = clusters.host.kubeconfig_path().to_owned();
+    let host_context = clusters.host.context().to_owned();
+    let server = Server::start_configured(
+        |_, _| {},
+        |args| {
+            args.source = None;
+            args.config = Some(config.path().to_owned());
+            args.kubeconfig = Some(host_kubeconfig);
+            args.context = Some(host_context);
+            args.grace_period = Some(Duration::from_secs(2));
+            args.probe_period = Some(Duration::from_millis(200));
+            args.probe_timeout = Some(Duration::from_millis(300));
+            args.probe_failure_threshold = Some(2);
+            args.sync_timeout = Some(Duration::from_secs(20));
+        },
+    )
+    .await;
+
+    // Ready after the first full listing; then the spec's names answer.
+    let started = Instant::now();
+    while server.admin_get("/ready").await.0 != 200 {
+        assert!(started.elapsed() < Duration::from_secs(20), "never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("ready after {:?}", started.elapsed());
+    until(&server, G, Duration::from_secs(5), |a| {
+        a == "NoError A 10.0.0.1 A 10.0.0.2 A 10.0.0.3"
+    })
+    .await;
+    until(&server, US, Duration::from_secs(2), |a| {
+        a == "NoError A 10.0.0.1 A 10.0.0.2"
+    })
+    .await;
+    until(&server, US1, Duration::from_secs(2), |a| {
+        a == "NoError A 10.0.0.1"
+    })
+    .await;
+    until(&server, EU1, Duration::from_secs(2), |a| {
+        a == "NoError A 10.0.0.3"
+    })
+    .await;
+
+    // Unready endpoints in c1: its zone name becomes a CNAME to the region within a second.
+    let c1 = clusters.members[0].client().await;
+    endpoints(&c1, false).await;
+    let took = until(&server, US1, Duration::from_secs(3), |a| {
+        a.starts_with(&format!("NoError CNAME {US}"))
+    })
+    .await;
+    eprintln!("endpoint change -> CNAME in {took:?}");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+
+    // Status and DNSEndpoint on the host, KubeFed-shaped.
+    let records: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        host.clone(),
+        "test",
+        &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+            "multiclusterdns.kubefed.io",
+            "v1alpha1",
+            "ServiceDNSRecord",
+        )),
+    );
+    let started = Instant::now();
+    let status = loop {
+        let sdr = records.get("nginx").await.unwrap();
+        let status = sdr.data["status"].clone();
+        if status["dns"].as_array().is_some_and(|d| d.len() == 3)
+            && status["dns"][0]["loadBalancer"] == json!({})
+        {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "status not written: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status["domain"], "example.com");
+    let clusters_in_status: Vec<&str> = status["dns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["cluster"].as_str().unwrap())
+        .collect();
+    assert_eq!(clusters_in_status, ["c1", "c2", "c3"]);
+    assert_eq!(
+        status["dns"][1]["loadBalancer"]["ingress"][0]["ip"],
+        "10.0.0.2"
+    );
+    assert_eq!(status["dns"][2]["region"], "eu");
+    let endpoints_api: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        host.clone(),
+        "test",
+        &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+            "multiclusterdns.kubefed.io",
+            "v1alpha1",
+            "DNSEndpoint",
+        )),
+    );
+    let dnsendpoint = endpoints_api.get("service-nginx").await.unwrap();
+    let rows: Vec<String> = dnsendpoint.data["spec"]["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {} {}",
+                e["dnsName"].as_str().unwrap(),
+                e["recordType"].as_str().unwrap(),
+                e["targets"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|t| t.as_str().unwrap())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
+        })
+        .collect();
+    assert!(rows.contains(&"nginx.test.galactic.svc.us1.us.example.com CNAME nginx.test.galactic.svc.us.example.com".to_string()), "{rows:?}");
+    assert!(
+        rows.contains(&"nginx.test.galactic.svc.example.com A 10.0.0.2,10.0.0.3".to_string()),
+        "{rows:?}"
+    );
+
+    // fedns never writes to members.
+    for m in &clusters.members {
+        if let Some(fake) = m.as_fake() {
+            let seeded_writes = fake.writes();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert_eq!(
+                fake.writes(),
+                seeded_writes,
+                "no writes to member {}",
+                m.name()
+            );
+        }
+    }
+
+    // 410 Gone (compaction) and an empty relist lose no records.
+    if let Some(c2) = clusters.members[1].controls("compact c2's watch history") {
+        c2.compact();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        until(&server, US, Duration::from_secs(2), |a| {
+            a == "NoError A 10.0.0.2"
+        })
+        .await;
+    }
+    if let Some(c2) = clusters.members[1].controls("restart c2 empty") {
+        c2.restart_empty().await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        until(&server, US, Duration::from_secs(2), |a| {
+            a == "NoError A 10.0.0.2"
+        })
+        .await;
+    }
+
+    // A member down: answers unchanged during the grace period, withdrawn after it, back after.
+    if let Some(c3) = clusters.members[2].controls("stop c3") {
+        c3.stop().await;
+        let down = Instant::now();
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        until(&server, EU1, Duration::from_millis(200), |a| {
+            a == "NoError A 10.0.0.3"
+        })
+        .await;
+        until(&server, EU1, Duration::from_secs(5), |a| {
+            a.starts_with("NoError CNAME")
+        })
+        .await;
+        eprintln!("c3 withdrawn {:?} after it stopped", down.elapsed());
+        assert!(
+            down.elapsed() >= Duration::from_secs(2),
+            "not before the grace period"
+        );
+        c3.restart().await;
+        let back = until(&server, EU1, Duration::from_secs(10), |a| {
+            a == "NoError A 10.0.0.3"
+        })
+        .await;
+        eprintln!("c3 answers restored {back:?} after restart");
+    }
+    server.stop().await;
+}
