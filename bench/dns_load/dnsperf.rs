@@ -2,7 +2,7 @@
 //! the average latency; percentiles come from its verbose mode (`-v`: one `> RCODE name type
 //! latency` line per answer), written to a file and read after the run.
 
-use std::fs::File;
+use std::fs::{self, File};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -20,6 +20,8 @@ pub struct Load {
     pub clients: usize,
     pub outstanding: usize,
     pub threads: usize,
+    /// How long to wait for other processes (builds) to calm down before each run.
+    pub quiet_wait: Duration,
 }
 
 /// Latency percentiles from verbose output, in microseconds.
@@ -45,13 +47,20 @@ pub struct Report {
     pub max_latency_us: f64,
     pub rcodes: String,
     pub percentiles: Option<Percentiles>,
+    /// CPU seconds the server's processes used during the run.
+    pub server_cpu_seconds: f64,
+    pub dnsperf_cpu_seconds: f64,
+    /// Cores used by everything else on the machine during the run (noise; should be ≈ 0).
+    pub other_cpu_cores: f64,
 }
 
-/// Runs dnsperf against `server` for `load.seconds` (plus a bounded grace), with at most `max_qps`
-/// when given; `verbose` turns on per-query latencies for percentiles.
+/// Runs dnsperf against `server` (process group led by `server_pid`) for `load.seconds` (plus a
+/// bounded grace), with at most `max_qps` when given; `verbose` turns on per-query latencies for
+/// percentiles. Waits for a quiet machine first and accounts for the CPU used during the run.
 pub fn run(
     load: &Load,
     server: SocketAddr,
+    server_pid: u32,
     cpus: Cpus,
     max_qps: Option<u64>,
     verbose: bool,
@@ -87,9 +96,18 @@ pub fn run(
         .map(|a| a.to_string_lossy().into_owned())
         .collect::<Vec<_>>()
         .join(" ");
+    procs::wait_for_quiet(Some(server_pid), 0.10, load.quiet_wait);
+    let server_before = procs::group_cpu_seconds(server_pid);
+    let dnsperf_before = procs::children_cpu_seconds();
+    let busy_before = procs::machine_busy_seconds();
+    let started = Instant::now();
     let mut process = Supervised::spawn("dnsperf", command, output)?;
-    let deadline = Instant::now() + Duration::from_secs(load.seconds + 30);
+    let deadline = started + Duration::from_secs(load.seconds + 30);
     let status = process.wait_until(deadline)?;
+    let wall = started.elapsed().as_secs_f64();
+    let server_cpu_seconds = procs::group_cpu_seconds(server_pid) - server_before;
+    let dnsperf_cpu_seconds = procs::children_cpu_seconds() - dnsperf_before;
+    let busy = procs::machine_busy_seconds() - busy_before;
     if !status.success() {
         bail!(
             "dnsperf failed ({status}); end of {}:\n{}",
@@ -98,7 +116,22 @@ pub fn run(
         );
     }
     let mut report = parse(output, verbose)?;
+    if verbose {
+        // A million `> NOERROR name type latency` lines: keep only the summary.
+        let summary = fs::read_to_string(output)
+            .map(|text| {
+                text.lines()
+                    .filter(|l| !l.starts_with("> "))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .unwrap_or_default();
+        fs::write(output, summary + "\n")?;
+    }
     report.command = line;
+    report.server_cpu_seconds = server_cpu_seconds;
+    report.dnsperf_cpu_seconds = dnsperf_cpu_seconds;
+    report.other_cpu_cores = ((busy - server_cpu_seconds - dnsperf_cpu_seconds) / wall).max(0.0);
     Ok(report)
 }
 
@@ -184,5 +217,8 @@ fn parse(output: &Path, verbose: bool) -> Result<Report> {
         max_latency_us,
         rcodes,
         percentiles,
+        server_cpu_seconds: 0.0,
+        dnsperf_cpu_seconds: 0.0,
+        other_cpu_cores: 0.0,
     })
 }

@@ -177,7 +177,8 @@ impl Supervised {
     pub fn stop(&mut self) {
         let pgid = self.child.id() as i32;
         if self.status.is_none() {
-            signal_group(pgid, Signal::SIGTERM);
+            // The leader first, so a forking server (NSD) stops and reaps its own workers.
+            let _ = nix::sys::signal::kill(Pid::from_raw(pgid), Signal::SIGTERM);
             let deadline = Instant::now() + Duration::from_secs(5);
             loop {
                 match self.child.try_wait() {
@@ -196,9 +197,14 @@ impl Supervised {
                 }
             }
         }
-        // Forked workers (NSD) may outlive the leader by a moment; make sure none stays behind.
+        // Forked workers may outlive the leader by a moment; make sure none stays behind.
         let deadline = Instant::now() + Duration::from_secs(3);
+        let mut signalled = false;
         while group_has_members(pgid) && Instant::now() < deadline {
+            if !signalled {
+                signal_group(pgid, Signal::SIGTERM);
+                signalled = true;
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
         if group_has_members(pgid) {
@@ -294,4 +300,74 @@ pub fn group_rss_kib(pid: u32) -> Option<u64> {
         return None;
     }
     Some(members.into_iter().filter_map(rss_kib).sum())
+}
+
+/// CPU seconds (user + system) of the reaped children of this process so far (dnsperf runs).
+pub fn children_cpu_seconds() -> f64 {
+    use nix::sys::resource::{UsageWho, getrusage};
+    getrusage(UsageWho::RUSAGE_CHILDREN).map_or(0.0, |u| {
+        let seconds = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+        seconds(u.user_time()) + seconds(u.system_time())
+    })
+}
+
+/// Busy CPU seconds of the whole machine so far (all cores, from `/proc/stat`).
+pub fn machine_busy_seconds() -> f64 {
+    let ticks_per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .filter(|&t| t > 0)
+        .unwrap_or(100) as f64;
+    let Ok(stat) = fs::read_to_string("/proc/stat") else {
+        return 0.0;
+    };
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return 0.0;
+    };
+    // user nice system idle iowait irq softirq steal …: everything but idle and iowait is busy.
+    let busy: u64 = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .filter_map(|(_, v)| v.parse::<u64>().ok())
+        .sum();
+    busy as f64 / ticks_per_second
+}
+
+/// Waits (at most `max_wait`) until the rest of the machine is quiet: less than `threshold` of one
+/// core busy over a one-second sample, not counting the processes of group `ours`. Returns the last
+/// sample, in cores.
+pub fn wait_for_quiet(ours: Option<u32>, threshold: f64, max_wait: Duration) -> f64 {
+    let deadline = Instant::now() + max_wait;
+    let mut announced = false;
+    loop {
+        let own_before = ours.map_or(0.0, group_cpu_seconds);
+        let before = machine_busy_seconds();
+        std::thread::sleep(Duration::from_secs(1));
+        let own = ours.map_or(0.0, group_cpu_seconds) - own_before;
+        let busy = (machine_busy_seconds() - before - own).max(0.0);
+        if busy < threshold || Instant::now() >= deadline {
+            if announced || busy >= threshold {
+                println!(
+                    "  machine {}: other processes use {:.0}% of a core",
+                    if busy < threshold {
+                        "quiet"
+                    } else {
+                        "still busy, measuring anyway"
+                    },
+                    busy * 100.0
+                );
+            }
+            return busy;
+        }
+        if !announced {
+            println!(
+                "  waiting up to {max_wait:?} for the machine to be quiet: other processes use {:.0}% of a core",
+                busy * 100.0
+            );
+            announced = true;
+        }
+    }
 }
