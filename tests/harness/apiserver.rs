@@ -834,7 +834,13 @@ impl WatchStream {
                     ..
                 } = self;
                 let receiver = receiver.as_mut()?;
+                // Controls first: a close or compaction takes effect before any event that
+                // was committed after it.
                 tokio::select! {
+                    biased;
+                    _ = epochs.changed() => Wake::Epochs,
+                    _ = partition.changed() => Wake::Partition,
+                    _ = tokio::time::sleep_until(*deadline) => Wake::Deadline,
                     record = receiver.recv() => Wake::Record(record),
                     _ = async {
                         match bookmarks {
@@ -842,9 +848,6 @@ impl WatchStream {
                             None => std::future::pending::<()>().await,
                         }
                     } => Wake::Bookmark,
-                    _ = epochs.changed() => Wake::Epochs,
-                    _ = partition.changed() => Wake::Partition,
-                    _ = tokio::time::sleep_until(*deadline) => Wake::Deadline,
                 }
             };
             match wake {

@@ -173,27 +173,10 @@ impl Clusters {
     /// Like [`start`](Self::start) with chosen names for fake clusters (real clusters keep
     /// their context names).
     pub async fn start_named(host: &str, members: &[&str]) -> Option<Clusters> {
-        let dir = tempfile::tempdir().expect("temporary directory");
         if let Some(paths) = Self::kubeconfigs_from_env() {
-            if paths.len() < members.len() + 1 {
-                eprintln!(
-                    "skipping: {KUBECONFIGS_ENV} names {} kubeconfig(s); this test needs a host and {} member(s)",
-                    paths.len(),
-                    members.len()
-                );
-                return None;
-            }
-            let mut clusters = paths
-                .into_iter()
-                .take(members.len() + 1)
-                .map(|p| TestCluster::real(p).unwrap_or_else(|e| panic!("{KUBECONFIGS_ENV}: {e}")));
-            let host = clusters.next().expect("a host kubeconfig");
-            return Some(Clusters {
-                host,
-                members: clusters.collect(),
-                dir,
-            });
+            return Self::from_kubeconfigs(paths, members.len());
         }
+        let dir = tempfile::tempdir().expect("temporary directory");
         let host = TestCluster::fake(FakeCluster::start(host).await);
         let mut fakes = Vec::new();
         for name in members {
@@ -203,6 +186,28 @@ impl Clusters {
             host,
             members: fakes,
             dir,
+        })
+    }
+
+    /// The clusters of kubeconfig files (host first), as with `FEDNS_E2E_KUBECONFIGS`: no
+    /// controls. `None` (after a message) when there are fewer than a host and `members`.
+    pub fn from_kubeconfigs(paths: Vec<PathBuf>, members: usize) -> Option<Clusters> {
+        if paths.len() < members + 1 {
+            eprintln!(
+                "skipping: {} kubeconfig(s) given ({KUBECONFIGS_ENV}); this test needs a host and {members} member(s)",
+                paths.len(),
+            );
+            return None;
+        }
+        let mut clusters = paths
+            .into_iter()
+            .take(members + 1)
+            .map(|p| TestCluster::real(p).unwrap_or_else(|e| panic!("{KUBECONFIGS_ENV}: {e}")));
+        let host = clusters.next().expect("a host kubeconfig");
+        Some(Clusters {
+            host,
+            members: clusters.collect(),
+            dir: tempfile::tempdir().expect("temporary directory"),
         })
     }
 
