@@ -135,6 +135,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, StartError> {
                 probe: k.probe,
                 sync_timeout: k.sync_timeout,
                 static_members,
+                metrics: metrics.clone(),
             };
             tracing::info!(namespace = %k.namespace, "watching the host cluster");
             tasks.push(tokio::spawn(status_writer::run(

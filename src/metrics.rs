@@ -44,6 +44,9 @@ pub struct Metrics {
     pub programming: Histogram,
     pub zone_serial: IntGaugeVec,
     pub zone_reloads: IntCounterVec,
+    pub watch_restarts: IntCounterVec,
+    pub member_last_sync: IntGaugeVec,
+    pub empty_relists: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -133,6 +136,30 @@ impl Metrics {
                 &["result"],
             )
             .expect("valid metric"),
+            watch_restarts: IntCounterVec::new(
+                Opts::new(
+                    "fedns_watch_restarts_total",
+                    "Watches that failed and were restarted (records kept)",
+                ),
+                &["cluster", "kind"],
+            )
+            .expect("valid metric"),
+            member_last_sync: IntGaugeVec::new(
+                Opts::new(
+                    "fedns_member_last_sync_timestamp_seconds",
+                    "When a full listing of a member (any kind) last completed, Unix time",
+                ),
+                &["cluster"],
+            )
+            .expect("valid metric"),
+            empty_relists: IntCounterVec::new(
+                Opts::new(
+                    "fedns_empty_relists_ignored_total",
+                    "Relists that came back empty where objects were seen before (not trusted)",
+                ),
+                &["cluster", "kind"],
+            )
+            .expect("valid metric"),
             registry,
         };
         for c in [
@@ -151,6 +178,9 @@ impl Metrics {
             Box::new(m.programming.clone()),
             Box::new(m.zone_serial.clone()),
             Box::new(m.zone_reloads.clone()),
+            Box::new(m.watch_restarts.clone()),
+            Box::new(m.member_last_sync.clone()),
+            Box::new(m.empty_relists.clone()),
         ] {
             m.registry.register(c).expect("unique metric");
         }

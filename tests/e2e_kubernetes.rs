@@ -376,6 +376,21 @@ async fn kubernetes_source_end_to_end() {
         .await;
     }
 
+    let metrics = server.admin_get("/metrics").await.1;
+    for name in [
+        "fedns_member_last_sync_timestamp_seconds{cluster=\"c1\"}",
+        "fedns_member_ready{cluster=\"c3\"} 1",
+        "fedns_dns_programming_duration_seconds_count",
+    ] {
+        assert!(metrics.contains(name), "{name} missing");
+    }
+    if clusters.members[1].as_fake().is_some() {
+        assert!(
+            metrics.contains("fedns_watch_restarts_total{cluster=\"c2\""),
+            "restarts counted"
+        );
+    }
+
     // A member down: answers unchanged during the grace period, withdrawn after it, back after.
     if let Some(c3) = clusters.members[2].controls("stop c3") {
         c3.stop().await;

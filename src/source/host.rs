@@ -65,6 +65,8 @@ pub struct HostSettings {
     pub sync_timeout: Duration,
     /// Members given as kubeconfig contexts instead of KubeFedClusters.
     pub static_members: Vec<StaticMember>,
+    /// Where watch restarts, last syncs and ignored relists are counted.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// A member listed in the configuration.
@@ -337,6 +339,7 @@ pub async fn run(host: Client, settings: HostSettings, events: mpsc::Sender<Sour
         settings.sync_timeout,
         events.clone(),
         clusters.clone(),
+        settings.metrics.clone(),
     )));
 
     // Reconcile dynamic members whenever KubeFedClusters or Secrets change.
@@ -522,6 +525,7 @@ async fn sync_gate(
     timeout: Duration,
     events: mpsc::Sender<SourceEvent>,
     clusters: Arc<Mutex<BTreeMap<String, KubeFedCluster>>>,
+    metrics: crate::metrics::Metrics,
 ) {
     const HOST_KINDS: [&str; 5] = [
         "domains",
@@ -553,9 +557,17 @@ async fn sync_gate(
             }
             notice = notices.recv() => {
                 let Some(n) = notice else { return };
+                let labels = [n.cluster.as_str(), n.kind.as_str()];
                 match n.notice {
-                    Notice::Listed => { listed.insert((n.cluster, n.kind)); }
-                    Notice::Failed(_) | Notice::EmptyRelistIgnored => {}
+                    Notice::Listed => {
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_secs() as i64);
+                        metrics.member_last_sync.with_label_values(&[n.cluster.as_str()]).set(now);
+                        listed.insert((n.cluster, n.kind));
+                    }
+                    Notice::Failed(_) => metrics.watch_restarts.with_label_values(&labels).inc(),
+                    Notice::EmptyRelistIgnored => metrics.empty_relists.with_label_values(&labels).inc(),
                 }
             }
             _ = &mut deadline, if !synced => {
