@@ -140,6 +140,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, StartError> {
             tracing::info!(namespace = %k.namespace, "watching the host cluster");
             tasks.push(tokio::spawn(status_writer::run(
                 host_client.clone(),
+                k.namespace.clone(),
                 engine.clone(),
                 shutdown.clone(),
             )));

@@ -1095,6 +1095,23 @@ impl Engine {
             .map_err(|e| e.to_string())
     }
 
+    /// Each member's zones and region as served (declared or from node labels).
+    pub fn member_topologies(&self) -> Vec<(String, Vec<String>, Option<String>)> {
+        self.members
+            .keys()
+            .map(|m| {
+                let slice = self.slices.get(m);
+                (
+                    m.clone(),
+                    slice
+                        .map(|s| s.zones.iter().cloned().collect())
+                        .unwrap_or_default(),
+                    slice.and_then(|s| s.region.clone()),
+                )
+            })
+            .collect()
+    }
+
     /// Each member and whether it is ready now.
     pub fn member_readiness(&self) -> Vec<(&str, bool)> {
         self.members

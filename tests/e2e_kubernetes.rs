@@ -344,6 +344,34 @@ async fn kubernetes_source_end_to_end() {
         "{rows:?}"
     );
 
+    // Members' topology is written into their KubeFedCluster status (c1's from its nodes).
+    if clusters.members[0].as_fake().is_some() {
+        let kfcs: Api<kube::api::DynamicObject> = Api::namespaced_with(
+            host.clone(),
+            NS,
+            &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+                "core.kubefed.io",
+                "v1beta1",
+                "KubeFedCluster",
+            )),
+        );
+        let started = Instant::now();
+        loop {
+            let c1 = kfcs.get("c1").await.unwrap();
+            let status = &c1.data["status"];
+            if status["region"] == "us" && status["zones"] == json!(["us1"]) {
+                assert_eq!(status["conditions"][0]["type"], "Ready");
+                assert_eq!(status["conditions"][0]["status"], "True");
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "c1 status: {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     // fedns never writes to members.
     for m in &clusters.members {
         if let Some(fake) = m.as_fake() {

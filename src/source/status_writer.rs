@@ -11,7 +11,7 @@ use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::json;
 
-use crate::crd::{DNSEndpoint, IngressDNSRecord, ServiceDNSRecord};
+use crate::crd::{DNSEndpoint, IngressDNSRecord, KubeFedCluster, ServiceDNSRecord};
 use crate::engine::{Engine, Owner};
 use crate::model::ObjectKey;
 use crate::shutdown::Shutdown;
@@ -25,9 +25,12 @@ pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "fedns");
 const TICK: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// Writes record outputs until shut down.
-pub async fn run(host: Client, engine: Arc<Mutex<Engine>>, shutdown: Shutdown) {
+/// Writes record outputs, and members' topology into their KubeFedCluster status, until shut
+/// down. `namespace` is the control-plane namespace.
+pub async fn run(host: Client, namespace: String, engine: Arc<Mutex<Engine>>, shutdown: Shutdown) {
     let mut written: HashMap<Owner, RecordOutputs> = HashMap::new();
+    let mut topologies: HashMap<String, (Vec<String>, Option<String>)> = HashMap::new();
+    let clusters = Api::<KubeFedCluster>::namespaced(host.clone(), &namespace);
     let mut retry: BTreeMap<Owner, (Instant, u32)> = BTreeMap::new();
     loop {
         tokio::select! {
@@ -41,20 +44,44 @@ pub async fn run(host: Client, engine: Arc<Mutex<Engine>>, shutdown: Shutdown) {
             .filter(|(_, (at, _))| *at <= now)
             .map(|(o, _)| o.clone())
             .collect();
-        let work: Vec<(Owner, Option<RecordOutputs>)> = {
+        let (work, topology): (Vec<(Owner, Option<RecordOutputs>)>, _) = {
             let Ok(mut e) = engine.lock() else { return };
+            let topology = e.member_topologies();
             let mut owners = e.take_status_dirty();
             owners.extend(due);
             owners.sort();
             owners.dedup();
-            owners
+            let work = owners
                 .into_iter()
                 .map(|o| {
                     let out = e.outputs(&o, now, stamp.clone());
                     (o, out)
                 })
-                .collect()
+                .collect();
+            (work, topology)
         };
+        for (member, zones, region) in topology {
+            let current = (zones, region);
+            if topologies.get(&member) == Some(&current) {
+                continue;
+            }
+            let patch = json!({ "status": { "zones": current.0, "region": current.1 } });
+            match clusters
+                .patch_status(&member, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                // Members listed as contexts have no KubeFedCluster: nothing to write.
+                Ok(_) => {
+                    topologies.insert(member, current);
+                }
+                Err(kube::Error::Api(e)) if e.code == 404 => {
+                    topologies.insert(member, current);
+                }
+                Err(error) => {
+                    tracing::debug!(%member, %error, "KubeFedCluster topology not written; retrying");
+                }
+            }
+        }
         for (owner, outputs) in work {
             let result = match &outputs {
                 Some(out) if written.get(&owner).is_some_and(|w| same_write(w, out)) => {
