@@ -270,6 +270,7 @@ pub struct LocalSecretReference {
 
 /// Observed state of a member cluster, written by the cluster health controller.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct KubeFedClusterStatus {
     /// `Ready` and `Offline` conditions.
     #[serde(default, deserialize_with = "null_as_default")]
@@ -284,6 +285,10 @@ pub struct KubeFedClusterStatus {
     /// The region all of the member's nodes are in, e.g. `us-east1`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// fedns's addition: `nodes` when fedns wrote `zones`/`region` from node labels. Such values
+    /// are a report, not a declaration: they never override what the nodes say later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology_source: Option<String>,
 }
 
 /// One condition of a member cluster.

@@ -1095,19 +1095,20 @@ impl Engine {
             .map_err(|e| e.to_string())
     }
 
-    /// Each member's zones and region as served (declared or from node labels).
-    pub fn member_topologies(&self) -> Vec<(String, Vec<String>, Option<String>)> {
+    /// Zones and region of the members whose topology comes from node labels (not declared).
+    pub fn node_topologies(&self) -> Vec<(String, Vec<String>, Option<String>)> {
         self.members
-            .keys()
-            .map(|m| {
-                let slice = self.slices.get(m);
-                (
-                    m.clone(),
-                    slice
-                        .map(|s| s.zones.iter().cloned().collect())
-                        .unwrap_or_default(),
-                    slice.and_then(|s| s.region.clone()),
-                )
+            .iter()
+            .filter(|(_, m)| m.zones.is_empty() && m.region.is_none())
+            .filter_map(|(name, _)| {
+                let slice = self.slices.get(name)?;
+                (!slice.zones.is_empty() || slice.region.is_some()).then(|| {
+                    (
+                        name.clone(),
+                        slice.zones.iter().cloned().collect(),
+                        slice.region.clone(),
+                    )
+                })
             })
             .collect()
     }

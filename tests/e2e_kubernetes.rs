@@ -362,6 +362,7 @@ async fn kubernetes_source_end_to_end() {
             if status["region"] == "us" && status["zones"] == json!(["us1"]) {
                 assert_eq!(status["conditions"][0]["type"], "Ready");
                 assert_eq!(status["conditions"][0]["status"], "True");
+                assert_eq!(status["topologySource"], "nodes");
                 break;
             }
             assert!(
@@ -371,6 +372,25 @@ async fn kubernetes_source_end_to_end() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+
+    // The topology fedns reported never overrides what the nodes say later: relabel c1's node.
+    let c1_client = clusters.members[0].client().await;
+    apply(
+        &c1_client,
+        json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": "node-us1", "labels": {
+                "topology.kubernetes.io/zone": "us9", "topology.kubernetes.io/region": "us"}},
+        }),
+    )
+    .await;
+    until(
+        &server,
+        "nginx.test.galactic.svc.us9.us.example.com.",
+        Duration::from_secs(3),
+        |a| a.starts_with(&format!("NoError CNAME {US}")),
+    )
+    .await;
 
     // fedns never writes to members.
     for m in &clusters.members {

@@ -33,6 +33,9 @@ use crate::model::{
     SourceEvent,
 };
 
+/// `status.topologySource` of a KubeFedCluster whose zones/region fedns wrote from node labels.
+pub const TOPOLOGY_FROM_NODES: &str = "nodes";
+
 /// Health probing of members (propagation spec section 5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProbeSettings {
@@ -373,8 +376,16 @@ pub async fn run(host: Client, settings: HostSettings, events: mpsc::Sender<Sour
             if statics.contains(name.as_str()) {
                 continue;
             }
-            // Topology from the KubeFedCluster status; readiness is the prober's call.
-            let spec = match normalize::kubefed_cluster(cluster.clone()) {
+            // Topology from the KubeFedCluster status unless fedns itself reported it there from
+            // node labels; readiness is the prober's call.
+            let mut declared = cluster.clone();
+            if let Some(status) = &mut declared.status
+                && status.topology_source.as_deref() == Some(TOPOLOGY_FROM_NODES)
+            {
+                status.zones.clear();
+                status.region = None;
+            }
+            let spec = match normalize::kubefed_cluster(declared) {
                 Ok(FederationObject::Member(mut m)) => {
                     m.ready = true;
                     m

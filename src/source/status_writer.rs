@@ -46,7 +46,7 @@ pub async fn run(host: Client, namespace: String, engine: Arc<Mutex<Engine>>, sh
             .collect();
         let (work, topology): (Vec<(Owner, Option<RecordOutputs>)>, _) = {
             let Ok(mut e) = engine.lock() else { return };
-            let topology = e.member_topologies();
+            let topology = e.node_topologies();
             let mut owners = e.take_status_dirty();
             owners.extend(due);
             owners.sort();
@@ -65,7 +65,11 @@ pub async fn run(host: Client, namespace: String, engine: Arc<Mutex<Engine>>, sh
             if topologies.get(&member) == Some(&current) {
                 continue;
             }
-            let patch = json!({ "status": { "zones": current.0, "region": current.1 } });
+            let patch = json!({ "status": {
+                "zones": current.0,
+                "region": current.1,
+                "topologySource": crate::source::host::TOPOLOGY_FROM_NODES,
+            } });
             match clusters
                 .patch_status(&member, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
