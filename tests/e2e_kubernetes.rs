@@ -466,3 +466,129 @@ async fn kubernetes_source_end_to_end() {
     }
     server.stop().await;
 }
+
+/// Applies the CRDs, the namespaces, the Domain and the `nginx` ServiceDNSRecord on a host.
+async fn federation(host: &kube::Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(host.clone());
+    for crd in fedns::crd::all() {
+        let name = crd.metadata.name.clone().unwrap();
+        crds.patch(
+            &name,
+            &PatchParams::apply("e2e").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap();
+    }
+    for ns in [NS, "test"] {
+        namespace(host, ns).await;
+    }
+    apply(
+        host,
+        json!({
+            "apiVersion": "multiclusterdns.kubefed.io/v1alpha1", "kind": "Domain",
+            "metadata": {"name": "galactic", "namespace": NS}, "domain": "example.com",
+        }),
+    )
+    .await;
+    apply(
+        host,
+        json!({
+            "apiVersion": "multiclusterdns.kubefed.io/v1alpha1", "kind": "ServiceDNSRecord",
+            "metadata": {"name": "nginx", "namespace": "test"}, "spec": {"domainRef": "galactic"},
+        }),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_member_is_trusted_through_its_ca_bundle_and_removal_withdraws_it() {
+    if Clusters::kubeconfigs_from_env().is_some() {
+        eprintln!("skipping: this test builds TLS members on the harness");
+        return;
+    }
+    let host_cluster = harness::FakeCluster::start("host").await;
+    let member = harness::FakeCluster::start_tls("secure").await;
+    let host = host_cluster.client().await;
+    federation(&host).await;
+    let member_client = member.client().await;
+    namespace(&member_client, "test").await;
+    node(&member_client, "z1", "r1").await;
+    service(&member_client, "10.0.0.7", true).await;
+
+    apply(
+        &host,
+        json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "secure-token", "namespace": NS},
+            "stringData": {"token": member.token()},
+        }),
+    )
+    .await;
+    for (name, ca) in [("secure", member.ca_bundle()), ("no-ca", None)] {
+        let mut spec = json!({"apiEndpoint": member.url(), "secretRef": {"name": "secure-token"}});
+        if let Some(ca) = ca {
+            spec["caBundle"] = json!(ca);
+        }
+        apply(
+            &host,
+            json!({
+                "apiVersion": "core.kubefed.io/v1beta1", "kind": "KubeFedCluster",
+                "metadata": {"name": name, "namespace": NS}, "spec": spec,
+            }),
+        )
+        .await;
+    }
+    let kubeconfig = host_cluster.kubeconfig_path();
+    let server = Server::start_configured(
+        |_, _| {},
+        |args| {
+            args.source = None;
+            args.kubeconfig = Some(kubeconfig);
+            args.probe_period = Some(Duration::from_millis(200));
+            args.probe_timeout = Some(Duration::from_millis(300));
+            args.probe_failure_threshold = Some(2);
+            args.sync_timeout = Some(Duration::from_secs(3));
+        },
+    )
+    .await;
+    until(&server, G, Duration::from_secs(10), |a| {
+        a == "NoError A 10.0.0.7"
+    })
+    .await;
+    // Without the CA the same server is not trusted: that member never becomes ready.
+    let started = Instant::now();
+    loop {
+        let metrics = server.admin_get("/metrics").await.1;
+        if metrics.contains("fedns_member_ready{cluster=\"no-ca\"} 0")
+            && metrics.contains("fedns_member_ready{cluster=\"secure\"} 1")
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "readiness: {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Deleting the KubeFedCluster stops its watchers and withdraws its names.
+    let kfcs: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        host.clone(),
+        NS,
+        &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+            "core.kubefed.io",
+            "v1beta1",
+            "KubeFedCluster",
+        )),
+    );
+    kfcs.delete("secure", &Default::default()).await.unwrap();
+    until(&server, G, Duration::from_secs(5), |a| a == "NXDomain").await;
+    until(
+        &server,
+        "nginx.test.galactic.svc.z1.r1.example.com.",
+        Duration::from_secs(2),
+        |a| a == "NXDomain",
+    )
+    .await;
+    server.stop().await;
+}
