@@ -344,6 +344,25 @@ async fn kubernetes_source_end_to_end() {
         "{rows:?}"
     );
 
+    // Events follow the record's Ready condition: its first write (answering) is a Normal event.
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(host.clone(), "test");
+    let started = Instant::now();
+    loop {
+        let list = events.list(&Default::default()).await.unwrap();
+        if list.items.iter().any(|e| {
+            e.reason.as_deref() == Some("RecordsServed")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("nginx")
+        }) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no event: {:?}",
+            list.items
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     // Members' topology is written into their KubeFedCluster status (c1's from its nodes).
     if clusters.members[0].as_fake().is_some() {
         let kfcs: Api<kube::api::DynamicObject> = Api::namespaced_with(
@@ -590,5 +609,26 @@ async fn tls_member_is_trusted_through_its_ca_bundle_and_removal_withdraws_it() 
         |a| a == "NXDomain",
     )
     .await;
+    // ...and a Warning Event says why the record no longer answers.
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(host.clone(), "test");
+    let started = Instant::now();
+    loop {
+        let list = events.list(&Default::default()).await.unwrap();
+        if let Some(e) = list
+            .items
+            .iter()
+            .find(|e| e.reason.as_deref() == Some("NoHealthyShard"))
+        {
+            assert_eq!(e.type_.as_deref(), Some("Warning"));
+            assert!(e.note.as_deref().unwrap_or("").contains("no-ca"), "{e:?}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no warning: {:?}",
+            list.items
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     server.stop().await;
 }

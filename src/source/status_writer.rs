@@ -11,6 +11,9 @@ use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::json;
 
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+
 use crate::crd::{DNSEndpoint, IngressDNSRecord, KubeFedCluster, ServiceDNSRecord};
 use crate::engine::{Engine, Owner};
 use crate::model::ObjectKey;
@@ -31,6 +34,13 @@ pub async fn run(host: Client, namespace: String, engine: Arc<Mutex<Engine>>, sh
     let mut written: HashMap<Owner, RecordOutputs> = HashMap::new();
     let mut topologies: HashMap<String, (Vec<String>, Option<String>)> = HashMap::new();
     let clusters = Api::<KubeFedCluster>::namespaced(host.clone(), &namespace);
+    let recorder = Recorder::new(
+        host.clone(),
+        Reporter {
+            controller: "fedns".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        },
+    );
     let mut retry: BTreeMap<Owner, (Instant, u32)> = BTreeMap::new();
     loop {
         tokio::select! {
@@ -102,6 +112,12 @@ pub async fn run(host: Client, namespace: String, engine: Arc<Mutex<Engine>>, sh
             match result {
                 Ok(()) => {
                     retry.remove(&owner);
+                    if let Some(out) = &outputs {
+                        let before = written.get(&owner).map(ready_reason);
+                        if before.as_ref() != Some(&ready_reason(out)) {
+                            event(&recorder, &owner, out).await;
+                        }
+                    }
                     match outputs {
                         Some(out) => written.insert(owner, out),
                         None => written.remove(&owner),
@@ -116,6 +132,47 @@ pub async fn run(host: Client, namespace: String, engine: Arc<Mutex<Engine>>, sh
                 }
             }
         }
+    }
+}
+
+/// The `Ready` condition's status and reason.
+fn ready_reason(out: &RecordOutputs) -> (String, String) {
+    let c = &out.status["conditions"][0];
+    (
+        c["status"].as_str().unwrap_or_default().to_owned(),
+        c["reason"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+/// An Event on the record when its `Ready` condition changes: why it does or does not answer.
+async fn event(recorder: &Recorder, owner: &Owner, out: &RecordOutputs) {
+    let (kind, key) = match owner {
+        Owner::Service(k) => ("ServiceDNSRecord", k),
+        Owner::Ingress(k) => ("IngressDNSRecord", k),
+        Owner::Static(_) | Owner::Apex(_) => return,
+    };
+    let condition = &out.status["conditions"][0];
+    let ready = condition["status"] == "True";
+    let reference = ObjectReference {
+        api_version: Some("multiclusterdns.kubefed.io/v1alpha1".into()),
+        kind: Some(kind.into()),
+        name: Some(key.name.clone()),
+        namespace: Some(key.namespace.clone()),
+        ..Default::default()
+    };
+    let ev = Event {
+        type_: if ready {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        },
+        reason: condition["reason"].as_str().unwrap_or("Unknown").to_owned(),
+        note: condition["message"].as_str().map(str::to_owned),
+        action: "ComputeRecords".into(),
+        secondary: None,
+    };
+    if let Err(error) = recorder.publish(&ev, &reference).await {
+        tracing::debug!(%owner, %error, "event not recorded");
     }
 }
 
