@@ -127,38 +127,7 @@ async fn kubernetes_source_end_to_end() {
     let host = clusters.host.client().await;
 
     // Host: CRDs, the control-plane namespace, the Domain and the ServiceDNSRecord.
-    let crds: Api<CustomResourceDefinition> = Api::all(host.clone());
-    for crd in fedns::crd::all() {
-        let name = crd.metadata.name.clone().unwrap();
-        crds.patch(
-            &name,
-            &PatchParams::apply("e2e").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap();
-    }
-    for ns in [NS, "test"] {
-        namespace(&host, ns).await;
-    }
-    apply(
-        &host,
-        json!({
-            "apiVersion": "multiclusterdns.kubefed.io/v1alpha1", "kind": "Domain",
-            "metadata": {"name": "galactic", "namespace": NS},
-            "domain": "example.com", "nameServer": "ns1.example.com",
-        }),
-    )
-    .await;
-    apply(
-        &host,
-        json!({
-            "apiVersion": "multiclusterdns.kubefed.io/v1alpha1", "kind": "ServiceDNSRecord",
-            "metadata": {"name": "nginx", "namespace": "test"},
-            "spec": {"domainRef": "galactic", "recordTTL": 300},
-        }),
-    )
-    .await;
+    federation(&host).await;
 
     // Members: c1 (us/us1) and c2 (us/us2) by node labels, c3 (eu/eu1) by KubeFedCluster status.
     let topo = [
@@ -486,7 +455,8 @@ async fn kubernetes_source_end_to_end() {
     server.stop().await;
 }
 
-/// Applies the CRDs, the namespaces, the Domain and the `nginx` ServiceDNSRecord on a host.
+/// Applies the CRDs, the namespaces, the Domain `galactic` (example.com) and the `nginx`
+/// ServiceDNSRecord (recordTTL 300) on a host.
 async fn federation(host: &kube::Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(host.clone());
     for crd in fedns::crd::all() {

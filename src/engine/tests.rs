@@ -75,6 +75,22 @@ impl Fixture {
         ));
     }
 
+    /// `nginx` with an AWS-style hostname load balancer.
+    fn service_with_hostname(&mut self, cluster: &str, host: &str) {
+        self.send(SourceEvent::ApplyMember(
+            cluster.into(),
+            MemberObject::Service(
+                ObjectKey::new("test", "nginx"),
+                ServiceState {
+                    load_balancer: LoadBalancer {
+                        ips: vec![],
+                        hostnames: vec![host.into()],
+                    },
+                },
+            ),
+        ));
+    }
+
     fn endpoints(&mut self, cluster: &str, service: &str, ready: u32) {
         self.send(SourceEvent::ApplyMember(
             cluster.into(),
@@ -446,23 +462,12 @@ fn nxdomain_carries_soa_with_negative_ttl() {
 #[test]
 fn hostnames_are_tracked_as_services_come_and_go() {
     let mut f = Fixture::new();
-    let lb = |host: &str| {
-        MemberObject::Service(
-            ObjectKey::new("test", "nginx"),
-            ServiceState {
-                load_balancer: LoadBalancer {
-                    ips: vec![],
-                    hostnames: vec![host.into()],
-                },
-            },
-        )
-    };
-    f.send(SourceEvent::ApplyMember("c1".into(), lb("a.elb.example")));
+    f.service_with_hostname("c1", "a.elb.example");
     assert_eq!(
         f.engine.hostnames().into_iter().collect::<Vec<_>>(),
         ["a.elb.example"]
     );
-    f.send(SourceEvent::ApplyMember("c1".into(), lb("b.elb.example")));
+    f.service_with_hostname("c1", "b.elb.example");
     assert_eq!(
         f.engine.hostnames().into_iter().collect::<Vec<_>>(),
         ["b.elb.example"]
@@ -477,18 +482,7 @@ fn hostnames_are_tracked_as_services_come_and_go() {
 #[test]
 fn resolved_hostname_makes_the_shard_healthy() {
     let mut f = Fixture::new();
-    f.send(SourceEvent::ApplyMember(
-        "c1".into(),
-        MemberObject::Service(
-            ObjectKey::new("test", "nginx"),
-            ServiceState {
-                load_balancer: LoadBalancer {
-                    ips: vec![],
-                    hostnames: vec!["a.elb.example".into()],
-                },
-            },
-        ),
-    ));
+    f.service_with_hostname("c1", "a.elb.example");
     f.endpoints("c1", "nginx", 1);
     assert_eq!(f.answer(G), "NXDomain");
     f.engine.set_host(

@@ -242,97 +242,31 @@ pub async fn run(host: Client, settings: HostSettings, events: mpsc::Sender<Sour
         members.running.insert(m.name.clone(), running);
     }
 
-    // KubeFedClusters and Secrets drive the dynamic members.
+    // KubeFedClusters and Secrets drive the dynamic members: each is mirrored into a map by
+    // name, and every change wakes the reconcile loop below.
     let clusters = Arc::new(Mutex::new(BTreeMap::<String, KubeFedCluster>::new()));
     let secrets = Arc::new(Mutex::new(BTreeMap::<String, String>::new()));
     let (reconcile_tx, mut reconcile_rx) = mpsc::unbounded_channel::<()>();
-    {
-        let clusters = clusters.clone();
-        let reconcile = reconcile_tx.clone();
-        let listed = host_listed_tx.clone();
-        let events = events.clone();
-        let api = Api::<KubeFedCluster>::namespaced(host.clone(), &ns);
-        tasks.push(tokio::spawn(async move {
-            watch::run(
-                api,
-                "host/kubefedclusters",
-                Some,
-                |c: &KubeFedCluster| c.meta().name.clone(),
-                |change| {
-                    let mut map = clusters.lock().unwrap_or_else(|p| p.into_inner());
-                    match change {
-                        Change::Reset(all) => {
-                            map.clear();
-                            for c in all {
-                                if let Some(n) = c.meta().name.clone() {
-                                    map.insert(n, c);
-                                }
-                            }
-                        }
-                        Change::Apply(c) => {
-                            if let Some(n) = c.meta().name.clone() {
-                                map.insert(n, c);
-                            }
-                        }
-                        Change::Delete(n) => {
-                            map.remove(&n);
-                        }
-                    }
-                    let _ = reconcile.send(());
-                    None
-                },
-                |n| {
-                    if n == Notice::Listed {
-                        let _ = listed.send("kubefedclusters");
-                    }
-                },
-                &events,
-            )
-            .await;
-        }));
-    }
-    {
-        let secrets = secrets.clone();
-        let reconcile = reconcile_tx.clone();
-        let listed = host_listed_tx.clone();
-        let api = Api::<Secret>::namespaced(host.clone(), &settings.namespace);
-        let events = events.clone();
-        tasks.push(tokio::spawn(async move {
-            watch::run(
-                api,
-                "host/secrets",
-                |s: Secret| {
-                    let token = s.data.as_ref()?.get("token")?.0.clone();
-                    Some((s.meta().name.clone()?, String::from_utf8(token).ok()?))
-                },
-                |s: &Secret| s.meta().name.clone(),
-                |change| {
-                    let mut map = secrets.lock().unwrap_or_else(|p| p.into_inner());
-                    match change {
-                        Change::Reset(all) => {
-                            map.clear();
-                            map.extend(all);
-                        }
-                        Change::Apply((n, t)) => {
-                            map.insert(n, t);
-                        }
-                        Change::Delete(n) => {
-                            map.remove(&n);
-                        }
-                    }
-                    let _ = reconcile.send(());
-                    None
-                },
-                |n| {
-                    if n == Notice::Listed {
-                        let _ = listed.send("secrets");
-                    }
-                },
-                &events,
-            )
-            .await;
-        }));
-    }
+    let ctx = Mirror {
+        reconcile: reconcile_tx,
+        listed: host_listed_tx.clone(),
+        events: events.clone(),
+    };
+    tasks.push(tokio::spawn(ctx.clone().run(
+        Api::<KubeFedCluster>::namespaced(host.clone(), &ns),
+        "kubefedclusters",
+        |c: KubeFedCluster| Some((c.meta().name.clone()?, c)),
+        clusters.clone(),
+    )));
+    tasks.push(tokio::spawn(ctx.run(
+        Api::<Secret>::namespaced(host.clone(), &settings.namespace),
+        "secrets",
+        |s: Secret| {
+            let token = s.data.as_ref()?.get("token")?.0.clone();
+            Some((s.meta().name.clone()?, String::from_utf8(token).ok()?))
+        },
+        secrets.clone(),
+    )));
     drop(host_listed_tx);
 
     tasks.push(tokio::spawn(sync_gate(
@@ -459,6 +393,58 @@ pub async fn run(host: Client, settings: HostSettings, events: mpsc::Sender<Sour
     }
     for t in tasks {
         t.abort();
+    }
+}
+
+/// Mirrors one host kind into a map by name and wakes the member reconcile loop on changes.
+#[derive(Clone)]
+struct Mirror {
+    reconcile: mpsc::UnboundedSender<()>,
+    listed: mpsc::UnboundedSender<&'static str>,
+    events: mpsc::Sender<SourceEvent>,
+}
+
+impl Mirror {
+    async fn run<K, T>(
+        self,
+        api: Api<K>,
+        kind: &'static str,
+        strip: impl Fn(K) -> Option<(String, T)>,
+        map: Arc<Mutex<BTreeMap<String, T>>>,
+    ) where
+        K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+        K::DynamicType: Default,
+    {
+        watch::run(
+            api,
+            &format!("host/{kind}"),
+            strip,
+            |object: &K| object.meta().name.clone(),
+            |change| {
+                let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+                match change {
+                    Change::Reset(all) => {
+                        map.clear();
+                        map.extend(all);
+                    }
+                    Change::Apply((name, value)) => {
+                        map.insert(name, value);
+                    }
+                    Change::Delete(name) => {
+                        map.remove(&name);
+                    }
+                }
+                let _ = self.reconcile.send(());
+                None
+            },
+            |n| {
+                if n == Notice::Listed {
+                    let _ = self.listed.send(kind);
+                }
+            },
+            &self.events,
+        )
+        .await;
     }
 }
 
