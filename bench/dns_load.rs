@@ -667,6 +667,19 @@ fn render_results(results: &Results, plan: &Plan) -> String {
         "dnsperf: -l {} -c {} -q {} -T {}",
         plan.load.seconds, plan.load.clients, plan.load.outstanding, plan.load.threads
     );
+    let checks: Vec<String> = results
+        .pinned
+        .iter()
+        .filter_map(|r| Some(format!("{} {}", r.server, r.check_mismatches?)))
+        .collect();
+    if !checks.is_empty() {
+        let _ = writeln!(
+            out,
+            "answers differing from the expected ones (first {} queries): {}",
+            plan.opts.check,
+            checks.join(", ")
+        );
+    }
     for note in &results.notes {
         let _ = writeln!(out, "note: {note}");
     }
@@ -798,6 +811,12 @@ fn run(opts: &Options) -> Result<()> {
         name: name.clone(),
         ..Default::default()
     };
+    let mut kinds = opts
+        .servers
+        .iter()
+        .map(|s| Kind::parse(s))
+        .collect::<Result<Vec<_>>>()?;
+    kinds.dedup();
     let generated = generate(opts, services, &dir, &mut results)?;
     if opts.generate_only {
         return Ok(());
@@ -805,12 +824,6 @@ fn run(opts: &Options) -> Result<()> {
 
     procs::require_tool("taskset", "util-linux")?;
     procs::require_tool("dnsperf", "dnsperf")?;
-    let mut kinds = opts
-        .servers
-        .iter()
-        .map(|s| Kind::parse(s))
-        .collect::<Result<Vec<_>>>()?;
-    kinds.dedup();
     let mut fedns = None;
     if kinds.contains(&Kind::Fedns) {
         let path = opts
@@ -839,6 +852,14 @@ fn run(opts: &Options) -> Result<()> {
     if kinds.is_empty() {
         bail!("no server left to measure");
     }
+    // Fail before measuring anything when a peer is not installed.
+    for kind in &kinds {
+        match kind {
+            Kind::Knot => drop(procs::require_tool("knotd", "knot")?),
+            Kind::Nsd => drop(procs::require_tool("nsd", "nsd")?),
+            Kind::Fedns => {}
+        }
+    }
     let plan = Plan {
         opts,
         steps,
@@ -858,17 +879,35 @@ fn run(opts: &Options) -> Result<()> {
         fedns,
     };
 
+    // One failing server (wrong answers, killed from outside) does not lose the others' numbers.
+    let mut failures = 0;
     let pinned_steps = [Step::Throughput, Step::Latency, Step::Update];
     if plan.steps.iter().any(|s| pinned_steps.contains(s)) {
         for &kind in &kinds {
-            results.pinned.push(run_pinned(&plan, &generated, kind)?);
+            match run_pinned(&plan, &generated, kind) {
+                Ok(result) => results.pinned.push(result),
+                Err(e) => {
+                    failures += 1;
+                    println!("{}: failed: {e:#}", kind.as_str());
+                    results
+                        .notes
+                        .push(format!("{} (pinned) failed: {e:#}", kind.as_str()));
+                }
+            }
         }
     }
     if plan.steps.contains(&Step::Workers2) {
         for &kind in &kinds {
-            results
-                .workers2
-                .push(run_workers2(&plan, &generated, kind)?);
+            match run_workers2(&plan, &generated, kind) {
+                Ok(result) => results.workers2.push(result),
+                Err(e) => {
+                    failures += 1;
+                    println!("{}: failed: {e:#}", kind.as_str());
+                    results
+                        .notes
+                        .push(format!("{} (2 workers) failed: {e:#}", kind.as_str()));
+                }
+            }
         }
     }
 
@@ -883,6 +922,9 @@ fn run(opts: &Options) -> Result<()> {
         "results written to {}",
         dir.join("results.{txt,json}").display()
     );
+    if failures > 0 {
+        bail!("{failures} server run(s) failed, see the notes above");
+    }
     Ok(())
 }
 

@@ -329,7 +329,7 @@ pub struct DNSEndpointSpec {
 
 /// One DNS record set of a [`DNSEndpoint`].
 #[derive(
-    Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+    Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
 )]
 #[serde(rename_all = "camelCase")]
 pub struct Endpoint {
@@ -351,7 +351,7 @@ pub struct Endpoint {
 
 /// A provider-specific setting of an [`Endpoint`].
 #[derive(
-    Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+    Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
 )]
 pub struct ProviderSpecificProperty {
     pub name: String,

@@ -421,7 +421,7 @@ impl Engine {
                 let live = self.liveness.entry(cluster.clone()).or_default();
                 if live.reachable != reachable {
                     live.reachable = reachable;
-                    self.touched.everything = true;
+                    self.touch_member(&cluster);
                 }
                 self.refresh_down_since(&cluster, now);
             }
@@ -475,13 +475,18 @@ impl Engine {
                     self.touched.zones = true;
                 }
             }
+            // Status writes come back through the watch unchanged: nothing to recompute then.
             FederationObject::ServiceRecord(r) => {
-                self.touched.services.insert(r.key.clone());
-                self.services.insert(r.key.clone(), r);
+                if self.services.get(&r.key) != Some(&r) {
+                    self.touched.services.insert(r.key.clone());
+                    self.services.insert(r.key.clone(), r);
+                }
             }
             FederationObject::IngressRecord(r) => {
-                self.touched.ingresses.insert(r.key.clone());
-                self.ingresses.insert(r.key.clone(), r);
+                if self.ingresses.get(&r.key) != Some(&r) {
+                    self.touched.ingresses.insert(r.key.clone());
+                    self.ingresses.insert(r.key.clone(), r);
+                }
             }
             FederationObject::Member(m) => {
                 if self.members.get(&m.name) != Some(&m) {
@@ -546,6 +551,16 @@ impl Engine {
             .collect()
     }
 
+    /// Marks the records with a shard in `cluster` for recomputation: its serving state changed.
+    /// Records without a shard there only take its zone and region names, which do not depend
+    /// on readiness.
+    fn touch_member(&mut self, cluster: &str) {
+        match self.slices.get(cluster) {
+            Some(slice) => slice.all_keys(&mut self.touched),
+            None => self.touched.everything = true,
+        }
+    }
+
     fn is_ready(&self, cluster: &str) -> bool {
         let declared = self.members.get(cluster).is_some_and(|m| m.ready);
         let reachable = self.liveness.get(cluster).is_none_or(|l| l.reachable);
@@ -591,11 +606,15 @@ impl Engine {
     /// Withdraws the targets of members whose grace period has run out by `now`.
     pub fn expire(&mut self, now: Instant) {
         let grace = self.settings.grace;
-        for live in self.liveness.values_mut() {
+        let mut expired = Vec::new();
+        for (cluster, live) in &mut self.liveness {
             if !live.withdrawn && live.down_since.is_some_and(|s| s + grace <= now) {
                 live.withdrawn = true;
-                self.touched.everything = true;
+                expired.push(cluster.clone());
             }
+        }
+        for cluster in expired {
+            self.touch_member(&cluster);
         }
     }
 

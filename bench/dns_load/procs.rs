@@ -94,10 +94,18 @@ impl Cpus {
     }
 }
 
-/// `taskset -c <cpus> <program> <args…>`: the CPU set is always explicit, so a run never inherits
-/// an affinity by accident.
+/// `[setpriv --pdeathsig TERM] taskset -c <cpus> <program> <args…>`: the CPU set is always
+/// explicit, so a run never inherits an affinity by accident; `setpriv` (util-linux, when present)
+/// makes the kernel stop the child even if this process is killed without a chance to clean up.
 pub fn pinned(program: &Path, cpus: Cpus) -> Command {
-    let mut command = Command::new("taskset");
+    let mut command = match require_tool("setpriv", "util-linux") {
+        Ok(setpriv) => {
+            let mut command = Command::new(setpriv);
+            command.args(["--pdeathsig", "TERM", "taskset"]);
+            command
+        }
+        Err(_) => Command::new("taskset"),
+    };
     command.arg("-c").arg(cpus.list()).arg(program);
     command
 }

@@ -18,7 +18,7 @@ use crate::crd::{DNSEndpoint, IngressDNSRecord, KubeFedCluster, ServiceDNSRecord
 use crate::engine::{Engine, Owner};
 use crate::model::ObjectKey;
 use crate::shutdown::Shutdown;
-use crate::status::{RecordOutputs, same_write};
+use crate::status::{RecordOutputs, fingerprint};
 
 /// Field manager of fedns's server-side applies.
 pub const FIELD_MANAGER: &str = "fedns";
@@ -26,12 +26,16 @@ pub const FIELD_MANAGER: &str = "fedns";
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "fedns");
 
 const TICK: Duration = Duration::from_millis(100);
+/// Records whose outputs are computed per hold of the engine lock, so answers keep flowing.
+const CHUNK: usize = 200;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Writes record outputs, and members' topology into their KubeFedCluster status, until shut
 /// down. `namespace` is the control-plane namespace.
 pub async fn run(host: Client, namespace: String, engine: Arc<Mutex<Engine>>, shutdown: Shutdown) {
-    let mut written: HashMap<Owner, RecordOutputs> = HashMap::new();
+    // What was last written per record, as a fingerprint (and its Ready reason, for Events).
+    let mut written: HashMap<Owner, (u64, (String, String))> = HashMap::new();
+    let mut pending: Vec<Owner> = Vec::new();
     let mut topologies: HashMap<String, (Vec<String>, Option<String>)> = HashMap::new();
     let clusters = Api::<KubeFedCluster>::namespaced(host.clone(), &namespace);
     let recorder = Recorder::new(
@@ -54,14 +58,19 @@ pub async fn run(host: Client, namespace: String, engine: Arc<Mutex<Engine>>, sh
             .filter(|(_, (at, _))| *at <= now)
             .map(|(o, _)| o.clone())
             .collect();
+        // Nothing is written from a partial view: wait for the first full listing.
         let (work, topology): (Vec<(Owner, Option<RecordOutputs>)>, _) = {
             let Ok(mut e) = engine.lock() else { return };
+            if !e.store().is_synced() {
+                continue;
+            }
             let topology = e.node_topologies();
-            let mut owners = e.take_status_dirty();
-            owners.extend(due);
-            owners.sort();
-            owners.dedup();
-            let work = owners
+            pending.extend(e.take_status_dirty());
+            pending.extend(due);
+            pending.sort();
+            pending.dedup();
+            let chunk: Vec<Owner> = pending.drain(..pending.len().min(CHUNK)).collect();
+            let work = chunk
                 .into_iter()
                 .map(|o| {
                     let out = e.outputs(&o, now, stamp.clone());
@@ -97,14 +106,15 @@ pub async fn run(host: Client, namespace: String, engine: Arc<Mutex<Engine>>, sh
             }
         }
         for (owner, outputs) in work {
-            let result = match &outputs {
-                Some(out) if written.get(&owner).is_some_and(|w| same_write(w, out)) => {
+            let print = outputs.as_ref().map(|o| (fingerprint(o), ready_reason(o)));
+            let result = match (&outputs, &print) {
+                (Some(_), Some(p)) if written.get(&owner).is_some_and(|w| w.0 == p.0) => {
                     retry.remove(&owner);
                     continue;
                 }
-                Some(out) => write(&host, &owner, out).await,
-                None if written.contains_key(&owner) => remove(&host, &owner).await,
-                None => {
+                (Some(out), _) => write(&host, &owner, out).await,
+                (None, _) if written.contains_key(&owner) => remove(&host, &owner).await,
+                (None, _) => {
                     retry.remove(&owner);
                     continue;
                 }
@@ -112,16 +122,18 @@ pub async fn run(host: Client, namespace: String, engine: Arc<Mutex<Engine>>, sh
             match result {
                 Ok(()) => {
                     retry.remove(&owner);
-                    if let Some(out) = &outputs {
-                        let before = written.get(&owner).map(ready_reason);
-                        if before.as_ref() != Some(&ready_reason(out)) {
-                            event(&recorder, &owner, out).await;
+                    match (outputs, print) {
+                        (Some(out), Some(print)) => {
+                            let before = written.get(&owner).map(|w| &w.1);
+                            if before != Some(&print.1) {
+                                event(&recorder, &owner, &out).await;
+                            }
+                            written.insert(owner, print);
+                        }
+                        _ => {
+                            written.remove(&owner);
                         }
                     }
-                    match outputs {
-                        Some(out) => written.insert(owner, out),
-                        None => written.remove(&owner),
-                    };
                 }
                 Err(error) => {
                     let attempts = retry.get(&owner).map_or(0, |(_, n)| *n) + 1;
