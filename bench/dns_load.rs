@@ -20,6 +20,8 @@ mod probe;
 mod procs;
 #[path = "dns_load/servers.rs"]
 mod servers;
+#[path = "udp_client.rs"]
+mod udp_client;
 #[path = "dns_load/update.rs"]
 mod update;
 

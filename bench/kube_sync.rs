@@ -26,6 +26,9 @@ mod fixture;
 mod harness;
 #[path = "kube_sync/probe.rs"]
 mod probe;
+#[allow(dead_code)] // shared with dns_load, which uses all of it
+#[path = "udp_client.rs"]
+mod udp_client;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

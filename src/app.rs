@@ -192,24 +192,13 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, StartError> {
         shutdown.clone(),
     )));
 
-    // DNS listeners.
+    // DNS listeners: UDP and TCP on the same port.
     let mut udp = Vec::new();
     let mut dns_addrs = Vec::new();
     for addr in &cfg.dns_listen {
-        let workers =
-            UdpWorkers::start(*addr, cfg.udp_workers, store.clone(), cfg.limits, &metrics)
-                .map_err(|source| StartError::DnsListen {
-                    addr: *addr,
-                    source,
-                })?;
+        let (workers, listener) = bind_dns(*addr, &cfg, &store, &metrics).await?;
         let bound = workers.local_addr;
         udp.push(workers);
-        let listener = tokio::net::TcpListener::bind(bound)
-            .await
-            .map_err(|source| StartError::DnsListen {
-                addr: bound,
-                source,
-            })?;
         tasks.push(tokio::spawn(server::serve_tcp(
             listener,
             store.clone(),
@@ -278,6 +267,40 @@ impl Running {
             task.abort();
         }
     }
+}
+
+/// Binds the UDP workers and the TCP listener of one DNS address. With port 0 the UDP side picks
+/// the port and TCP must get the same number, which another socket may already hold over TCP: then
+/// both are released and another port is tried.
+async fn bind_dns(
+    addr: SocketAddr,
+    cfg: &ServeConfig,
+    store: &Arc<RecordStore>,
+    metrics: &Metrics,
+) -> Result<(UdpWorkers, tokio::net::TcpListener), StartError> {
+    let attempts = if addr.port() == 0 { 20 } else { 1 };
+    let mut last = None;
+    for _ in 0..attempts {
+        let workers = UdpWorkers::start(addr, cfg.udp_workers, store.clone(), cfg.limits, metrics)
+            .map_err(|source| StartError::DnsListen { addr, source })?;
+        let bound = workers.local_addr;
+        match tokio::net::TcpListener::bind(bound).await {
+            Ok(listener) => return Ok((workers, listener)),
+            Err(source) => {
+                tokio::task::spawn_blocking(move || workers.stop())
+                    .await
+                    .ok();
+                last = Some(StartError::DnsListen {
+                    addr: bound,
+                    source,
+                });
+            }
+        }
+    }
+    Err(last.unwrap_or(StartError::DnsListen {
+        addr,
+        source: std::io::Error::other("no port"),
+    }))
 }
 
 /// A client for a kubeconfig file and context, or the inferred config (KUBECONFIG, in-cluster).
