@@ -138,6 +138,17 @@ impl Fixture {
         parts.join(" ")
     }
 
+    /// A zone file defining the global name as `A 192.0.2.1`: it beats the computed name.
+    fn static_a_record_on_the_global_name(&mut self) {
+        let set = StaticSet {
+            rtype: rtype::A,
+            ttl: 60,
+            rdatas: vec![vec![192, 0, 2, 1]],
+        };
+        self.engine.set_static_zones(vec![static_zone(&[(G, set)])]);
+        self.engine.flush(self.now);
+    }
+
     fn serial(&self) -> u32 {
         let m = self.ask("example.com.", RecordType::SOA);
         match &m.answers[0].data {
@@ -329,13 +340,7 @@ fn static_zone(names: &[(&str, StaticSet)]) -> StaticZone {
 fn static_name_wins_over_a_computed_one_and_the_conflict_is_reported() {
     let mut f = Fixture::new();
     f.healthy("c1", "10.20.30.1");
-    let set = StaticSet {
-        rtype: rtype::A,
-        ttl: 60,
-        rdatas: vec![vec![192, 0, 2, 1]],
-    };
-    f.engine.set_static_zones(vec![static_zone(&[(G, set)])]);
-    f.engine.flush(f.now);
+    f.static_a_record_on_the_global_name();
     assert_eq!(f.answer(G), "NoError A 192.0.2.1");
     assert_eq!(f.answer(US1), "NoError A 10.20.30.1");
     let conflicts = f.engine.conflicts();
@@ -593,13 +598,7 @@ fn recomputed_records_are_handed_to_the_status_writer_once() {
 fn a_deleted_record_has_no_outputs_and_a_lost_name_is_a_condition() {
     let mut f = Fixture::new();
     f.healthy("c1", "10.20.30.1");
-    let set = StaticSet {
-        rtype: rtype::A,
-        ttl: 60,
-        rdatas: vec![vec![192, 0, 2, 1]],
-    };
-    f.engine.set_static_zones(vec![static_zone(&[(G, set)])]);
-    f.engine.flush(f.now);
+    f.static_a_record_on_the_global_name();
     let owner = Owner::Service(ObjectKey::new("test", "nginx"));
     let out = f.engine.outputs(&owner, f.now, stamp()).unwrap();
     assert_eq!(out.status["conditions"][0]["reason"], "NameConflict");
