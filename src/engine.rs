@@ -716,11 +716,7 @@ impl Engine {
                     return Ok(None);
                 };
                 let Some(domain) = self.domains.get(&record.domain_ref) else {
-                    return Err(NameError::InvalidLabel {
-                        what: "domainRef",
-                        value: record.domain_ref.clone(),
-                        reason: "no Domain of that name",
-                    });
+                    return Err(NameError::UnknownDomain(record.domain_ref.clone()));
                 };
                 let inputs: Vec<MemberInput<'_>> = topologies
                     .iter()
@@ -1179,9 +1175,7 @@ impl Engine {
                 Some(match self.compute(owner, now) {
                     Ok(Some(c)) => crate::status::service_outputs(zone, Ok(&c), &lost, stamp),
                     Ok(None) => return None,
-                    Err(e) => {
-                        crate::status::service_outputs(zone, Err(&e.to_string()), &lost, stamp)
-                    }
+                    Err(e) => crate::status::service_outputs(zone, Err(&e), &lost, stamp),
                 })
             }
             Owner::Ingress(_) => match self.compute(owner, now) {

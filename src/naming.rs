@@ -19,6 +19,8 @@ pub enum NameError {
     },
     #[error("name {name:?} is longer than {MAX_NAME_LEN} characters")]
     TooLong { name: String },
+    #[error("domainRef {0:?}: no Domain of that name in the control-plane namespace")]
+    UnknownDomain(String),
 }
 
 impl NameError {
@@ -27,6 +29,7 @@ impl NameError {
         match self {
             NameError::InvalidLabel { .. } => "InvalidLabel",
             NameError::TooLong { .. } => "NameTooLong",
+            NameError::UnknownDomain(_) => "DomainNotFound",
         }
     }
 }

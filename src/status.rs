@@ -13,6 +13,7 @@ use crate::crd::{
     ServiceDNSRecordStatus,
 };
 use crate::model::LoadBalancer;
+use crate::naming::NameError;
 use crate::records::{Computed, NamedRecord, RecordData, ShardHealth};
 
 /// Why a record does (not) answer, as a `Ready` condition.
@@ -50,19 +51,21 @@ fn lb_status(lb: &LoadBalancer) -> LoadBalancerStatus {
 }
 
 /// The `Ready` condition of a ServiceDNSRecord.
-pub fn service_readiness(computed: Result<&Computed, &str>, conflicts: &[String]) -> Readiness {
+pub fn service_readiness(
+    computed: Result<&Computed, &NameError>,
+    conflicts: &[String],
+) -> Readiness {
     let computed = match computed {
         Ok(c) => c,
         Err(error) => {
-            let reason = if error.contains("no Domain") {
-                "DomainNotFound"
-            } else {
-                "InvalidName"
+            let reason = match error {
+                NameError::UnknownDomain(_) => "DomainNotFound",
+                NameError::InvalidLabel { .. } | NameError::TooLong { .. } => "InvalidName",
             };
             return Readiness {
                 ready: false,
                 reason,
-                message: error.to_owned(),
+                message: error.to_string(),
             };
         }
     };
@@ -206,7 +209,7 @@ pub fn endpoint_spec(records: &[NamedRecord]) -> DNSEndpointSpec {
 /// Outputs of a ServiceDNSRecord. `now` stamps the condition.
 pub fn service_outputs(
     zone: Option<&str>,
-    computed: Result<&Computed, &str>,
+    computed: Result<&Computed, &NameError>,
     conflicts: &[String],
     now: Time,
 ) -> RecordOutputs {
@@ -343,10 +346,7 @@ mod tests {
             "{}",
             r.message
         );
-        let r = service_readiness(
-            Err("domainRef \"x\" is not a valid DNS label: no Domain of that name"),
-            &[],
-        );
+        let r = service_readiness(Err(&NameError::UnknownDomain("x".into())), &[]);
         assert_eq!(r.reason, "DomainNotFound");
         let r = service_readiness(
             Ok(&computed(&[c1().lb("10.0.0.1")])),

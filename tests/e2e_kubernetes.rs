@@ -452,6 +452,34 @@ async fn kubernetes_source_end_to_end() {
         .await;
         eprintln!("c3 answers restored {back:?} after restart");
     }
+    // The Domain goes: the record's status loses its domain and says why it has no answer.
+    let domains: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        host.clone(),
+        NS,
+        &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+            "multiclusterdns.kubefed.io",
+            "v1alpha1",
+            "Domain",
+        )),
+    );
+    domains
+        .delete("galactic", &Default::default())
+        .await
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        let status = records.get("nginx").await.unwrap().data["status"].clone();
+        if status["conditions"][0]["reason"] == "DomainNotFound" {
+            assert!(status.get("domain").is_none(), "stale domain: {status}");
+            assert_eq!(status["conditions"][0]["status"], "False");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "status: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     server.stop().await;
 }
 

@@ -200,7 +200,15 @@ async fn write(host: &Client, owner: &Owner, out: &RecordOutputs) -> Result<(), 
     let Some((key, endpoint)) = endpoint_name(owner) else {
         return Ok(());
     };
-    let status = Patch::Merge(json!({ "status": out.status }));
+    // A merge patch keeps fields it does not mention: send explicit nulls for the ones our status
+    // no longer has (no clusters left, the Domain gone), so nothing stale stays behind.
+    let mut status_patch = out.status.clone();
+    if let Some(fields) = status_patch.as_object_mut() {
+        for key in ["domain", "dns", "conditions"] {
+            fields.entry(key).or_insert(serde_json::Value::Null);
+        }
+    }
+    let status = Patch::Merge(json!({ "status": status_patch }));
     let params = PatchParams::default();
     let result = match owner {
         Owner::Service(_) => Api::<ServiceDNSRecord>::namespaced(host.clone(), &key.namespace)
