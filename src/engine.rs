@@ -1172,14 +1172,20 @@ impl Engine {
                     .get(&record.domain_ref)
                     .map(|d| d.zone.as_str());
                 let lost = self.lost_names(owner);
-                Some(match self.compute(owner, now) {
+                let mut out = match self.compute(owner, now) {
                     Ok(Some(c)) => crate::status::service_outputs(zone, Ok(&c), &lost, stamp),
                     Ok(None) => return None,
                     Err(e) => crate::status::service_outputs(zone, Err(&e), &lost, stamp),
-                })
+                };
+                out.owner_uid = record.uid.clone();
+                Some(out)
             }
-            Owner::Ingress(_) => match self.compute(owner, now) {
-                Ok(Some(c)) => Some(crate::status::ingress_outputs(&c, stamp)),
+            Owner::Ingress(key) => match self.compute(owner, now) {
+                Ok(Some(c)) => {
+                    let mut out = crate::status::ingress_outputs(&c, stamp);
+                    out.owner_uid = self.ingresses.get(key).and_then(|r| r.uid.clone());
+                    Some(out)
+                }
                 _ => None,
             },
             Owner::Static(_) | Owner::Apex(_) => None,

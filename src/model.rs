@@ -50,6 +50,8 @@ pub struct ServiceRecordSpec {
     pub dns_prefix: Option<String>,
     pub external_name: Option<String>,
     pub allow_service_without_endpoints: bool,
+    /// `metadata.uid`, for owner references on what fedns writes (none from the directory source).
+    pub uid: Option<String>,
 }
 
 /// An `IngressDNSRecord`: user-chosen host names answered with the Ingresses' load-balancer targets.
@@ -58,6 +60,8 @@ pub struct IngressRecordSpec {
     pub key: ObjectKey,
     pub hosts: Vec<String>,
     pub record_ttl: u32,
+    /// `metadata.uid`, for owner references on what fedns writes (none from the directory source).
+    pub uid: Option<String>,
 }
 
 /// A member cluster as the federation declares it (a `KubeFedCluster`, a configured context, or a

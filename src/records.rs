@@ -523,6 +523,7 @@ pub(crate) mod tests {
             dns_prefix: None,
             external_name: None,
             allow_service_without_endpoints: false,
+            uid: None,
         }
     }
 
@@ -831,6 +832,7 @@ pub(crate) mod tests {
             key: ObjectKey::new("test", "web"),
             hosts: vec!["web.example.com".into(), "WEB.example.com".into()],
             record_ttl: 0,
+            uid: None,
         };
         let members = [c1().lb("10.0.0.1"), c2().lb("10.0.0.2").offline()];
         let inputs: Vec<_> = members.iter().map(Member::input).collect();
@@ -849,6 +851,7 @@ pub(crate) mod tests {
             key: ObjectKey::new("test", "web"),
             hosts: vec!["web.example.com".into()],
             record_ttl: 0,
+            uid: None,
         };
         let members = [c1().service_without_lb()];
         let inputs: Vec<_> = members.iter().map(Member::input).collect();

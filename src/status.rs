@@ -30,6 +30,8 @@ pub struct RecordOutputs {
     /// The whole `status` object (merge-patched).
     pub status: Value,
     pub endpoint: DNSEndpointSpec,
+    /// The record's uid: the DNSEndpoint's owner, so Kubernetes removes it with the record.
+    pub owner_uid: Option<String>,
 }
 
 fn lb_status(lb: &LoadBalancer) -> LoadBalancerStatus {
@@ -221,6 +223,7 @@ pub fn service_outputs(
     RecordOutputs {
         status,
         endpoint: endpoint_spec(ok.map_or(&[][..], |c| &c.records)),
+        owner_uid: None,
     }
 }
 
@@ -244,6 +247,7 @@ pub fn ingress_outputs(computed: &Computed, now: Time) -> RecordOutputs {
     RecordOutputs {
         status,
         endpoint: endpoint_spec(&computed.records),
+        owner_uid: None,
     }
 }
 
@@ -262,6 +266,8 @@ pub fn fingerprint(out: &RecordOutputs) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     status.to_string().hash(&mut h);
     out.endpoint.endpoints.hash(&mut h);
+    // A record deleted and created again is a new object: write its status again.
+    out.owner_uid.hash(&mut h);
     h.finish()
 }
 

@@ -288,6 +288,15 @@ async fn kubernetes_source_end_to_end() {
         )),
     );
     let dnsendpoint = endpoints_api.get("service-nginx").await.unwrap();
+    let sdr_uid = records.get("nginx").await.unwrap().metadata.uid;
+    let owners = dnsendpoint
+        .metadata
+        .owner_references
+        .clone()
+        .unwrap_or_default();
+    assert_eq!(owners.len(), 1, "owned by its record");
+    assert_eq!(owners[0].kind, "ServiceDNSRecord");
+    assert_eq!(Some(owners[0].uid.clone()), sdr_uid);
     let rows: Vec<String> = dnsendpoint.data["spec"]["endpoints"]
         .as_array()
         .unwrap()

@@ -439,6 +439,7 @@ fn ingress_host_inside_a_zone_is_served_and_outside_is_reported() {
             key: ObjectKey::new("test", "web"),
             hosts: vec!["web.example.com".into(), "web.other.org".into()],
             record_ttl: 0,
+            uid: None,
         }),
     ));
     f.send(SourceEvent::ApplyMember(

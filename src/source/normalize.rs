@@ -184,6 +184,7 @@ pub fn domain(domain: Domain) -> Result<FederationObject, NormalizeError> {
 
 /// A `ServiceDNSRecord` (its status is output, not input, and is ignored).
 pub fn service_dns_record(record: ServiceDNSRecord) -> Result<FederationObject, NormalizeError> {
+    let uid = record.metadata.uid.clone();
     let key = namespaced_key("ServiceDNSRecord", record.metadata, DEFAULT_NAMESPACE)?;
     let spec = record.spec;
     let fail = |problem| NormalizeError {
@@ -204,11 +205,13 @@ pub fn service_dns_record(record: ServiceDNSRecord) -> Result<FederationObject, 
         dns_prefix: non_empty(spec.dns_prefix),
         external_name: non_empty(spec.external_name),
         allow_service_without_endpoints: spec.allow_service_without_endpoints,
+        uid,
     }))
 }
 
 /// An `IngressDNSRecord` (its status is output, not input, and is ignored).
 pub fn ingress_dns_record(record: IngressDNSRecord) -> Result<FederationObject, NormalizeError> {
+    let uid = record.metadata.uid.clone();
     let key = namespaced_key("IngressDNSRecord", record.metadata, DEFAULT_NAMESPACE)?;
     let record_ttl = record_ttl(record.spec.record_ttl).map_err(|problem| NormalizeError {
         kind: "IngressDNSRecord",
@@ -225,6 +228,7 @@ pub fn ingress_dns_record(record: IngressDNSRecord) -> Result<FederationObject, 
         key,
         hosts,
         record_ttl,
+        uid,
     }))
 }
 
@@ -706,6 +710,7 @@ mod tests {
                 dns_prefix: Some("www".into()),
                 external_name: None,
                 allow_service_without_endpoints: true,
+                uid: None,
             })
         );
     }
@@ -746,6 +751,7 @@ mod tests {
                 key: ObjectKey::new("web", "front"),
                 hosts: vec!["a.example.com".into()],
                 record_ttl: 0,
+                uid: None,
             })
         );
     }

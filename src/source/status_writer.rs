@@ -225,7 +225,7 @@ async fn write(host: &Client, owner: &Owner, out: &RecordOutputs) -> Result<(), 
         Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
         other => other?,
     }
-    let object = json!({
+    let mut object = json!({
         "apiVersion": "multiclusterdns.kubefed.io/v1alpha1",
         "kind": "DNSEndpoint",
         "metadata": {
@@ -235,6 +235,17 @@ async fn write(host: &Client, owner: &Owner, out: &RecordOutputs) -> Result<(), 
         },
         "spec": out.endpoint,
     });
+    // Owned by its record: Kubernetes deletes it with the record, even while fedns is down.
+    if let Some(uid) = &out.owner_uid {
+        object["metadata"]["ownerReferences"] = json!([{
+            "apiVersion": "multiclusterdns.kubefed.io/v1alpha1",
+            "kind": if matches!(owner, Owner::Service(_)) { "ServiceDNSRecord" } else { "IngressDNSRecord" },
+            "name": key.name,
+            "uid": uid,
+            "controller": true,
+            "blockOwnerDeletion": false,
+        }]);
+    }
     Api::<DNSEndpoint>::namespaced(host.clone(), &key.namespace)
         .patch(
             &endpoint,
