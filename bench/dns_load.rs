@@ -14,6 +14,8 @@ mod artifacts;
 mod dnsperf;
 #[path = "dns_load/federation.rs"]
 mod federation;
+#[path = "interrupt.rs"]
+mod interrupt;
 #[path = "dns_load/probe.rs"]
 mod probe;
 #[path = "dns_load/procs.rs"]

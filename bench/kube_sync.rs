@@ -24,6 +24,8 @@ mod fixture;
 #[allow(unused_imports)]
 #[path = "../tests/harness/mod.rs"]
 mod harness;
+#[path = "interrupt.rs"]
+mod interrupt;
 #[path = "kube_sync/probe.rs"]
 mod probe;
 #[allow(dead_code)] // shared with dns_load, which uses all of it

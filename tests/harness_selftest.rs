@@ -1030,7 +1030,7 @@ async fn kubeconfig_clusters_have_no_controls_and_skip_when_too_few() {
 /// The scale the benchmarks need: 100 clusters × (1,000 Services + 1,000 EndpointSlices), one
 /// watcher per collection. Run with `cargo test --release --test harness_selftest -- --ignored`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "scale check, ~1 minute in debug builds"]
+#[ignore = "scale check, ~1 minute in debug builds; run: cargo test --release --test harness_selftest -- --ignored"]
 async fn a_hundred_clusters_of_two_thousand_objects_each() {
     let started = Instant::now();
     let mut clusters = Vec::new();
@@ -1109,7 +1109,7 @@ fn rss() -> String {
 /// How long kube-rs's default watcher backoff takes to re-sync after outages of several lengths
 /// (the figure fedns's own backoff has to beat). Run with `-- --ignored --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "measurement, ~1.5 minutes"]
+#[ignore = "measurement, ~1.5 minutes; run: cargo test --release --test harness_selftest -- --ignored --nocapture"]
 async fn watcher_recovery_time_after_outages() {
     for outage in [1u64, 5, 15] {
         let cluster = FakeCluster::start("outage").await;

@@ -23,37 +23,17 @@ fn signal_group(pgid: i32, signal: Signal) {
 
 /// On SIGINT/SIGTERM: terminate every live child group, then exit.
 pub fn install_signal_handler() -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("building the signal-handling runtime")?;
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            runtime.block_on(async {
-                let Ok(mut term) =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                else {
-                    return;
-                };
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            });
-            eprintln!("dns_load: interrupted, stopping child processes");
-            let groups = LIVE_GROUPS.lock().map(|g| g.clone()).unwrap_or_default();
-            for &pgid in &groups {
-                signal_group(pgid, Signal::SIGTERM);
-            }
-            std::thread::sleep(Duration::from_millis(500));
-            for &pgid in &groups {
-                signal_group(pgid, Signal::SIGKILL);
-            }
-            std::process::exit(130);
-        })
-        .context("spawning the signal thread")?;
-    Ok(())
+    crate::interrupt::on_interrupt(|| {
+        eprintln!("dns_load: interrupted, stopping child processes");
+        let groups = LIVE_GROUPS.lock().map(|g| g.clone()).unwrap_or_default();
+        for &pgid in &groups {
+            signal_group(pgid, Signal::SIGTERM);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        for &pgid in &groups {
+            signal_group(pgid, Signal::SIGKILL);
+        }
+    })
 }
 
 /// Finds `program` on PATH, or explains which Debian package provides it.

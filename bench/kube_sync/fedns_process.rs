@@ -26,32 +26,12 @@ fn kill_pid(pid: u32) {
 
 /// On SIGINT/SIGTERM: kill every live child, then exit.
 pub fn install_signal_handler() -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("building the signal-handling runtime")?;
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            runtime.block_on(async {
-                let Ok(mut term) =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                else {
-                    return;
-                };
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            });
-            eprintln!("kube_sync: interrupted, killing fedns");
-            for &pid in LIVE.lock().map(|l| l.clone()).unwrap_or_default().iter() {
-                kill_pid(pid);
-            }
-            std::process::exit(130);
-        })
-        .context("spawning the signal thread")?;
-    Ok(())
+    crate::interrupt::on_interrupt(|| {
+        eprintln!("kube_sync: interrupted, killing fedns");
+        for &pid in LIVE.lock().map(|l| l.clone()).unwrap_or_default().iter() {
+            kill_pid(pid);
+        }
+    })
 }
 
 /// A port free for both UDP and TCP on 127.0.0.1 (DNS listens on both).
