@@ -49,6 +49,9 @@ pub fn router(state: AdminState) -> Router {
 
 async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
     s.metrics.records.set(s.store.len() as i64);
+    if let Ok(engine) = s.engine.lock() {
+        publish_gauges(&engine, &s.metrics);
+    }
     for zone in s.store.zones().iter() {
         s.metrics
             .zone_serial
@@ -141,4 +144,20 @@ async fn status(State(s): State<AdminState>) -> impl IntoResponse {
         let _ = writeln!(out, "source error:     {e}");
     }
     (StatusCode::OK, out)
+}
+
+/// Model-size gauges, computed when scraped (never on the update path).
+fn publish_gauges(engine: &Engine, metrics: &Metrics) {
+    let counts = engine.counts();
+    metrics.members.set(counts.members as i64);
+    metrics.members_ready.set(counts.ready_members as i64);
+    metrics.name_conflicts.set(counts.conflicts as i64);
+    metrics.record_problems.set(counts.problems as i64);
+    metrics.member_ready.reset();
+    for (member, ready) in engine.member_readiness() {
+        metrics
+            .member_ready
+            .with_label_values(&[member])
+            .set(i64::from(ready));
+    }
 }

@@ -156,7 +156,6 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, StartError> {
             e.set_host(host, Some(resolved));
         }
         e.flush(Instant::now());
-        publish_gauges(&e, &metrics);
     }
     let forward = engine_tx.clone();
     tasks.push(tokio::spawn(async move {
@@ -376,23 +375,6 @@ async fn engine_loop(
                 .programming
                 .observe(Instant::now().duration_since(seen).as_secs_f64());
         }
-        publish_gauges(&e, &metrics);
-    }
-}
-
-/// Model-size gauges, after every flush.
-fn publish_gauges(engine: &Engine, metrics: &Metrics) {
-    let counts = engine.counts();
-    metrics.members.set(counts.members as i64);
-    metrics.members_ready.set(counts.ready_members as i64);
-    metrics.name_conflicts.set(counts.conflicts as i64);
-    metrics.record_problems.set(counts.problems as i64);
-    metrics.member_ready.reset();
-    for (member, ready) in engine.member_readiness() {
-        metrics
-            .member_ready
-            .with_label_values(&[member])
-            .set(i64::from(ready));
     }
 }
 

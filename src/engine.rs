@@ -705,7 +705,7 @@ impl Engine {
                 let slice = self.slices.get(c).unwrap_or(&empty);
                 (
                     c,
-                    (&slice.zones, slice.region.clone()),
+                    (&slice.zones, slice.region.as_deref()),
                     self.is_serving(c, now),
                 )
             })
@@ -725,7 +725,7 @@ impl Engine {
                         MemberInput {
                             cluster: c,
                             zones,
-                            region: region.as_deref(),
+                            region: *region,
                             serving: *serving,
                             shard: slice.and_then(|s| {
                                 s.services.get(key).map(|svc| ShardInput {
@@ -748,7 +748,7 @@ impl Engine {
                     .map(|(c, (zones, region), serving)| MemberInput {
                         cluster: c,
                         zones,
-                        region: region.as_deref(),
+                        region: *region,
                         serving: *serving,
                         shard: self.slices.get(*c).and_then(|s| {
                             s.ingresses.get(key).map(|lb| ShardInput {
@@ -1200,14 +1200,23 @@ impl Engine {
             service_records: self.services.len(),
             ingress_records: self.ingresses.len(),
             names: self.present.len(),
-            conflicts: self.conflicts().len(),
+            conflicts: self
+                .claims
+                .values()
+                .map(|l| {
+                    l.iter()
+                        .skip(1)
+                        .filter(|(o, _)| !matches!(o, Owner::Apex(_)))
+                        .count()
+                })
+                .sum(),
             problems: self.problems.values().map(Vec::len).sum(),
         }
     }
 }
 
 /// A member's name, zones and region, and whether its targets may be served.
-type Topology<'a> = (&'a String, (&'a BTreeSet<String>, Option<String>), bool);
+type Topology<'a> = (&'a String, (&'a BTreeSet<String>, Option<&'a str>), bool);
 
 /// Sizes of the model, for metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
