@@ -20,6 +20,11 @@ use kube::{CustomResource, CustomResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::propagation::types::{
+    DEFAULT_TYPES, FederatedTypeConfig, KubeFedConfig, ReplicaSchedulingPreference, federated_crd,
+    federated_type_of,
+};
+
 /// API group of `Domain`, `ServiceDNSRecord` and `IngressDNSRecord`.
 pub const MULTICLUSTERDNS_GROUP: &str = "multiclusterdns.kubefed.io";
 /// `apiVersion` of `Domain`, `ServiceDNSRecord` and `IngressDNSRecord`.
@@ -424,13 +429,24 @@ resource!(
 
 /// Every CRD fedns reads or writes, in a stable order.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![
+    let mut crds = vec![
         DomainSchema::crd(),
         ServiceDNSRecordSchema::crd(),
         IngressDNSRecordSchema::crd(),
         DNSEndpoint::crd(),
         KubeFedClusterSchema::crd(),
-    ]
+    ];
+    crds.extend([
+        FederatedTypeConfig::crd(),
+        KubeFedConfig::crd(),
+        ReplicaSchedulingPreference::crd(),
+    ]);
+    crds.extend(
+        DEFAULT_TYPES
+            .iter()
+            .map(|t| federated_crd(&federated_type_of(&t.target()))),
+    );
+    crds
 }
 
 /// The CRDs as YAML, one file's content per CRD, keyed by `<plural>.<group>.yaml`.

@@ -14,6 +14,7 @@ pub mod hostnames;
 pub mod metrics;
 pub mod model;
 pub mod naming;
+pub mod propagation;
 pub mod records;
 pub mod responder;
 pub mod server;

@@ -41,7 +41,9 @@ enum Command {
         zones: Option<PathBuf>,
     },
     /// Print the CustomResourceDefinitions fedns reads and writes (Domain, ServiceDNSRecord,
-    /// IngressDNSRecord, DNSEndpoint, KubeFedCluster), or write one file each into --out-dir.
+    /// IngressDNSRecord, DNSEndpoint, KubeFedCluster, FederatedTypeConfig, KubeFedConfig,
+    /// ReplicaSchedulingPreference and the default Federated<Kind> types), or write one file each
+    /// into --out-dir.
     Crds {
         #[arg(long)]
         out_dir: Option<PathBuf>,
