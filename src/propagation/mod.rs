@@ -9,4 +9,6 @@
 //! replica holds the lease.
 
 pub mod members;
+pub mod placement;
+pub mod render;
 pub mod types;
