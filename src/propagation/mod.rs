@@ -10,5 +10,7 @@
 
 pub mod members;
 pub mod placement;
+pub mod queue;
 pub mod render;
+pub mod status;
 pub mod types;
