@@ -126,11 +126,14 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, StartError> {
                 static_members.push(host::StaticMember {
                     name: m.name.clone(),
                     client: kube_client(path, Some(&context)).await?,
+                    labels: m.labels.clone(),
                     zones: m.zones.clone(),
                     region: m.region.clone(),
                 });
             }
+            let (member_publisher, member_directory) = crate::propagation::members::directory();
             let settings = host::HostSettings {
+                members: Some(member_publisher),
                 namespace: k.namespace.clone(),
                 probe: k.probe,
                 sync_timeout: k.sync_timeout,
@@ -144,6 +147,20 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, StartError> {
                 engine.clone(),
                 shutdown.clone(),
             )));
+            if k.propagation {
+                // Until leader election gates it, this replica always leads.
+                let (_leader_tx, leader) = tokio::sync::watch::channel(true);
+                tasks.push(tokio::spawn(crate::propagation::controller::run(
+                    host_client.clone(),
+                    crate::propagation::controller::SyncSettings::new(
+                        k.namespace.clone(),
+                        metrics.clone(),
+                    ),
+                    member_directory,
+                    leader,
+                    shutdown.clone(),
+                )));
+            }
             tasks.push(tokio::spawn(host::run(host_client, settings, source_tx)));
         }
     }

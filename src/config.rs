@@ -104,6 +104,10 @@ pub struct ServeArgs {
     /// Longest wait for every member's first listing before answering anyway [default: 60s].
     #[arg(long, env = "FEDNS_SYNC_TIMEOUT", value_parser = parse_duration)]
     pub sync_timeout: Option<Duration>,
+    /// Run the propagation controllers (FederatedTypeConfig, Federated<Kind>,
+    /// ReplicaSchedulingPreference) beside DNS [default: true].
+    #[arg(long, env = "FEDNS_PROPAGATION")]
+    pub propagation: Option<bool>,
 }
 
 /// A member cluster given as a kubeconfig context (config file `members:`), for users without
@@ -119,6 +123,9 @@ pub struct MemberConfig {
     #[serde(default)]
     pub zones: Vec<String>,
     pub region: Option<String>,
+    /// Labels placement selectors match (what a KubeFedCluster's labels are).
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// Where the federation comes from.
@@ -139,6 +146,8 @@ pub struct KubeConfig {
     pub probe: crate::source::host::ProbeSettings,
     pub sync_timeout: Duration,
     pub members: Vec<MemberConfig>,
+    /// Whether the propagation controllers run.
+    pub propagation: bool,
 }
 
 /// Log output format.
@@ -172,6 +181,7 @@ struct FileConfig {
     max_udp_payload: Option<u16>,
     upstream_resolver: Option<SocketAddr>,
     log_format: Option<LogFormat>,
+    propagation: Option<bool>,
     kubeconfig: Option<PathBuf>,
     context: Option<String>,
     namespace: Option<String>,
@@ -266,6 +276,7 @@ impl ServeArgs {
                     });
                 }
                 SourceConfig::Kubernetes(KubeConfig {
+                    propagation: self.propagation.or(file.propagation).unwrap_or(true),
                     kubeconfig,
                     context: self.context.clone().or(file.context),
                     namespace: self

@@ -47,6 +47,9 @@ pub struct Metrics {
     pub watch_restarts: IntCounterVec,
     pub member_last_sync: IntGaugeVec,
     pub empty_relists: IntCounterVec,
+    pub propagation_objects: IntGaugeVec,
+    pub propagation_writes: IntCounterVec,
+    pub propagation_duration: Histogram,
 }
 
 impl Default for Metrics {
@@ -160,6 +163,32 @@ impl Metrics {
                 &["cluster", "kind"],
             )
             .expect("valid metric"),
+            propagation_objects: IntGaugeVec::new(
+                Opts::new(
+                    "fedns_propagation_objects",
+                    "Federated objects by type and state (propagated, pending, failed)",
+                ),
+                &["type", "state"],
+            )
+            .expect("valid metric"),
+            propagation_writes: IntCounterVec::new(
+                Opts::new(
+                    "fedns_propagation_writes_total",
+                    "Writes to member clusters by the propagation controller",
+                ),
+                &["cluster", "verb"],
+            )
+            .expect("valid metric"),
+            propagation_duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    "fedns_propagation_duration_seconds",
+                    "Time from a federated object's new generation seen to every selected member having it",
+                )
+                .buckets(vec![
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                ]),
+            )
+            .expect("valid metric"),
             registry,
         };
         for c in [
@@ -181,6 +210,9 @@ impl Metrics {
             Box::new(m.watch_restarts.clone()),
             Box::new(m.member_last_sync.clone()),
             Box::new(m.empty_relists.clone()),
+            Box::new(m.propagation_objects.clone()),
+            Box::new(m.propagation_writes.clone()),
+            Box::new(m.propagation_duration.clone()),
         ] {
             m.registry.register(c).expect("unique metric");
         }

@@ -7,56 +7,19 @@ mod harness;
 
 use std::time::{Duration, Instant};
 
-use common::{Server, ask, summary};
+use common::{Server, apply, ask, namespace, summary};
 use harness::Clusters;
 use hickory_proto::rr::RecordType;
-use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const NS: &str = "kube-federation-system";
 const G: &str = "nginx.test.galactic.svc.example.com.";
 const US: &str = "nginx.test.galactic.svc.us.example.com.";
 const US1: &str = "nginx.test.galactic.svc.us1.us.example.com.";
 const EU1: &str = "nginx.test.galactic.svc.eu1.eu.example.com.";
-
-async fn apply(client: &kube::Client, object: Value) {
-    let api_version = object["apiVersion"].as_str().unwrap().to_owned();
-    let kind = object["kind"].as_str().unwrap().to_owned();
-    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", &api_version));
-    let gvk = kube::api::GroupVersionKind::gvk(group, version, &kind);
-    let (resource, caps) = kube::discovery::pinned_kind(client, &gvk).await.unwrap();
-    let name = object["metadata"]["name"].as_str().unwrap().to_owned();
-    let api: Api<kube::api::DynamicObject> = match object["metadata"]["namespace"].as_str() {
-        Some(ns) if caps.scope == kube::discovery::Scope::Namespaced => {
-            Api::namespaced_with(client.clone(), ns, &resource)
-        }
-        _ => Api::all_with(client.clone(), &resource),
-    };
-    let params = PatchParams::apply("e2e").force();
-    api.patch(&name, &params, &Patch::Apply(&object))
-        .await
-        .unwrap();
-    if object.get("status").is_some() {
-        api.patch_status(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(&json!({"status": object["status"]})),
-        )
-        .await
-        .unwrap();
-    }
-}
-
-async fn namespace(client: &kube::Client, name: &str) {
-    let api: Api<Namespace> = Api::all(client.clone());
-    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
-    let _ = api
-        .patch(name, &PatchParams::apply("e2e").force(), &Patch::Apply(&ns))
-        .await;
-}
 
 /// A LoadBalancer Service with `ip` and an EndpointSlice with one endpoint.
 async fn service(client: &kube::Client, ip: &str, ready: bool) {

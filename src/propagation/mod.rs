@@ -8,6 +8,7 @@
 //! the logic and most tests; [`controller`] is the thin I/O shell, and it writes only while this
 //! replica holds the lease.
 
+pub mod controller;
 pub mod members;
 pub mod placement;
 pub mod queue;

@@ -194,10 +194,7 @@ mod tests {
     async fn retry_backs_off_doubling_to_the_cap_and_forget_resets() {
         let q = queue();
         let delays: Vec<Duration> = (0..4).map(|_| q.retry("a")).collect();
-        assert_eq!(
-            delays,
-            [10, 20, 40, 40].map(Duration::from_millis).to_vec()
-        );
+        assert_eq!(delays, [10, 20, 40, 40].map(Duration::from_millis).to_vec());
         q.forget(&"a");
         assert_eq!(q.retry("a"), Duration::from_millis(10));
         assert_eq!(q.next().await, Some("a"));

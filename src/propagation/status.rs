@@ -157,8 +157,7 @@ pub fn propagation_status(
     } else {
         transition
     };
-    condition["lastUpdateTime"] = if same_condition && !old_condition["lastUpdateTime"].is_null()
-    {
+    condition["lastUpdateTime"] = if same_condition && !old_condition["lastUpdateTime"].is_null() {
         old_condition["lastUpdateTime"].clone()
     } else {
         json!(now)
@@ -194,7 +193,10 @@ mod tests {
         assert_eq!(s["conditions"][0]["status"], "True");
         assert!(s["conditions"][0].get("reason").is_none());
         assert_eq!(s["observedGeneration"], 3);
-        assert_eq!(s["clusters"], json!([{"name": "a"}, {"name": "b", "remoteStatus": {"readyReplicas": 2}}]));
+        assert_eq!(
+            s["clusters"],
+            json!([{"name": "a"}, {"name": "b", "remoteStatus": {"readyReplicas": 2}}])
+        );
         assert_eq!(s["aggregatedStatus"]["readyReplicas"], 2);
     }
 

@@ -32,6 +32,7 @@ use crate::model::{
     FederationKind, FederationObject, FederationObjectId, MemberKind, MemberSpec, ObjectKey,
     SourceEvent,
 };
+use crate::propagation::members::{MemberHandle, MemberPublisher};
 
 /// `status.topologySource` of a KubeFedCluster whose zones/region fedns wrote from node labels.
 pub const TOPOLOGY_FROM_NODES: &str = "nodes";
@@ -70,6 +71,9 @@ pub struct HostSettings {
     pub static_members: Vec<StaticMember>,
     /// Where watch restarts, last syncs and ignored relists are counted.
     pub metrics: crate::metrics::Metrics,
+    /// Where the connected members (client, labels, readiness) are published for the
+    /// propagation controllers.
+    pub members: Option<MemberPublisher>,
 }
 
 /// A member listed in the configuration.
@@ -77,6 +81,8 @@ pub struct HostSettings {
 pub struct StaticMember {
     pub name: String,
     pub client: Client,
+    /// Labels placement selectors match.
+    pub labels: BTreeMap<String, String>,
     pub zones: Vec<String>,
     pub region: Option<String>,
 }
@@ -104,6 +110,43 @@ pub enum MemberError {
     Proxy(String, String, String),
     #[error("KubeFedCluster {0}: cannot build a client: {1}")]
     Client(String, String),
+}
+
+/// Publishes a change to the member set: `Some` inserts or replaces, `None` removes.
+fn publish(publisher: Option<&MemberPublisher>, name: &str, handle: Option<MemberHandle>) {
+    if let Some(publisher) = publisher {
+        publisher.send_if_modified(|set| {
+            let map = std::sync::Arc::make_mut(set);
+            match handle {
+                Some(h) => {
+                    map.insert(name.to_string(), h);
+                    true
+                }
+                None => map.remove(name).is_some(),
+            }
+        });
+    }
+}
+
+/// Changes one published member in place; nothing is published when `change` says so.
+fn publish_change(
+    publisher: Option<&MemberPublisher>,
+    name: &str,
+    change: impl FnOnce(&mut MemberHandle) -> bool,
+) {
+    if let Some(publisher) = publisher {
+        publisher.send_if_modified(|set| {
+            if !set.contains_key(name) {
+                return false;
+            }
+            let mut next = set.as_ref().clone();
+            let changed = next.get_mut(name).is_some_and(change);
+            if changed {
+                *set = std::sync::Arc::new(next);
+            }
+            changed
+        });
+    }
 }
 
 /// The kube client configuration for one KubeFedCluster, given its token.
@@ -230,6 +273,16 @@ pub async fn run(host: Client, settings: HostSettings, events: mpsc::Sender<Sour
         {
             return;
         }
+        publish(
+            settings.members.as_ref(),
+            &m.name,
+            Some(MemberHandle {
+                name: m.name.clone(),
+                client: m.client.clone(),
+                labels: m.labels.clone(),
+                ready: false,
+            }),
+        );
         let running = connect(
             &m.name,
             m.client.clone(),
@@ -299,6 +352,7 @@ pub async fn run(host: Client, settings: HostSettings, events: mpsc::Sender<Sour
             .collect();
         for name in gone {
             running.running.remove(&name);
+            publish(settings.members.as_ref(), &name, None);
             let _ = events
                 .send(SourceEvent::DeleteFederation(FederationObjectId::Member(
                     name.clone(),
@@ -353,11 +407,18 @@ pub async fn run(host: Client, settings: HostSettings, events: mpsc::Sender<Sour
                 cluster.spec.disabled_tls_validations,
                 cluster.spec.proxy_url
             );
+            let labels = cluster.metadata.labels.clone().unwrap_or_default();
             if running
                 .running
                 .get(name)
                 .is_some_and(|r| r.fingerprint == fingerprint)
             {
+                // Same connection; placement selectors may still see new labels.
+                publish_change(settings.members.as_ref(), name, |m| {
+                    let changed = m.labels != labels;
+                    m.labels = labels.clone();
+                    changed
+                });
                 continue;
             }
             let client = member_config(name, &cluster.spec, token).and_then(|config| {
@@ -367,6 +428,16 @@ pub async fn run(host: Client, settings: HostSettings, events: mpsc::Sender<Sour
             match client {
                 Ok(client) => {
                     tracing::info!(cluster = %name, endpoint = %cluster.spec.api_endpoint, "connecting to member");
+                    publish(
+                        settings.members.as_ref(),
+                        name,
+                        Some(MemberHandle {
+                            name: name.clone(),
+                            client: client.clone(),
+                            labels: labels.clone(),
+                            ready: false,
+                        }),
+                    );
                     let status_api = Some(Api::<KubeFedCluster>::namespaced(
                         host.clone(),
                         &settings.namespace,
@@ -465,6 +536,7 @@ fn connect(
         settings.probe,
         events.clone(),
         status_api,
+        settings.members.clone(),
     ));
     Running {
         fingerprint,
@@ -605,6 +677,7 @@ async fn probe_loop(
     settings: ProbeSettings,
     events: mpsc::Sender<SourceEvent>,
     status_api: Option<Api<KubeFedCluster>>,
+    members: Option<MemberPublisher>,
 ) {
     let mut state = ProbeState::new(settings);
     loop {
@@ -614,6 +687,11 @@ async fn probe_loop(
         );
         if let Some(ready) = state.observe(ok) {
             tracing::info!(cluster = %name, ready, "member readiness changed");
+            publish_change(members.as_ref(), &name, |m| {
+                let changed = m.ready != ready;
+                m.ready = ready;
+                changed
+            });
             if events
                 .send(SourceEvent::MemberReachable(name.clone(), ready))
                 .await

@@ -242,3 +242,44 @@ pub fn tool(name: &str, args: &[String]) -> Option<String> {
     let out = Command::new(name).args(args).output().unwrap();
     Some(String::from_utf8_lossy(&out.stdout).into_owned())
 }
+
+/// Server-side applies one object (any kind the cluster knows), then its `status` if it has one.
+pub async fn apply(client: &kube::Client, object: serde_json::Value) {
+    use kube::api::{Patch, PatchParams};
+    let api_version = object["apiVersion"].as_str().unwrap().to_owned();
+    let kind = object["kind"].as_str().unwrap().to_owned();
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", &api_version));
+    let gvk = kube::api::GroupVersionKind::gvk(group, version, &kind);
+    let (resource, caps) = kube::discovery::pinned_kind(client, &gvk).await.unwrap();
+    let name = object["metadata"]["name"].as_str().unwrap().to_owned();
+    let api: kube::Api<kube::api::DynamicObject> = match object["metadata"]["namespace"].as_str() {
+        Some(ns) if caps.scope == kube::discovery::Scope::Namespaced => {
+            kube::Api::namespaced_with(client.clone(), ns, &resource)
+        }
+        _ => kube::Api::all_with(client.clone(), &resource),
+    };
+    let params = PatchParams::apply("e2e").force();
+    api.patch(&name, &params, &Patch::Apply(&object))
+        .await
+        .unwrap();
+    if object.get("status").is_some() {
+        api.patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(&serde_json::json!({"status": object["status"]})),
+        )
+        .await
+        .unwrap();
+    }
+}
+
+/// Creates a namespace (no error when it exists).
+pub async fn namespace(client: &kube::Client, name: &str) {
+    use kube::api::{Patch, PatchParams};
+    let api: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client.clone());
+    let ns =
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+    let _ = api
+        .patch(name, &PatchParams::apply("e2e").force(), &Patch::Apply(&ns))
+        .await;
+}
