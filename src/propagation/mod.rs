@@ -9,4 +9,5 @@
 //! replica holds the lease.
 
 pub mod members;
+pub mod planner;
 pub mod types;
