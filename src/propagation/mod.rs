@@ -10,4 +10,5 @@
 
 pub mod members;
 pub mod planner;
+pub mod scheduler;
 pub mod types;
