@@ -47,6 +47,7 @@ pub struct Metrics {
     pub watch_restarts: IntCounterVec,
     pub member_last_sync: IntGaugeVec,
     pub empty_relists: IntCounterVec,
+    pub leader: IntGauge,
 }
 
 impl Default for Metrics {
@@ -160,6 +161,10 @@ impl Metrics {
                 &["cluster", "kind"],
             )
             .expect("valid metric"),
+            leader: gauge(
+                "fedns_leader",
+                "1 while this replica holds the lease and writes to the host cluster",
+            ),
             registry,
         };
         for c in [
@@ -181,6 +186,7 @@ impl Metrics {
             Box::new(m.watch_restarts.clone()),
             Box::new(m.member_last_sync.clone()),
             Box::new(m.empty_relists.clone()),
+            Box::new(m.leader.clone()),
         ] {
             m.registry.register(c).expect("unique metric");
         }

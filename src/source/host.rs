@@ -28,6 +28,7 @@ use super::member::{self, MemberWatchers, WatchNotice};
 use super::normalize;
 use super::watch::{self, Change, Notice};
 use crate::crd::{Domain, IngressDNSRecord, KubeFedCluster, KubeFedClusterSpec};
+use crate::lease::Leadership;
 use crate::model::{
     FederationKind, FederationObject, FederationObjectId, MemberKind, MemberSpec, ObjectKey,
     SourceEvent,
@@ -70,6 +71,8 @@ pub struct HostSettings {
     pub static_members: Vec<StaticMember>,
     /// Where watch restarts, last syncs and ignored relists are counted.
     pub metrics: crate::metrics::Metrics,
+    /// KubeFedCluster conditions are written only while this replica leads.
+    pub leadership: Leadership,
 }
 
 /// A member listed in the configuration.
@@ -465,6 +468,7 @@ fn connect(
         settings.probe,
         events.clone(),
         status_api,
+        settings.leadership.clone(),
     ));
     Running {
         fingerprint,
@@ -597,16 +601,20 @@ async fn sync_gate(
     }
 }
 
-/// Probes a member until aborted; flips readiness after consecutive failures or successes and
-/// writes the KubeFedCluster's conditions.
+/// Probes a member until aborted; flips readiness after consecutive failures or successes and,
+/// while this replica leads, writes the KubeFedCluster's conditions.
 async fn probe_loop(
     name: String,
     client: Client,
     settings: ProbeSettings,
     events: mpsc::Sender<SourceEvent>,
     status_api: Option<Api<KubeFedCluster>>,
+    mut leadership: Leadership,
 ) {
     let mut state = ProbeState::new(settings);
+    // The readiness written and the term it was written in: after a leadership gap another
+    // replica may have written something else, so a new term writes again.
+    let mut written: Option<(u64, bool)> = None;
     loop {
         let ok = matches!(
             tokio::time::timeout(settings.timeout, probe_once(&client)).await,
@@ -621,11 +629,29 @@ async fn probe_loop(
             {
                 return;
             }
-            if let Some(api) = &status_api {
-                write_cluster_status(api, &name, ready).await;
+        }
+        if let (Some(api), Some(ready), Some(term)) = (&status_api, state.ready, leadership.term())
+            && written != Some((term, ready))
+        {
+            let write = write_cluster_status(api, &name, ready);
+            tokio::select! {
+                done = write => if done {
+                    written = Some((term, ready));
+                },
+                _ = leadership.lost() => {
+                    tracing::debug!(cluster = %name, "KubeFedCluster status write abandoned: no longer the leader");
+                }
             }
         }
-        tokio::time::sleep(settings.period).await;
+        if leadership.is_leader() {
+            tokio::time::sleep(settings.period).await;
+        } else {
+            // A new leader writes what it knows at once instead of after a period.
+            tokio::select! {
+                _ = tokio::time::sleep(settings.period) => {}
+                _ = leadership.acquired() => {}
+            }
+        }
     }
 }
 
@@ -686,7 +712,8 @@ impl ProbeState {
     }
 }
 
-async fn write_cluster_status(api: &Api<KubeFedCluster>, name: &str, ready: bool) {
+/// Writes the `Ready` (and `Offline`) conditions, with retries; false when they were not written.
+async fn write_cluster_status(api: &Api<KubeFedCluster>, name: &str, ready: bool) -> bool {
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let (status, reason, message) = if ready {
         ("True", "ClusterReady", "/readyz responded with ok")
@@ -709,7 +736,7 @@ async fn write_cluster_status(api: &Api<KubeFedCluster>, name: &str, ready: bool
             .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
-            Ok(_) => return,
+            Ok(_) => return true,
             Err(e) => {
                 tracing::debug!(cluster = name, error = %e, attempt, "KubeFedCluster status write failed; retrying");
                 tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
@@ -720,6 +747,7 @@ async fn write_cluster_status(api: &Api<KubeFedCluster>, name: &str, ready: bool
         cluster = name,
         "KubeFedCluster status not written after retries"
     );
+    false
 }
 
 #[cfg(test)]
