@@ -1,5 +1,6 @@
 //! The admin HTTP server: `/metrics` (Prometheus text), `/healthz` (the process answers),
-//! `/ready` (first sync done and not shutting down), `/explain?name=` and `/status`.
+//! `/ready` (first sync done and not shutting down), `/explain?name=` and `/status` (which also says
+//! whether this replica is the elected writer).
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +16,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 
 use crate::engine::Engine;
+use crate::lease::Leadership;
 use crate::metrics::Metrics;
 use crate::store::RecordStore;
 
@@ -28,6 +30,10 @@ pub struct AdminState {
     pub draining: Arc<AtomicBool>,
     /// Current problems of the sources (bad files), as text lines.
     pub source_errors: watch::Receiver<Vec<String>>,
+    /// Whether this replica writes to the host cluster (it serves DNS either way).
+    pub leadership: Leadership,
+    /// The Lease and identity this replica is elected with; `None` without election.
+    pub election: Option<String>,
 }
 
 impl AdminState {
@@ -49,6 +55,7 @@ pub fn router(state: AdminState) -> Router {
 
 async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
     s.metrics.records.set(s.store.len() as i64);
+    s.metrics.leader.set(i64::from(s.leadership.is_leader()));
     if let Ok(engine) = s.engine.lock() {
         publish_gauges(&engine, &s.metrics);
     }
@@ -114,6 +121,14 @@ async fn status(State(s): State<AdminState>) -> impl IntoResponse {
         }
     };
     let _ = writeln!(out, "ready:            {}", s.is_ready());
+    let _ = match &s.election {
+        Some(election) => writeln!(
+            out,
+            "leader:           {} ({election})",
+            s.leadership.is_leader()
+        ),
+        None => writeln!(out, "leader:           true (no election)"),
+    };
     let _ = writeln!(
         out,
         "members:          {} ({} ready)",

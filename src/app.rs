@@ -13,6 +13,7 @@ use crate::admin::{self, AdminState};
 use crate::config::{ServeConfig, SourceConfig};
 use crate::engine::{Engine, StaticZone};
 use crate::hostnames::HostResolver;
+use crate::lease::{self, Leadership};
 use crate::metrics::Metrics;
 use crate::model::SourceEvent;
 use crate::records::ResolvedHost;
@@ -59,6 +60,9 @@ pub struct Running {
     pub engine: Arc<Mutex<Engine>>,
     shutdown: Shutdown,
     draining: Arc<AtomicBool>,
+    /// Ends after the Lease is released on shutdown; `stop` waits for that (up to `release`).
+    leadership: Leadership,
+    release: Duration,
     udp: Vec<UdpWorkers>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -88,6 +92,10 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, StartError> {
 
     let (source_tx, mut source_rx) = mpsc::channel::<SourceEvent>(8192);
     let mut source_errors = None;
+    // The directory source writes nothing, so it always "leads".
+    let mut leadership = Leadership::always();
+    let mut election = None;
+    let mut release = Duration::ZERO;
     match &cfg.source {
         SourceConfig::Directory(source_dir) => {
             let snapshot = {
@@ -132,9 +140,19 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, StartError> {
                 });
             }
             let (member_publisher, member_directory) = crate::propagation::members::directory();
+            if let Some(lease) = &k.leader_election {
+                tracing::info!(lease = %lease.name, identity = %lease.identity, "electing the writer");
+                leadership = lease::start(host_client.clone(), (**lease).clone(), shutdown.clone());
+                election = Some(format!(
+                    "lease {}/{} as {}",
+                    lease.namespace, lease.name, lease.identity
+                ));
+                release = lease.renew_deadline + Duration::from_secs(1);
+            }
             let settings = host::HostSettings {
                 members: Some(member_publisher),
                 namespace: k.namespace.clone(),
+                leadership: leadership.clone(),
                 probe: k.probe,
                 sync_timeout: k.sync_timeout,
                 static_members,
@@ -145,19 +163,25 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, StartError> {
                 host_client.clone(),
                 k.namespace.clone(),
                 engine.clone(),
+                leadership.clone(),
                 shutdown.clone(),
             )));
             if k.propagation {
-                // Until leader election gates it, this replica always leads.
-                let (_leader_tx, leader) = tokio::sync::watch::channel(true);
                 tasks.push(tokio::spawn(crate::propagation::controller::run(
                     host_client.clone(),
                     crate::propagation::controller::SyncSettings::new(
                         k.namespace.clone(),
                         metrics.clone(),
                     ),
+                    member_directory.clone(),
+                    leadership.flag(),
+                    shutdown.clone(),
+                )));
+                tasks.push(tokio::spawn(crate::propagation::scheduler::run(
+                    host_client.clone(),
+                    None,
                     member_directory,
-                    leader,
+                    leadership.flag(),
                     shutdown.clone(),
                 )));
             }
@@ -244,6 +268,8 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, StartError> {
         engine: engine.clone(),
         draining: draining.clone(),
         source_errors: errors_rx,
+        leadership: leadership.clone(),
+        election,
     });
     let stop = shutdown.clone();
     tasks.push(tokio::spawn(async move {
@@ -263,17 +289,26 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, StartError> {
         engine,
         shutdown,
         draining,
+        leadership,
+        release,
         udp,
         tasks,
     })
 }
 
 impl Running {
-    /// Lame duck: fail `/ready`, keep answering for `drain`, then stop everything.
-    pub async fn stop(self, drain: Duration) {
+    /// Whether this replica writes to the host cluster.
+    pub fn leadership(&self) -> Leadership {
+        self.leadership.clone()
+    }
+
+    /// Lame duck: fail `/ready`, keep answering for `drain`, then stop everything. The leader
+    /// stops writing and releases its Lease first, so a standby takes over at once.
+    pub async fn stop(mut self, drain: Duration) {
         self.draining.store(true, Ordering::Relaxed);
         tokio::time::sleep(drain).await;
         self.shutdown.trigger();
+        let _ = tokio::time::timeout(self.release, self.leadership.ended()).await;
         for workers in self.udp {
             tokio::task::spawn_blocking(move || workers.stop())
                 .await

@@ -10,6 +10,7 @@ use clap::Args;
 use serde::Deserialize;
 
 use crate::engine::Settings;
+use crate::lease::LeaseSettings;
 use crate::records::TtlPolicy;
 use crate::responder::Limits;
 
@@ -108,6 +109,25 @@ pub struct ServeArgs {
     /// ReplicaSchedulingPreference) beside DNS [default: true].
     #[arg(long, env = "FEDNS_PROPAGATION")]
     pub propagation: Option<bool>,
+    /// Kubernetes source: elect one writer among replicas with a Lease in --namespace; the others
+    /// serve DNS but write nothing. `--leader-elect=false` writes from every replica
+    /// [default: true].
+    #[arg(long, env = "FEDNS_LEADER_ELECT", num_args = 0..=1, default_missing_value = "true")]
+    pub leader_elect: Option<bool>,
+    /// Name of the Lease [default: fedns].
+    #[arg(long, env = "FEDNS_LEASE_NAME")]
+    pub lease_name: Option<String>,
+    /// How long a leader's claim lasts after its last renewal; a standby takes over after it
+    /// [default: 15s].
+    #[arg(long, env = "FEDNS_LEASE_DURATION", value_parser = parse_duration)]
+    pub lease_duration: Option<Duration>,
+    /// A leader that could not renew for this long stops writing (less than the lease
+    /// duration) [default: 10s].
+    #[arg(long, env = "FEDNS_LEASE_RENEW_DEADLINE", value_parser = parse_duration)]
+    pub lease_renew_deadline: Option<Duration>,
+    /// How often the Lease is renewed or tried for [default: 2s].
+    #[arg(long, env = "FEDNS_LEASE_RETRY_PERIOD", value_parser = parse_duration)]
+    pub lease_retry_period: Option<Duration>,
 }
 
 /// A member cluster given as a kubeconfig context (config file `members:`), for users without
@@ -148,6 +168,9 @@ pub struct KubeConfig {
     pub members: Vec<MemberConfig>,
     /// Whether the propagation controllers run.
     pub propagation: bool,
+    /// The Lease that elects the one writer; `None`: every replica writes. Boxed: it would make
+    /// this variant of [`SourceConfig`] several times the other's size.
+    pub leader_election: Option<Box<LeaseSettings>>,
 }
 
 /// Log output format.
@@ -192,6 +215,11 @@ struct FileConfig {
     sync_timeout: Option<String>,
     #[serde(default)]
     members: Vec<MemberConfig>,
+    leader_elect: Option<bool>,
+    lease_name: Option<String>,
+    lease_duration: Option<String>,
+    lease_renew_deadline: Option<String>,
+    lease_retry_period: Option<String>,
 }
 
 /// Everything `serve` needs, validated.
@@ -275,15 +303,47 @@ impl ServeArgs {
                             .into(),
                     });
                 }
+                let namespace = self
+                    .namespace
+                    .clone()
+                    .or(file.namespace)
+                    .unwrap_or_else(|| "kube-federation-system".into());
+                let leader_election = if self.leader_elect.or(file.leader_elect).unwrap_or(true) {
+                    let defaults = LeaseSettings::new(namespace.clone());
+                    Some(Box::new(LeaseSettings {
+                        name: self
+                            .lease_name
+                            .clone()
+                            .or(file.lease_name)
+                            .unwrap_or(defaults.name),
+                        lease_duration: duration(
+                            self.lease_duration,
+                            &file.lease_duration,
+                            "leaseDuration",
+                            defaults.lease_duration,
+                        )?,
+                        renew_deadline: duration(
+                            self.lease_renew_deadline,
+                            &file.lease_renew_deadline,
+                            "leaseRenewDeadline",
+                            defaults.renew_deadline,
+                        )?,
+                        retry_period: duration(
+                            self.lease_retry_period,
+                            &file.lease_retry_period,
+                            "leaseRetryPeriod",
+                            defaults.retry_period,
+                        )?,
+                        ..defaults
+                    }))
+                } else {
+                    None
+                };
                 SourceConfig::Kubernetes(KubeConfig {
                     propagation: self.propagation.or(file.propagation).unwrap_or(true),
                     kubeconfig,
                     context: self.context.clone().or(file.context),
-                    namespace: self
-                        .namespace
-                        .clone()
-                        .or(file.namespace)
-                        .unwrap_or_else(|| "kube-federation-system".into()),
+                    namespace,
                     probe: crate::source::host::ProbeSettings {
                         period: duration(
                             self.probe_period,
@@ -313,6 +373,7 @@ impl ServeArgs {
                         Duration::from_secs(60),
                     )?,
                     members: file.members,
+                    leader_election,
                 })
             }
         };
@@ -373,6 +434,22 @@ impl ServeConfig {
             }
             if k.probe.timeout.is_zero() || k.probe.period.is_zero() {
                 return invalid("probeTimeout", "probe period and timeout must be positive");
+            }
+            if let Some(lease) = &k.leader_election {
+                // A leader must stop writing before a standby may see its Lease expired, and
+                // must get more than one try at renewing before it gives up.
+                if lease.retry_period.is_zero() {
+                    return invalid("leaseRetryPeriod", "must be positive");
+                }
+                if lease.renew_deadline <= lease.retry_period {
+                    return invalid("leaseRenewDeadline", "must be longer than leaseRetryPeriod");
+                }
+                if lease.lease_duration <= lease.renew_deadline {
+                    return invalid("leaseDuration", "must be longer than leaseRenewDeadline");
+                }
+                if lease.name.is_empty() {
+                    return invalid("leaseName", "must not be empty");
+                }
             }
         }
         if self.udp_workers == 0 || self.udp_workers > 256 {
@@ -488,6 +565,64 @@ mod tests {
         assert_eq!(k.probe.period, Duration::from_secs(2));
         assert_eq!(k.probe.failure_threshold, 5);
         assert_eq!(k.members[0].context.as_deref(), Some("kind-east"));
+    }
+
+    #[test]
+    fn leader_election_is_on_by_default_with_client_go_timings() {
+        let args = ServeArgs {
+            kubeconfig: Some("/tmp/host.kubeconfig".into()),
+            namespace: Some("fed".into()),
+            ..Default::default()
+        };
+        let SourceConfig::Kubernetes(k) = args.resolve().unwrap().source else {
+            panic!("expected the Kubernetes source");
+        };
+        let lease = k.leader_election.expect("elected by default");
+        assert_eq!(lease.name, "fedns");
+        assert_eq!(lease.namespace, "fed");
+        assert_eq!(lease.lease_duration, Duration::from_secs(15));
+        assert_eq!(lease.renew_deadline, Duration::from_secs(10));
+        assert_eq!(lease.retry_period, Duration::from_secs(2));
+        assert!(!lease.identity.is_empty());
+    }
+
+    #[test]
+    fn lease_settings_come_from_the_file_and_can_turn_election_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fedns.yaml");
+        std::fs::write(
+            &path,
+            "leaseName: dns-writer\nleaseDuration: 4s\nleaseRenewDeadline: 3s\nleaseRetryPeriod: 500ms\n",
+        )
+        .unwrap();
+        let mut args = ServeArgs {
+            config: Some(path),
+            kubeconfig: Some("/tmp/host.kubeconfig".into()),
+            ..Default::default()
+        };
+        let SourceConfig::Kubernetes(k) = args.resolve().unwrap().source else {
+            panic!("expected the Kubernetes source");
+        };
+        let lease = k.leader_election.unwrap();
+        assert_eq!(lease.name, "dns-writer");
+        assert_eq!(lease.retry_period, Duration::from_millis(500));
+        args.leader_elect = Some(false);
+        let SourceConfig::Kubernetes(k) = args.resolve().unwrap().source else {
+            panic!("expected the Kubernetes source");
+        };
+        assert_eq!(k.leader_election, None);
+    }
+
+    #[test]
+    fn a_renew_deadline_not_shorter_than_the_lease_is_rejected() {
+        let args = ServeArgs {
+            kubeconfig: Some("/tmp/host.kubeconfig".into()),
+            lease_duration: Some(Duration::from_secs(10)),
+            lease_renew_deadline: Some(Duration::from_secs(10)),
+            ..Default::default()
+        };
+        let err = args.resolve().unwrap_err().to_string();
+        assert!(err.contains("leaseDuration"), "{err}");
     }
 
     #[test]

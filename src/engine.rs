@@ -1136,6 +1136,13 @@ impl Engine {
             .collect()
     }
 
+    /// Every ServiceDNSRecord and IngressDNSRecord: what a new leader writes status for.
+    pub fn record_owners(&self) -> Vec<Owner> {
+        let services = self.services.keys().cloned().map(Owner::Service);
+        let ingresses = self.ingresses.keys().cloned().map(Owner::Ingress);
+        services.chain(ingresses).collect()
+    }
+
     /// Records whose status and DNSEndpoint may have changed since the last call.
     pub fn take_status_dirty(&mut self) -> Vec<Owner> {
         std::mem::take(&mut self.status_dirty).into_iter().collect()

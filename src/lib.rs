@@ -11,6 +11,7 @@ pub mod crd;
 pub mod engine;
 pub mod explain;
 pub mod hostnames;
+pub mod lease;
 pub mod metrics;
 pub mod model;
 pub mod naming;

@@ -50,6 +50,7 @@ pub struct Metrics {
     pub propagation_objects: IntGaugeVec,
     pub propagation_writes: IntCounterVec,
     pub propagation_duration: Histogram,
+    pub leader: IntGauge,
 }
 
 impl Default for Metrics {
@@ -189,6 +190,10 @@ impl Metrics {
                 ]),
             )
             .expect("valid metric"),
+            leader: gauge(
+                "fedns_leader",
+                "1 while this replica holds the lease and writes to the host cluster",
+            ),
             registry,
         };
         for c in [
@@ -213,6 +218,7 @@ impl Metrics {
             Box::new(m.propagation_objects.clone()),
             Box::new(m.propagation_writes.clone()),
             Box::new(m.propagation_duration.clone()),
+            Box::new(m.leader.clone()),
         ] {
             m.registry.register(c).expect("unique metric");
         }

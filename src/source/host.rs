@@ -28,6 +28,7 @@ use super::member::{self, MemberWatchers, WatchNotice};
 use super::normalize;
 use super::watch::{self, Change, Notice};
 use crate::crd::{Domain, IngressDNSRecord, KubeFedCluster, KubeFedClusterSpec};
+use crate::lease::Leadership;
 use crate::model::{
     FederationKind, FederationObject, FederationObjectId, MemberKind, MemberSpec, ObjectKey,
     SourceEvent,
@@ -74,6 +75,8 @@ pub struct HostSettings {
     /// Where the connected members (client, labels, readiness) are published for the
     /// propagation controllers.
     pub members: Option<MemberPublisher>,
+    /// KubeFedCluster conditions are written only while this replica leads.
+    pub leadership: Leadership,
 }
 
 /// A member listed in the configuration.
@@ -537,6 +540,7 @@ fn connect(
         events.clone(),
         status_api,
         settings.members.clone(),
+        settings.leadership.clone(),
     ));
     Running {
         fingerprint,
@@ -669,8 +673,8 @@ async fn sync_gate(
     }
 }
 
-/// Probes a member until aborted; flips readiness after consecutive failures or successes and
-/// writes the KubeFedCluster's conditions.
+/// Probes a member until aborted; flips readiness after consecutive failures or successes and,
+/// while this replica leads, writes the KubeFedCluster's conditions.
 async fn probe_loop(
     name: String,
     client: Client,
@@ -678,8 +682,12 @@ async fn probe_loop(
     events: mpsc::Sender<SourceEvent>,
     status_api: Option<Api<KubeFedCluster>>,
     members: Option<MemberPublisher>,
+    mut leadership: Leadership,
 ) {
     let mut state = ProbeState::new(settings);
+    // The readiness written and the term it was written in: after a leadership gap another
+    // replica may have written something else, so a new term writes again.
+    let mut written: Option<(u64, bool)> = None;
     loop {
         let ok = matches!(
             tokio::time::timeout(settings.timeout, probe_once(&client)).await,
@@ -699,11 +707,29 @@ async fn probe_loop(
             {
                 return;
             }
-            if let Some(api) = &status_api {
-                write_cluster_status(api, &name, ready).await;
+        }
+        if let (Some(api), Some(ready), Some(term)) = (&status_api, state.ready, leadership.term())
+            && written != Some((term, ready))
+        {
+            let write = write_cluster_status(api, &name, ready);
+            tokio::select! {
+                done = write => if done {
+                    written = Some((term, ready));
+                },
+                _ = leadership.lost() => {
+                    tracing::debug!(cluster = %name, "KubeFedCluster status write abandoned: no longer the leader");
+                }
             }
         }
-        tokio::time::sleep(settings.period).await;
+        if leadership.is_leader() {
+            tokio::time::sleep(settings.period).await;
+        } else {
+            // A new leader writes what it knows at once instead of after a period.
+            tokio::select! {
+                _ = tokio::time::sleep(settings.period) => {}
+                _ = leadership.acquired() => {}
+            }
+        }
     }
 }
 
@@ -764,7 +790,8 @@ impl ProbeState {
     }
 }
 
-async fn write_cluster_status(api: &Api<KubeFedCluster>, name: &str, ready: bool) {
+/// Writes the `Ready` (and `Offline`) conditions, with retries; false when they were not written.
+async fn write_cluster_status(api: &Api<KubeFedCluster>, name: &str, ready: bool) -> bool {
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let (status, reason, message) = if ready {
         ("True", "ClusterReady", "/readyz responded with ok")
@@ -787,7 +814,7 @@ async fn write_cluster_status(api: &Api<KubeFedCluster>, name: &str, ready: bool
             .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
-            Ok(_) => return,
+            Ok(_) => return true,
             Err(e) => {
                 tracing::debug!(cluster = name, error = %e, attempt, "KubeFedCluster status write failed; retrying");
                 tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
@@ -798,6 +825,7 @@ async fn write_cluster_status(api: &Api<KubeFedCluster>, name: &str, ready: bool
         cluster = name,
         "KubeFedCluster status not written after retries"
     );
+    false
 }
 
 #[cfg(test)]

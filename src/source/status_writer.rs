@@ -1,6 +1,10 @@
 //! The one writer to the host cluster: ServiceDNSRecord / IngressDNSRecord status and their
 //! DNSEndpoints (`service-<name>`, `ingress-<name>`, labelled as managed by fedns), written only when
 //! their content changed, retried with backoff on failure. Nothing is ever written to members.
+//!
+//! With several replicas only the lease holder writes ([`Leadership`]): a write batch is abandoned
+//! the moment leadership is lost, and a new term starts from nothing known, rewriting every record
+//! (another replica may have written in between, so what this one remembers is not the truth).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -16,6 +20,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
 use crate::crd::{DNSEndpoint, IngressDNSRecord, KubeFedCluster, ServiceDNSRecord};
 use crate::engine::{Engine, Owner};
+use crate::lease::Leadership;
 use crate::model::ObjectKey;
 use crate::shutdown::Shutdown;
 use crate::status::{RecordOutputs, fingerprint};
@@ -30,13 +35,15 @@ const TICK: Duration = Duration::from_millis(100);
 const CHUNK: usize = 200;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// Writes record outputs, and members' topology into their KubeFedCluster status, until shut
-/// down. `namespace` is the control-plane namespace.
-pub async fn run(host: Client, namespace: String, engine: Arc<Mutex<Engine>>, shutdown: Shutdown) {
-    // What was last written per record, as a fingerprint (and its Ready reason, for Events).
-    let mut written: HashMap<Owner, (u64, (String, String))> = HashMap::new();
-    let mut pending: Vec<Owner> = Vec::new();
-    let mut topologies: HashMap<String, (Vec<String>, Option<String>)> = HashMap::new();
+/// Writes record outputs, and members' topology into their KubeFedCluster status, while this
+/// replica leads, until shut down. `namespace` is the control-plane namespace.
+pub async fn run(
+    host: Client,
+    namespace: String,
+    engine: Arc<Mutex<Engine>>,
+    mut leadership: Leadership,
+    shutdown: Shutdown,
+) {
     let clusters = Api::<KubeFedCluster>::namespaced(host.clone(), &namespace);
     let recorder = Recorder::new(
         host.clone(),
@@ -45,12 +52,73 @@ pub async fn run(host: Client, namespace: String, engine: Arc<Mutex<Engine>>, sh
             instance: std::env::var("POD_NAME").ok(),
         },
     );
-    let mut retry: BTreeMap<Owner, (Instant, u32)> = BTreeMap::new();
+    let mut writer = Writer::default();
+    // The term `writer` belongs to; `None` before the first.
+    let mut term: Option<u64> = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(TICK) => {}
             _ = shutdown.wait() => return,
         }
+        let Some(current) = leadership.term() else {
+            // A follower writes nothing; the engine's dirty set stays bounded by the records.
+            tokio::select! {
+                _ = leadership.acquired() => {}
+                _ = shutdown.wait() => return,
+            }
+            continue;
+        };
+        if term != Some(current) {
+            tracing::info!(
+                term = current,
+                "leading: writing every record's status again"
+            );
+            writer = Writer {
+                rewrite_all: true,
+                ..Writer::default()
+            };
+            term = Some(current);
+        }
+        tokio::select! {
+            keep = writer.write_batch(&host, &clusters, &recorder, &engine) => if !keep {
+                return;
+            },
+            // Lost mid-batch: stop at once; the next term starts afresh anyway.
+            _ = leadership.lost() => {
+                tracing::info!("no longer the leader: status writes stopped");
+            }
+        }
+    }
+}
+
+/// What the writer knows about what it wrote, within one term.
+#[derive(Debug, Default)]
+struct Writer {
+    /// What was last written per record, as a fingerprint (and its Ready reason, for Events).
+    written: HashMap<Owner, (u64, (String, String))>,
+    pending: Vec<Owner>,
+    topologies: HashMap<String, (Vec<String>, Option<String>)>,
+    retry: BTreeMap<Owner, (Instant, u32)>,
+    /// Every record is due once the view is complete (the start of a term).
+    rewrite_all: bool,
+}
+
+impl Writer {
+    /// One batch: at most [`CHUNK`] records, and members' topology. False when the engine is gone.
+    async fn write_batch(
+        &mut self,
+        host: &Client,
+        clusters: &Api<KubeFedCluster>,
+        recorder: &Recorder,
+        engine: &Mutex<Engine>,
+    ) -> bool {
+        let Self {
+            written,
+            pending,
+            topologies,
+            retry,
+            rewrite_all,
+        } = self;
         let now = Instant::now();
         let stamp = Time(k8s_openapi::jiff::Timestamp::now());
         let due: Vec<Owner> = retry
@@ -60,12 +128,17 @@ pub async fn run(host: Client, namespace: String, engine: Arc<Mutex<Engine>>, sh
             .collect();
         // Nothing is written from a partial view: wait for the first full listing.
         let (work, topology): (Vec<(Owner, Option<RecordOutputs>)>, _) = {
-            let Ok(mut e) = engine.lock() else { return };
+            let Ok(mut e) = engine.lock() else {
+                return false;
+            };
             if !e.store().is_synced() {
-                continue;
+                return true;
             }
             let topology = e.node_topologies();
             pending.extend(e.take_status_dirty());
+            if std::mem::take(rewrite_all) {
+                pending.extend(e.record_owners());
+            }
             pending.extend(due);
             pending.sort();
             pending.dedup();
@@ -112,8 +185,8 @@ pub async fn run(host: Client, namespace: String, engine: Arc<Mutex<Engine>>, sh
                     retry.remove(&owner);
                     continue;
                 }
-                (Some(out), _) => write(&host, &owner, out).await,
-                (None, _) if written.contains_key(&owner) => remove(&host, &owner).await,
+                (Some(out), _) => write(host, &owner, out).await,
+                (None, _) if written.contains_key(&owner) => remove(host, &owner).await,
                 (None, _) => {
                     retry.remove(&owner);
                     continue;
@@ -126,7 +199,7 @@ pub async fn run(host: Client, namespace: String, engine: Arc<Mutex<Engine>>, sh
                         (Some(out), Some(print)) => {
                             let before = written.get(&owner).map(|w| &w.1);
                             if before != Some(&print.1) {
-                                event(&recorder, &owner, &out).await;
+                                event(recorder, &owner, &out).await;
                             }
                             written.insert(owner, print);
                         }
@@ -144,6 +217,7 @@ pub async fn run(host: Client, namespace: String, engine: Arc<Mutex<Engine>>, sh
                 }
             }
         }
+        true
     }
 }
 
