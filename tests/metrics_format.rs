@@ -176,12 +176,14 @@ async fn kubernetes_metrics_after_a_member_outage() -> String {
         },
     )
     .await;
+    // Ready: every kind of east has been listed once (the node included).
     let synced = eventually(Duration::from_secs(10), async || {
-        server
-            .admin_get("/metrics")
-            .await
-            .1
-            .contains("fedns_member_last_sync_timestamp_seconds{cluster=\"east\"}")
+        server.admin_get("/ready").await.0 == 200
+            && server
+                .admin_get("/metrics")
+                .await
+                .1
+                .contains("fedns_member_last_sync_timestamp_seconds{cluster=\"east\"}")
     })
     .await;
     assert!(synced.is_some(), "{}", server.admin_get("/metrics").await.1);
