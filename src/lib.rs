@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod corefile;
 pub mod crd;
 pub mod engine;
 pub mod explain;

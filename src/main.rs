@@ -12,6 +12,7 @@ use hickory_proto::rr::{Name, RecordType};
 
 use fedns::config::{LogFormat, ServeArgs};
 use fedns::engine::Engine;
+use fedns::model::{DomainSpec, FederationObject, SourceEvent};
 
 /// Cross-cluster DNS service discovery for federated Kubernetes.
 #[derive(Debug, Parser)]
@@ -48,6 +49,33 @@ enum Command {
         #[arg(long)]
         out_dir: Option<PathBuf>,
     },
+    /// Print the CoreDNS server blocks (or the kube-dns stubDomains ConfigMap) that forward the
+    /// federation zones of the Domains to fedns. Reads Domains from --source, else from the host
+    /// cluster (--kubeconfig/--context/--namespace, KUBECONFIG, in-cluster).
+    Corefile {
+        /// The fedns DNS Service address to forward to, ip:port (e.g. 10.96.0.53:53).
+        #[arg(long)]
+        fedns: SocketAddr,
+        /// corefile (CoreDNS server blocks) or stubdomains (kube-dns ConfigMap).
+        #[arg(long, value_enum, default_value_t)]
+        format: fedns::corefile::Format,
+        /// Source directory to read Domains from, instead of a cluster.
+        #[arg(long, conflicts_with_all = ["kubeconfig", "context"])]
+        source: Option<PathBuf>,
+        /// Kubeconfig of the host cluster [default: KUBECONFIG, else in-cluster].
+        #[arg(long, env = "FEDNS_KUBECONFIG")]
+        kubeconfig: Option<PathBuf>,
+        /// Context of the host cluster in the kubeconfig [default: its current context].
+        #[arg(long, env = "FEDNS_CONTEXT")]
+        context: Option<String>,
+        /// Control-plane namespace holding the Domains.
+        #[arg(
+            long,
+            env = "FEDNS_NAMESPACE",
+            default_value = "kube-federation-system"
+        )]
+        namespace: String,
+    },
     /// Send one DNS query and print the answer (a small dig).
     Query {
         name: String,
@@ -79,6 +107,21 @@ fn main() -> anyhow::Result<()> {
             tcp,
         } => query(&name, &qtype, server, tcp),
         Command::Crds { out_dir } => crds(out_dir),
+        Command::Corefile {
+            fedns,
+            format,
+            source,
+            kubeconfig,
+            context,
+            namespace,
+        } => {
+            let domains = match source {
+                Some(dir) => domains_from_directory(&dir)?,
+                None => domains_from_cluster(kubeconfig, context, &namespace)?,
+            };
+            print!("{}", fedns::corefile::render(&domains, fedns, format)?);
+            Ok(())
+        }
     }
 }
 
@@ -159,6 +202,68 @@ fn crds(out_dir: Option<PathBuf>) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The Domains of a source directory (files that fail to load are warned about and skipped).
+fn domains_from_directory(dir: &std::path::Path) -> anyhow::Result<Vec<DomainSpec>> {
+    let snapshot = fedns::source::dir::load(dir)?;
+    for e in snapshot.errors() {
+        eprintln!("warning: {e}");
+    }
+    let mut domains = Vec::new();
+    for event in snapshot.initial_events() {
+        if let SourceEvent::ResetFederation(objects) = event {
+            domains.extend(objects.into_iter().filter_map(|o| match o {
+                FederationObject::Domain(d) => Some(d),
+                _ => None,
+            }));
+        }
+    }
+    Ok(domains)
+}
+
+/// The Domains in `namespace` of the host cluster (invalid ones are warned about and skipped).
+fn domains_from_cluster(
+    kubeconfig: Option<PathBuf>,
+    context: Option<String>,
+    namespace: &str,
+) -> anyhow::Result<Vec<DomainSpec>> {
+    use kube::api::{Api, ListParams};
+    use kube::config::{KubeConfigOptions, Kubeconfig};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let options = KubeConfigOptions {
+            context,
+            ..Default::default()
+        };
+        let config = match (&kubeconfig, &options.context) {
+            (Some(path), _) => {
+                let file = Kubeconfig::read_from(path)
+                    .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+                kube::Config::from_custom_kubeconfig(file, &options).await?
+            }
+            (None, Some(_)) => kube::Config::from_kubeconfig(&options).await?,
+            (None, None) => kube::Config::infer().await?,
+        };
+        let client = kube::Client::try_from(config)?;
+        let api: Api<fedns::crd::Domain> = Api::namespaced(client, namespace);
+        let list = api
+            .list(&ListParams::default())
+            .await
+            .with_context(|| format!("cannot list Domains in namespace {namespace}"))?;
+        let mut domains = Vec::new();
+        for d in list.items {
+            match fedns::source::normalize::domain(d) {
+                Ok(FederationObject::Domain(d)) => domains.push(d),
+                Ok(_) => {}
+                Err(e) => eprintln!("warning: {e}"),
+            }
+        }
+        Ok(domains)
+    })
 }
 
 fn explain(
