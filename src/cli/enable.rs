@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::join::DEFAULT_NAMESPACE;
 use super::kubeconfig::KubeconfigFile;
-use super::{Error, Manifest, Output, apply, render_objects};
+use super::{Error, Manifest, Output, apply, ensure_namespace, render_objects};
 use crate::propagation::types::{
     ApiResourceRef, default_type, federated_crd, federated_type_of, type_config,
 };
@@ -223,6 +223,7 @@ pub async fn run(args: EnableArgs) -> Result<(), Error> {
         return Ok(());
     }
     let client = kubeconfig()?.client(args.context.as_deref()).await?;
+    ensure_namespace(&client, &args.namespace, "host").await?;
     for manifest in &manifests {
         apply(&client, manifest, "host").await?;
         eprintln!("host: applied {}", manifest.describe());

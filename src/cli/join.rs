@@ -17,11 +17,12 @@ use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::PostParams;
 use kube::{Api, Client};
 
 use super::kubeconfig::{ContextInfo, KubeconfigFile};
-use super::{Error, Manifest, Output, api_code, apply, parse_duration, render_objects};
+use super::{
+    Error, Manifest, Output, api_code, apply, ensure_namespace, parse_duration, render_objects,
+};
 use crate::crd::{KubeFedCluster, KubeFedClusterSpec, LocalSecretReference};
 
 /// The default control-plane namespace.
@@ -452,33 +453,6 @@ pub async fn run(args: JoinArgs) -> Result<(), Error> {
         plan.cluster, member_ctx.server, plan.namespace
     );
     Ok(())
-}
-
-/// Creates a namespace unless it exists (never updates one).
-async fn ensure_namespace(client: &Client, name: &str, cluster: &str) -> Result<(), Error> {
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let what = || format!("creating namespace {name} in the {cluster}");
-    match namespaces.get_opt(name).await {
-        Ok(Some(_)) => Ok(()),
-        Ok(None) => {
-            let ns = Namespace {
-                metadata: ObjectMeta {
-                    name: Some(name.to_string()),
-                    ..Default::default()
-                },
-                ..Default::default()
-            };
-            match namespaces.create(&PostParams::default(), &ns).await {
-                Ok(_) => {
-                    eprintln!("{cluster}: created Namespace {name}");
-                    Ok(())
-                }
-                Err(e) if api_code(&e) == Some(409) => Ok(()),
-                Err(e) => Err(Error::kube(what(), &e)),
-            }
-        }
-        Err(e) => Err(Error::kube(what(), &e)),
-    }
 }
 
 /// Waits until the member's token controller has filled the token Secret; returns the token

@@ -14,7 +14,9 @@ pub mod unjoin;
 
 use std::time::Duration;
 
-use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::discovery::ApiResource;
 use kube::{Api, Client};
 use serde::Serialize;
@@ -206,6 +208,14 @@ pub async fn apply(client: &Client, manifest: &Manifest, cluster: &str) -> Resul
         .map_err(|e| {
             let what = format!("applying {} in cluster '{cluster}'", manifest.describe());
             match api_code(&e) {
+                Some(404) if e.to_string().contains("namespaces \"") => Error::Kube {
+                    what,
+                    message: e.to_string(),
+                    hint: format!(
+                        "; create the namespace first: kubectl create namespace {}",
+                        manifest.namespace().unwrap_or_default()
+                    ),
+                },
                 Some(404) => Error::NotServed {
                     what,
                     api_version: manifest.resource.api_version.clone(),
@@ -213,6 +223,33 @@ pub async fn apply(client: &Client, manifest: &Manifest, cluster: &str) -> Resul
                 _ => Error::kube(what, &e),
             }
         })
+}
+
+/// Creates a namespace unless it exists (never updates one).
+pub async fn ensure_namespace(client: &Client, name: &str, cluster: &str) -> Result<(), Error> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let what = || format!("creating namespace {name} in the {cluster}");
+    match namespaces.get_opt(name).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => {
+            let ns = Namespace {
+                metadata: ObjectMeta {
+                    name: Some(name.to_string()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            match namespaces.create(&PostParams::default(), &ns).await {
+                Ok(_) => {
+                    eprintln!("{cluster}: created Namespace {name}");
+                    Ok(())
+                }
+                Err(e) if api_code(&e) == Some(409) => Ok(()),
+                Err(e) => Err(Error::kube(what(), &e)),
+            }
+        }
+        Err(e) => Err(Error::kube(what(), &e)),
+    }
 }
 
 /// Deletes one object; `Ok(false)` when it was not there.
