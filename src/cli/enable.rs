@@ -228,15 +228,20 @@ pub async fn run(args: EnableArgs) -> Result<(), Error> {
         apply(&client, manifest, "host").await?;
         eprintln!("host: applied {}", manifest.describe());
     }
-    if let Some(output) = args.output {
-        let objects: Vec<Value> = manifests.into_iter().map(|m| m.object).collect();
-        print!("{}", render_objects(&objects, output));
-    }
-    println!(
+    let summary = format!(
         "enabled {}: Federated{} objects in the host are now propagated",
         target.config_name(),
         target.kind
     );
+    match args.output {
+        // Stdout stays a clean YAML stream / JSON list.
+        Some(output) => {
+            let objects: Vec<Value> = manifests.into_iter().map(|m| m.object).collect();
+            print!("{}", render_objects(&objects, output));
+            eprintln!("{summary}");
+        }
+        None => println!("{summary}"),
+    }
     Ok(())
 }
 
