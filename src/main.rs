@@ -5,7 +5,7 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{Name, RecordType};
@@ -76,6 +76,20 @@ enum Command {
         )]
         namespace: String,
     },
+    /// Join a member cluster to the federation (like `kubefedctl join`): a ServiceAccount, RBAC
+    /// and token Secret in the member; the token Secret and the KubeFedCluster in the host.
+    Join(fedns::cli::join::JoinArgs),
+    /// Remove a member cluster: its KubeFedCluster and Secret in the host, the ServiceAccount,
+    /// RBAC and token Secret in the member. Propagated objects stay unless
+    /// --remove-managed-objects.
+    Unjoin(fedns::cli::unjoin::UnjoinArgs),
+    /// Enable federation of a type: print (--dry-run) or apply its FederatedTypeConfig and
+    /// Federated CRD.
+    Enable(fedns::cli::enable::EnableArgs),
+    /// Print (or --apply) the Federated<Kind> of an existing object of the host or a file.
+    Federate(fedns::cli::federate::FederateArgs),
+    /// The federation at a glance: from a running fedns (--admin) or the host cluster.
+    Status(fedns::cli::status::StatusArgs),
     /// Send one DNS query and print the answer (a small dig).
     Query {
         name: String,
@@ -122,7 +136,24 @@ fn main() -> anyhow::Result<()> {
             print!("{}", fedns::corefile::render(&domains, fedns, format)?);
             Ok(())
         }
+        Command::Join(args) => run_cli(fedns::cli::join::run(args)),
+        Command::Unjoin(args) => run_cli(fedns::cli::unjoin::run(args)),
+        Command::Enable(args) => run_cli(fedns::cli::enable::run(args)),
+        Command::Federate(args) => run_cli(fedns::cli::federate::run(args)),
+        Command::Status(args) => run_cli(fedns::cli::status::run(args)),
     }
+}
+
+/// Runs one management subcommand on a single-threaded runtime (one request at a time).
+fn run_cli(
+    command: impl std::future::Future<Output = Result<(), fedns::cli::Error>>,
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(command)?;
+    Ok(())
 }
 
 fn init_logging(format: LogFormat) {
@@ -294,10 +325,10 @@ fn explain(
         return Ok(());
     }
     let admin = admin.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9053)));
-    let body =
-        http_get(admin, &format!("/explain?name={}", url_encode(name))).with_context(|| {
-            format!("cannot reach fedns admin at {admin} (pass --admin or --source)")
-        })?;
+    let body = fedns::cli::status::admin_get(admin, &format!("/explain?name={}", url_encode(name)))
+        .context(
+            "pass --admin <address> of a running fedns, or --source <dir> to compute locally",
+        )?;
     print!("{body}");
     Ok(())
 }
@@ -309,22 +340,6 @@ fn url_encode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-/// A minimal HTTP/1.0 GET for the admin endpoints (no client library needed).
-fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .context("malformed HTTP response")?;
-    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
-        bail!("{}: {}", head.lines().next().unwrap_or(""), body.trim());
-    }
-    Ok(body.to_owned())
 }
 
 fn query(name: &str, qtype: &str, server: SocketAddr, tcp: bool) -> anyhow::Result<()> {

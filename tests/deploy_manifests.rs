@@ -1020,7 +1020,7 @@ const HOST_NEEDS: &[(bool, &str, &str, &[&str])] = &[
         "dnsendpoints",
         &["get", "create", "patch", "delete"],
     ),
-    (false, "", "events", &["create", "patch"]),
+    (false, "events.k8s.io", "events", &["create", "patch"]),
     (false, "", "namespaces", &["get", "list", "watch"]),
     (
         false,
@@ -1094,7 +1094,7 @@ const HOST_NEEDS: &[(bool, &str, &str, &[&str])] = &[
 /// What the host may write at all; anything else written is a least-privilege violation.
 const HOST_MAY_WRITE: &[(&str, &str)] = &[
     ("multiclusterdns.kubefed.io", "dnsendpoints"),
-    ("", "events"),
+    ("events.k8s.io", "events"),
     ("coordination.k8s.io", "leases"),
     ("types.kubefed.io", "*"),
 ];
