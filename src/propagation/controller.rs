@@ -863,8 +863,16 @@ impl TypeContext {
                     Ok(o) => o,
                     Err(e) => return self.render_failed(fed, cluster, e).await,
                 };
-                let created =
+                let mut created =
                     tokio::time::timeout(timeout, api.create(&PostParams::default(), &obj)).await;
+                if matches!(&created, Ok(Err(kube::Error::Api(e))) if e.code == 404)
+                    && self.namespace_appears(cluster, &key.0).await
+                {
+                    // The namespace was being propagated beside it; now it is there.
+                    created =
+                        tokio::time::timeout(timeout, api.create(&PostParams::default(), &obj))
+                            .await;
+                }
                 match created {
                     Err(_) => return outcome(ClusterState::CreationTimedOut, None),
                     Ok(Ok(obj)) => {
@@ -1071,6 +1079,29 @@ impl TypeContext {
         }
     }
 
+    /// Waits briefly for `namespace` to exist in `cluster` (it is usually being created by the
+    /// FederatedNamespace's sync at the same moment), so its objects need not wait a backoff.
+    async fn namespace_appears(&self, cluster: &str, namespace: &str) -> bool {
+        if namespace.is_empty() {
+            return false;
+        }
+        let client = {
+            let caches = self.caches.lock().unwrap_or_else(|p| p.into_inner());
+            match caches.get(cluster) {
+                Some(c) => c.client.clone(),
+                None => return false,
+            }
+        };
+        let api = Api::<Namespace>::all(client);
+        for _ in 0..20 {
+            if let Ok(Some(_)) = api.get_opt(namespace).await {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+
     /// Whether a member is the host cluster itself (same `kube-system` namespace uid).
     async fn is_host_member(&self, cluster: &str) -> bool {
         if let Some(known) = self
@@ -1146,6 +1177,34 @@ impl TypeContext {
                         outcome: Some(outcome(ClusterState::ClusterNotReady, None)),
                         cluster,
                         blocks: !orphan,
+                    };
+                }
+                // The cache holds only managed objects; a cluster listed in the status may hold
+                // one fedns never managed (refused adoption): read it, and leave it alone.
+                let live = match live {
+                    Some(live) => Some(live),
+                    None => match ctx.member_api(&cluster, key) {
+                        Some(api) => match api.get_opt(&key.1).await {
+                            Ok(found) => found.and_then(|o| serde_json::to_value(o).ok()),
+                            Err(_) => {
+                                return Step {
+                                    outcome: Some(outcome(ClusterState::DeletionFailed, None)),
+                                    cluster,
+                                    blocks: true,
+                                };
+                            }
+                        },
+                        None => None,
+                    },
+                };
+                if live
+                    .as_ref()
+                    .is_none_or(|l| render::managed_label(l) != Some("true"))
+                {
+                    return Step {
+                        outcome: None,
+                        cluster,
+                        blocks: false,
                     };
                 }
                 if orphan {

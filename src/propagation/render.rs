@@ -108,10 +108,12 @@ pub fn render_for_cluster(
     cluster: &str,
     live: Option<&Value>,
 ) -> Result<Value, RenderError> {
-    let Value::Object(template) = fed.template else {
-        return Err(RenderError::TemplateNotObject);
+    // An absent template is an empty object (a FederatedNamespace usually has none).
+    let mut obj = match fed.template {
+        Value::Object(template) => Value::Object(template.clone()),
+        Value::Null => json!({}),
+        _ => return Err(RenderError::TemplateNotObject),
     };
-    let mut obj = Value::Object(template.clone());
     obj["apiVersion"] = json!(fed.target.api_version());
     obj["kind"] = json!(fed.target.kind);
     let meta = object_at(&mut obj, "metadata");
@@ -587,6 +589,16 @@ mod tests {
             validate_overrides(&[ov("a", &[("move", "/spec/x", json!(1))])]),
             Err(OverridesError::UnknownOp { .. })
         ));
+    }
+
+    #[test]
+    fn an_absent_template_renders_a_bare_object() {
+        let mut f = Fixture::deployment();
+        f.target = default_type("namespaces").unwrap();
+        f.template = Value::Null;
+        let obj = f.render("a", None).unwrap();
+        assert_eq!(obj["kind"], "Namespace");
+        assert_eq!(obj["metadata"]["name"], "web");
     }
 
     #[test]

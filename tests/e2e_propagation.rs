@@ -1,0 +1,561 @@
+//! The propagation controller end to end: 1 host + 3 members (`c1`, `c2` labeled `region: us`,
+//! `c3` labeled `region: eu`) on the harness, or the real clusters of `FEDNS_E2E_KUBECONFIGS`
+//! (host first; failure injection skipped there). fedns runs in-process on 127.0.0.1:0.
+
+mod common;
+mod harness;
+
+use std::time::Duration;
+
+use common::{Server, apply, ask, eventually, namespace, summary};
+use fedns::propagation::types::{MANAGED_LABEL, default_type, type_config};
+use harness::Clusters;
+use hickory_proto::rr::RecordType;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Api;
+use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::discovery::ApiResource;
+use serde_json::{Value, json};
+
+const NS: &str = "kube-federation-system";
+const LIMIT: Duration = Duration::from_secs(15);
+
+/// A federation with the deployments, configmaps, services and namespaces types enabled, the
+/// `test` namespace federated to every member, and fedns running against it.
+struct Federation {
+    clusters: Clusters,
+    host: kube::Client,
+    members: Vec<kube::Client>,
+    server: Server,
+    _config: tempfile::NamedTempFile,
+}
+
+const MEMBERS: [(&str, &str); 3] = [("c1", "us"), ("c2", "us"), ("c3", "eu")];
+
+impl Federation {
+    async fn start() -> Option<Federation> {
+        let names: Vec<&str> = MEMBERS.iter().map(|(n, _)| *n).collect();
+        let clusters = Clusters::start_named("host", &names).await?;
+        let host = clusters.host.client().await;
+        let crds: Api<CustomResourceDefinition> = Api::all(host.clone());
+        for crd in fedns::crd::all() {
+            let name = crd.metadata.name.clone().unwrap();
+            crds.patch(
+                &name,
+                &PatchParams::apply("e2e").force(),
+                &Patch::Apply(&crd),
+            )
+            .await
+            .unwrap();
+        }
+        for ns in [NS, "test"] {
+            namespace(&host, ns).await;
+        }
+        for t in ["deployments", "configmaps", "services", "namespaces"] {
+            let ftc = type_config(&default_type(t).unwrap(), NS);
+            let mut v = serde_json::to_value(&ftc).unwrap();
+            v["apiVersion"] = json!("core.kubefed.io/v1beta1");
+            v["kind"] = json!("FederatedTypeConfig");
+            apply(&host, v).await;
+        }
+        apply(
+            &host,
+            json!({
+                "apiVersion": "types.kubefed.io/v1beta1", "kind": "FederatedNamespace",
+                "metadata": {"name": "test", "namespace": "test"},
+                "spec": {"placement": {"clusterSelector": {}}},
+            }),
+        )
+        .await;
+        let mut members = Vec::new();
+        let mut static_members = Vec::new();
+        for (i, (name, region)) in MEMBERS.iter().enumerate() {
+            let cluster = &clusters.members[i];
+            members.push(cluster.client().await);
+            match cluster.as_fake() {
+                Some(fake) => {
+                    apply(
+                        &host,
+                        json!({
+                            "apiVersion": "v1", "kind": "Secret",
+                            "metadata": {"name": format!("{name}-token"), "namespace": NS},
+                            "stringData": {"token": fake.token()},
+                        }),
+                    )
+                    .await;
+                    apply(
+                        &host,
+                        json!({
+                            "apiVersion": "core.kubefed.io/v1beta1", "kind": "KubeFedCluster",
+                            "metadata": {"name": name, "namespace": NS, "labels": {"region": region}},
+                            "spec": {"apiEndpoint": fake.url(), "secretRef": {"name": format!("{name}-token")}},
+                        }),
+                    )
+                    .await;
+                }
+                None => static_members.push(format!(
+                    "- {{name: {name}, context: {ctx}, kubeconfig: {path}, labels: {{region: {region}}}}}",
+                    ctx = cluster.context(),
+                    path = cluster.kubeconfig_path().display(),
+                )),
+            }
+        }
+        let config = tempfile::NamedTempFile::new().unwrap();
+        if !static_members.is_empty() {
+            std::fs::write(
+                config.path(),
+                format!("members:\n{}\n", static_members.join("\n")),
+            )
+            .unwrap();
+        }
+        let kubeconfig = clusters.host.kubeconfig_path().to_owned();
+        let context = clusters.host.context().to_owned();
+        let config_path = config.path().to_owned();
+        let server = Server::start_configured(
+            |_, _| {},
+            |args| {
+                args.source = None;
+                args.config = Some(config_path);
+                args.kubeconfig = Some(kubeconfig);
+                args.context = Some(context);
+                args.probe_period = Some(Duration::from_millis(200));
+                args.probe_timeout = Some(Duration::from_millis(300));
+                args.probe_failure_threshold = Some(2);
+                args.sync_timeout = Some(Duration::from_secs(10));
+                args.leader_elect = Some(false);
+            },
+        )
+        .await;
+        let fed = Federation {
+            clusters,
+            host,
+            members,
+            server,
+            _config: config,
+        };
+        for (name, _) in MEMBERS {
+            fed.wait_metric(&format!("fedns_member_ready{{cluster=\"{name}\"}} 1"))
+                .await;
+        }
+        Some(fed)
+    }
+
+    async fn wait_metric(&self, line: &str) {
+        let found = eventually(LIMIT, async || {
+            self.server.admin_get("/metrics").await.1.contains(line)
+        })
+        .await;
+        assert!(found.is_some(), "metric never showed {line:?}");
+    }
+
+    fn member(&self, name: &str) -> &kube::Client {
+        let i = MEMBERS.iter().position(|(n, _)| *n == name).unwrap();
+        &self.members[i]
+    }
+}
+
+fn resource(api_version: &str, kind: &str, plural: &str) -> ApiResource {
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    ApiResource {
+        group: group.into(),
+        version: version.into(),
+        api_version: api_version.into(),
+        kind: kind.into(),
+        plural: plural.into(),
+    }
+}
+
+fn deployments() -> ApiResource {
+    resource("apps/v1", "Deployment", "deployments")
+}
+
+fn configmaps() -> ApiResource {
+    resource("v1", "ConfigMap", "configmaps")
+}
+
+fn federated(kind: &str) -> ApiResource {
+    resource(
+        "types.kubefed.io/v1beta1",
+        &format!("Federated{kind}"),
+        &format!("federated{}s", kind.to_lowercase()),
+    )
+}
+
+async fn get(client: &kube::Client, ar: &ApiResource, name: &str) -> Option<Value> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), "test", ar);
+    api.get_opt(name)
+        .await
+        .unwrap()
+        .map(|o| serde_json::to_value(o).unwrap())
+}
+
+/// Polls `client` until the object satisfies `ok` (`None`: absent); returns it.
+async fn until(
+    client: &kube::Client,
+    ar: &ApiResource,
+    name: &str,
+    what: &str,
+    ok: impl Fn(Option<&Value>) -> bool,
+) -> Option<Value> {
+    let mut last = None;
+    let found = eventually(LIMIT, async || {
+        last = get(client, ar, name).await;
+        ok(last.as_ref())
+    })
+    .await;
+    assert!(found.is_some(), "{what}: last seen {last:#?}");
+    last
+}
+
+fn managed(o: Option<&Value>) -> bool {
+    o.is_some_and(|o| o["metadata"]["labels"][MANAGED_LABEL] == "true")
+}
+
+async fn patch(client: &kube::Client, ar: &ApiResource, name: &str, body: Value) {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), "test", ar);
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&body))
+        .await
+        .unwrap();
+}
+
+async fn delete(client: &kube::Client, ar: &ApiResource, name: &str) {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), "test", ar);
+    api.delete(name, &DeleteParams::default()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn federated_deployment_follows_placement_overrides_and_reverts_member_edits() {
+    let Some(fed) = Federation::start().await else {
+        return;
+    };
+    apply(
+        &fed.host,
+        json!({
+            "apiVersion": "types.kubefed.io/v1beta1", "kind": "FederatedDeployment",
+            "metadata": {"name": "web", "namespace": "test"},
+            "spec": {
+                "template": {
+                    "metadata": {"labels": {"app": "web"}},
+                    "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                             "template": {"metadata": {"labels": {"app": "web"}},
+                                          "spec": {"containers": [{"name": "web", "image": "nginx:1"}]}}}
+                },
+                "placement": {"clusterSelector": {"matchLabels": {"region": "us"}}},
+                "overrides": [{"clusterName": "c2", "clusterOverrides": [
+                    {"path": "/spec/replicas", "value": 5},
+                    {"op": "add", "path": "/metadata/annotations", "value": {"team": "blue"}},
+                    {"path": "/spec/template/spec/containers/0/image", "value": "nginx:2"}
+                ]}]
+            }
+        }),
+    )
+    .await;
+
+    // Lands in the selected members with the right fields; not in c3.
+    let c1 = until(
+        fed.member("c1"),
+        &deployments(),
+        "web",
+        "web in c1",
+        managed,
+    )
+    .await
+    .unwrap();
+    assert_eq!(c1["spec"]["replicas"], 2);
+    assert_eq!(
+        c1["spec"]["template"]["spec"]["containers"][0]["image"],
+        "nginx:1"
+    );
+    let c2 = until(
+        fed.member("c2"),
+        &deployments(),
+        "web",
+        "web in c2",
+        managed,
+    )
+    .await
+    .unwrap();
+    assert_eq!(c2["spec"]["replicas"], 5);
+    assert_eq!(c2["metadata"]["annotations"]["team"], "blue");
+    assert_eq!(
+        c2["spec"]["template"]["spec"]["containers"][0]["image"],
+        "nginx:2"
+    );
+    assert!(get(fed.member("c3"), &deployments(), "web").await.is_none());
+    let status = until(
+        &fed.host,
+        &federated("Deployment"),
+        "web",
+        "Propagation True",
+        |o| o.is_some_and(|o| o["status"]["conditions"][0]["status"] == "True"),
+    )
+    .await
+    .unwrap();
+    let placed: Vec<&str> = status["status"]["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(placed, ["c1", "c2"]);
+    assert_eq!(
+        status["metadata"]["finalizers"],
+        json!(["kubefed.io/sync-controller"])
+    );
+
+    // A member-side spec edit is reverted; a member-side annotation is kept.
+    patch(
+        fed.member("c1"),
+        &deployments(),
+        "web",
+        json!({"spec": {"replicas": 7}, "metadata": {"annotations": {"note": "kept"}}}),
+    )
+    .await;
+    until(
+        fed.member("c1"),
+        &deployments(),
+        "web",
+        "c1 edit reverted, annotation kept",
+        |o| {
+            o.is_some_and(|o| {
+                o["spec"]["replicas"] == 2 && o["metadata"]["annotations"]["note"] == "kept"
+            })
+        },
+    )
+    .await;
+
+    // Changing the selector moves the object.
+    patch(
+        &fed.host,
+        &federated("Deployment"),
+        "web",
+        json!({"spec": {"placement": {"clusterSelector": {"matchLabels": {"region": "eu"}}}}}),
+    )
+    .await;
+    until(
+        fed.member("c3"),
+        &deployments(),
+        "web",
+        "web moved to c3",
+        managed,
+    )
+    .await;
+    for c in ["c1", "c2"] {
+        until(
+            fed.member(c),
+            &deployments(),
+            "web",
+            "web gone from us",
+            |o| o.is_none(),
+        )
+        .await;
+    }
+
+    // Orphaning deletion: the member object stays, unlabeled; the federated object goes.
+    patch(
+        &fed.host,
+        &federated("Deployment"),
+        "web",
+        json!({"metadata": {"annotations": {"kubefed.io/orphan": "true"}}}),
+    )
+    .await;
+    delete(&fed.host, &federated("Deployment"), "web").await;
+    until(
+        &fed.host,
+        &federated("Deployment"),
+        "web",
+        "federated object gone",
+        |o| o.is_none(),
+    )
+    .await;
+    let kept = until(
+        fed.member("c3"),
+        &deployments(),
+        "web",
+        "orphan unlabeled",
+        |o| o.is_some_and(|o| o["metadata"]["labels"].get(MANAGED_LABEL).is_none()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(kept["spec"]["replicas"], 2);
+    assert_eq!(kept["metadata"]["labels"]["app"], "web");
+    fed.wait_metric("fedns_propagation_writes_total{cluster=\"c3\",verb=\"unlabel\"} 1")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adoption_respects_the_managed_label_and_deletion_is_not_blocked_by_a_member_never_placed()
+{
+    let Some(fed) = Federation::start().await else {
+        return;
+    };
+    let c1 = fed.member("c1").clone();
+    namespace(&c1, "test").await;
+    // Existing objects: one to adopt, one its owner refuses to hand over.
+    apply(
+        &c1,
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": "adopt-me", "namespace": "test"}, "data": {"k": "old"}}),
+    )
+    .await;
+    apply(
+        &c1,
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": "hands-off", "namespace": "test", "labels": {MANAGED_LABEL: "false"}},
+               "data": {"k": "mine"}}),
+    )
+    .await;
+    for name in ["cfg", "adopt-me", "hands-off"] {
+        apply(
+            &fed.host,
+            json!({
+                "apiVersion": "types.kubefed.io/v1beta1", "kind": "FederatedConfigMap",
+                "metadata": {"name": name, "namespace": "test"},
+                "spec": {"template": {"data": {"k": "federated"}},
+                         "placement": {"clusters": [{"name": "c1"}]}}
+            }),
+        )
+        .await;
+    }
+    until(&c1, &configmaps(), "cfg", "cfg created", managed).await;
+    until(&c1, &configmaps(), "adopt-me", "adopt-me adopted", |o| {
+        managed(o) && o.unwrap()["data"]["k"] == "federated"
+    })
+    .await;
+    until(
+        &fed.host,
+        &federated("ConfigMap"),
+        "hands-off",
+        "hands-off refused",
+        |o| o.is_some_and(|o| o["status"]["clusters"][0]["status"] == "ManagedLabelFalse"),
+    )
+    .await;
+    let untouched = get(&c1, &configmaps(), "hands-off").await.unwrap();
+    assert_eq!(untouched["data"]["k"], "mine");
+
+    // c2 goes down; cfg was never placed there, so deleting cfg is not blocked by it.
+    if let Some(c2) = fed.clusters.members[1].controls("stop member c2") {
+        c2.stop().await;
+        fed.wait_metric("fedns_member_ready{cluster=\"c2\"} 0")
+            .await;
+    }
+    delete(&fed.host, &federated("ConfigMap"), "cfg").await;
+    until(&c1, &configmaps(), "cfg", "cfg deleted from c1", |o| {
+        o.is_none()
+    })
+    .await;
+    until(
+        &fed.host,
+        &federated("ConfigMap"),
+        "cfg",
+        "cfg finalized",
+        |o| o.is_none(),
+    )
+    .await;
+    // The refused object was never ours: deleting its federated object leaves it alone.
+    delete(&fed.host, &federated("ConfigMap"), "hands-off").await;
+    until(
+        &fed.host,
+        &federated("ConfigMap"),
+        "hands-off",
+        "hands-off finalized",
+        |o| o.is_none(),
+    )
+    .await;
+    assert_eq!(
+        get(&c1, &configmaps(), "hands-off").await.unwrap()["data"]["k"],
+        "mine"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_federated_service_answers_by_name_once_its_services_get_addresses() {
+    let Some(fed) = Federation::start().await else {
+        return;
+    };
+    apply(
+        &fed.host,
+        json!({
+            "apiVersion": "multiclusterdns.kubefed.io/v1alpha1", "kind": "Domain",
+            "metadata": {"name": "galactic", "namespace": NS}, "domain": "example.com",
+        }),
+    )
+    .await;
+    apply(
+        &fed.host,
+        json!({
+            "apiVersion": "multiclusterdns.kubefed.io/v1alpha1", "kind": "ServiceDNSRecord",
+            "metadata": {"name": "nginx", "namespace": "test"}, "spec": {"domainRef": "galactic"},
+        }),
+    )
+    .await;
+    apply(
+        &fed.host,
+        json!({
+            "apiVersion": "types.kubefed.io/v1beta1", "kind": "FederatedService",
+            "metadata": {"name": "nginx", "namespace": "test"},
+            "spec": {"template": {"spec": {"type": "LoadBalancer", "selector": {"app": "nginx"},
+                                           "ports": [{"name": "http", "port": 80}]}},
+                     "placement": {"clusterSelector": {}}}
+        }),
+    )
+    .await;
+    let services = resource("v1", "Service", "services");
+    // The namespace arrives through the FederatedNamespace, the Service after it.
+    for (i, (name, _)) in MEMBERS.iter().enumerate() {
+        let member = fed.member(name);
+        until(member, &services, "nginx", "service propagated", managed).await;
+        // What the member's cloud load balancer and endpoints controllers would do.
+        let api: Api<DynamicObject> = Api::namespaced_with(member.clone(), "test", &services);
+        api.patch_status(
+            "nginx",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"loadBalancer": {"ingress": [{"ip": format!("10.0.0.{}", i + 1)}]}}})),
+        )
+        .await
+        .unwrap();
+        apply(
+            member,
+            json!({
+                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {"name": "nginx-e2e", "namespace": "test",
+                             "labels": {"kubernetes.io/service-name": "nginx"}},
+                "addressType": "IPv4",
+                "endpoints": [{"addresses": ["172.16.0.9"], "conditions": {"ready": true}}],
+            }),
+        )
+        .await;
+    }
+    let mut client = fed.server.udp_client().await;
+    let mut last = String::new();
+    let answered = eventually(LIMIT, async || {
+        last = summary(
+            &ask(
+                &mut client,
+                "nginx.test.galactic.svc.example.com.",
+                RecordType::A,
+            )
+            .await,
+        );
+        ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+            .iter()
+            .all(|ip| last.contains(&format!("A {ip}")))
+    })
+    .await;
+    assert!(answered.is_some(), "global name answered {last:?}");
+    // The members' load balancers are also visible in one place: the federated object.
+    until(
+        &fed.host,
+        &federated("Service"),
+        "nginx",
+        "aggregated load balancers",
+        |o| {
+            o.is_some_and(|o| {
+                o["status"]["aggregatedStatus"]["loadBalancer"]["ingress"]
+                    .as_array()
+                    .is_some_and(|a| a.len() == 3)
+            })
+        },
+    )
+    .await;
+}
