@@ -169,10 +169,13 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, StartError> {
             if k.propagation {
                 tasks.push(tokio::spawn(crate::propagation::controller::run(
                     host_client.clone(),
-                    crate::propagation::controller::SyncSettings::new(
-                        k.namespace.clone(),
-                        metrics.clone(),
-                    ),
+                    crate::propagation::controller::SyncSettings {
+                        resync: k.propagation_resync,
+                        ..crate::propagation::controller::SyncSettings::new(
+                            k.namespace.clone(),
+                            metrics.clone(),
+                        )
+                    },
                     member_directory.clone(),
                     leadership.flag(),
                     shutdown.clone(),

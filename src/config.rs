@@ -109,6 +109,10 @@ pub struct ServeArgs {
     /// ReplicaSchedulingPreference) beside DNS [default: true].
     #[arg(long, env = "FEDNS_PROPAGATION")]
     pub propagation: Option<bool>,
+    /// How often every federated object is checked against its members again, even without a
+    /// change (nothing is written when nothing drifted) [default: 5m].
+    #[arg(long, env = "FEDNS_PROPAGATION_RESYNC", value_parser = parse_duration)]
+    pub propagation_resync: Option<Duration>,
     /// Kubernetes source: elect one writer among replicas with a Lease in --namespace; the others
     /// serve DNS but write nothing. `--leader-elect=false` writes from every replica
     /// [default: true].
@@ -168,6 +172,8 @@ pub struct KubeConfig {
     pub members: Vec<MemberConfig>,
     /// Whether the propagation controllers run.
     pub propagation: bool,
+    /// Full re-check period of the propagation controller.
+    pub propagation_resync: Duration,
     /// The Lease that elects the one writer; `None`: every replica writes. Boxed: it would make
     /// this variant of [`SourceConfig`] several times the other's size.
     pub leader_election: Option<Box<LeaseSettings>>,
@@ -205,6 +211,7 @@ struct FileConfig {
     upstream_resolver: Option<SocketAddr>,
     log_format: Option<LogFormat>,
     propagation: Option<bool>,
+    propagation_resync: Option<String>,
     kubeconfig: Option<PathBuf>,
     context: Option<String>,
     namespace: Option<String>,
@@ -341,6 +348,12 @@ impl ServeArgs {
                 };
                 SourceConfig::Kubernetes(KubeConfig {
                     propagation: self.propagation.or(file.propagation).unwrap_or(true),
+                    propagation_resync: duration(
+                        self.propagation_resync,
+                        &file.propagation_resync,
+                        "propagationResync",
+                        Duration::from_secs(300),
+                    )?,
                     kubeconfig,
                     context: self.context.clone().or(file.context),
                     namespace,
