@@ -465,7 +465,7 @@ pub fn files() -> Vec<(String, String)> {
 }
 
 /// Go serializes nil slices and empty structs as `null`; read those as the empty value.
-fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+pub(crate) fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     T: Default + Deserialize<'de>,

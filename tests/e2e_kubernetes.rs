@@ -7,12 +7,10 @@ mod harness;
 
 use std::time::{Duration, Instant};
 
-use common::{Server, apply, ask, namespace, summary};
+use common::{Server, apply, ask, install_crds, namespace, summary};
 use harness::Clusters;
 use hickory_proto::rr::RecordType;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
-use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
 const NS: &str = "kube-federation-system";
@@ -468,17 +466,7 @@ async fn kubernetes_source_end_to_end() {
 /// Applies the CRDs, the namespaces, the Domain `galactic` (example.com) and the `nginx`
 /// ServiceDNSRecord (recordTTL 300) on a host.
 async fn federation(host: &kube::Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(host.clone());
-    for crd in fedns::crd::all() {
-        let name = crd.metadata.name.clone().unwrap();
-        crds.patch(
-            &name,
-            &PatchParams::apply("e2e").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap();
-    }
+    install_crds(host).await;
     for ns in [NS, "test"] {
         namespace(host, ns).await;
     }

@@ -7,11 +7,10 @@ mod harness;
 
 use std::time::Duration;
 
-use common::{Server, apply, ask, eventually, namespace, summary};
+use common::{Server, apply, ask, eventually, install_crds, namespace, summary};
 use fedns::propagation::types::{MANAGED_LABEL, default_type, type_config};
 use harness::Clusters;
 use hickory_proto::rr::RecordType;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
 use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::discovery::ApiResource;
@@ -37,17 +36,7 @@ impl Federation {
         let names: Vec<&str> = MEMBERS.iter().map(|(n, _)| *n).collect();
         let clusters = Clusters::start_named("host", &names).await?;
         let host = clusters.host.client().await;
-        let crds: Api<CustomResourceDefinition> = Api::all(host.clone());
-        for crd in fedns::crd::all() {
-            let name = crd.metadata.name.clone().unwrap();
-            crds.patch(
-                &name,
-                &PatchParams::apply("e2e").force(),
-                &Patch::Apply(&crd),
-            )
-            .await
-            .unwrap();
-        }
+        install_crds(&host).await;
         for ns in [NS, "test"] {
             namespace(&host, ns).await;
         }

@@ -13,7 +13,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::CustomResource;
 use kube::discovery::ApiResource;
 use schemars::JsonSchema;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
+
+use crate::crd::null_as_default;
 use serde_json::{Value, json};
 
 /// API group of the `Federated<Kind>` types.
@@ -616,15 +618,6 @@ pub fn federated_crd(federated: &ApiResourceRef) -> CustomResourceDefinition {
         }
     });
     serde_json::from_value(crd).expect("the federated CRD template is a valid CRD")
-}
-
-/// Go serializes nil slices, maps and zero structs as `null`; read those as the empty value.
-fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Default + Deserialize<'de>,
-{
-    Option::<T>::deserialize(deserializer).map(Option::unwrap_or_default)
 }
 
 #[cfg(test)]

@@ -283,3 +283,20 @@ pub async fn namespace(client: &kube::Client, name: &str) {
         .patch(name, &PatchParams::apply("e2e").force(), &Patch::Apply(&ns))
         .await;
 }
+
+/// Applies every CRD fedns reads or writes (`fedns::crd::all()`) to a cluster.
+pub async fn install_crds(client: &kube::Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Patch, PatchParams};
+    let crds: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
+    for crd in fedns::crd::all() {
+        let name = crd.metadata.name.clone().unwrap();
+        crds.patch(
+            &name,
+            &PatchParams::apply("e2e").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap();
+    }
+}
