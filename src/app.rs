@@ -140,7 +140,9 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, StartError> {
                 });
             }
             let (member_publisher, member_directory) = crate::propagation::members::directory();
-            if let Some(lease) = &k.leader_election {
+            if k.read_only {
+                leadership = Leadership::never();
+            } else if let Some(lease) = &k.leader_election {
                 tracing::info!(lease = %lease.name, identity = %lease.identity, "electing the writer");
                 leadership = lease::start(host_client.clone(), (**lease).clone(), shutdown.clone());
                 election = Some(format!(
@@ -166,7 +168,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, StartError> {
                 leadership.clone(),
                 shutdown.clone(),
             )));
-            if k.propagation {
+            if k.propagation && !k.read_only {
                 tasks.push(tokio::spawn(crate::propagation::controller::run(
                     host_client.clone(),
                     crate::propagation::controller::SyncSettings {

@@ -174,6 +174,9 @@ pub struct KubeConfig {
     pub propagation: bool,
     /// Full re-check period of the propagation controller.
     pub propagation_resync: Duration,
+    /// Watch only, write nothing anywhere (no status, no Lease, no propagation): for commands
+    /// that read the federation through the source, like `fedns explain --kubeconfig`.
+    pub read_only: bool,
     /// The Lease that elects the one writer; `None`: every replica writes. Boxed: it would make
     /// this variant of [`SourceConfig`] several times the other's size.
     pub leader_election: Option<Box<LeaseSettings>>,
@@ -348,6 +351,7 @@ impl ServeArgs {
                 };
                 SourceConfig::Kubernetes(KubeConfig {
                     propagation: self.propagation.or(file.propagation).unwrap_or(true),
+                    read_only: false,
                     propagation_resync: duration(
                         self.propagation_resync,
                         &file.propagation_resync,

@@ -44,6 +44,12 @@ impl Leadership {
         Self { rx }
     }
 
+    /// A replica that never writes (read-only runs such as `fedns explain --kubeconfig`).
+    pub fn never() -> Self {
+        let (_, rx) = watch::channel(None);
+        Self { rx }
+    }
+
     pub fn is_leader(&self) -> bool {
         self.rx.borrow().is_some()
     }

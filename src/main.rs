@@ -37,9 +37,19 @@ enum Command {
         /// Source directory to compute from, without a running server.
         #[arg(long)]
         source: Option<PathBuf>,
-        /// Zone files directory to include (with --source).
+        /// Zone files directory to include (with --source or --kubeconfig).
         #[arg(long)]
         zones: Option<PathBuf>,
+        /// Compute from the cluster itself: read the host (and its members) read-only until the
+        /// first full listing, then explain. Writes nothing anywhere.
+        #[arg(long, conflicts_with_all = ["admin", "source"])]
+        kubeconfig: Option<PathBuf>,
+        /// Context of the host cluster (with --kubeconfig) [default: its current context].
+        #[arg(long, requires = "kubeconfig")]
+        context: Option<String>,
+        /// Control-plane namespace (with --kubeconfig) [default: kube-federation-system].
+        #[arg(long, requires = "kubeconfig")]
+        namespace: Option<String>,
     },
     /// Print the CustomResourceDefinitions fedns reads and writes (Domain, ServiceDNSRecord,
     /// IngressDNSRecord, DNSEndpoint, KubeFedCluster, FederatedTypeConfig, KubeFedConfig,
@@ -110,9 +120,19 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => serve(*args),
         Command::Explain {
             name,
+            admin: _,
+            source: _,
+            zones,
+            kubeconfig: Some(kubeconfig),
+            context,
+            namespace,
+        } => explain_from_cluster(&name, kubeconfig, context, namespace, zones),
+        Command::Explain {
+            name,
             admin,
             source,
             zones,
+            ..
         } => explain(&name, admin, source, zones),
         Command::Query {
             name,
@@ -331,6 +351,68 @@ fn explain(
         )?;
     print!("{body}");
     Ok(())
+}
+
+/// `explain` against the cluster: runs the Kubernetes source in this process, read-only (no status,
+/// no Lease, no propagation), on loopback ports, until its first full listing; then asks it.
+fn explain_from_cluster(
+    name: &str,
+    kubeconfig: PathBuf,
+    context: Option<String>,
+    namespace: Option<String>,
+    zones: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let args = ServeArgs {
+        kubeconfig: Some(kubeconfig),
+        context,
+        namespace,
+        zones,
+        dns_listen: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+        admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        udp_workers: Some(1),
+        propagation: Some(false),
+        leader_elect: Some(false),
+        ..Default::default()
+    };
+    let mut cfg = args.resolve()?;
+    let fedns::config::SourceConfig::Kubernetes(k) = &mut cfg.source else {
+        anyhow::bail!("--kubeconfig did not select the Kubernetes source");
+    };
+    k.read_only = true;
+    let wait = k.sync_timeout + Duration::from_secs(5);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let running = fedns::app::start(cfg).await?;
+        let admin = running.admin_addr;
+        let started = Instant::now();
+        let ready = loop {
+            let ok = tokio::task::spawn_blocking(move || {
+                fedns::cli::status::admin_get(admin, "/ready").is_ok()
+            })
+            .await
+            .unwrap_or(false);
+            if ok || started.elapsed() > wait {
+                break ok;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        if !ready {
+            eprintln!(
+                "warning: not every member was listed within {wait:?}; explaining what is known"
+            );
+        }
+        let path = format!("/explain?name={}", url_encode(name));
+        let body = tokio::task::spawn_blocking(move || fedns::cli::status::admin_get(admin, &path))
+            .await
+            .context("explain request")??;
+        print!("{body}");
+        running.stop(Duration::ZERO).await;
+        anyhow::Ok(())
+    })
 }
 
 fn url_encode(s: &str) -> String {

@@ -532,6 +532,35 @@ async fn a_federated_service_answers_by_name_once_its_services_get_addresses() {
     })
     .await;
     assert!(answered.is_some(), "global name answered {last:?}");
+    // `fedns explain` against the cluster itself (read-only, in its own process) sees the same.
+    if !fed.clusters.is_real() {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_fedns"))
+            .args([
+                "explain",
+                "nginx.test.galactic.svc.example.com",
+                "--kubeconfig",
+            ])
+            .arg(fed.clusters.host.kubeconfig_path())
+            .env_remove("FEDNS_ADMIN")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{text}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            text.contains("owner:  ServiceDNSRecord test/nginx"),
+            "{text}"
+        );
+        for (name, _) in MEMBERS {
+            assert!(
+                text.contains(&format!("+ {name}")),
+                "{name} healthy in {text}"
+            );
+        }
+    }
     // The members' load balancers are also visible in one place: the federated object.
     until(
         &fed.host,
