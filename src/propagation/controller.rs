@@ -515,9 +515,14 @@ impl TypeContext {
         }
     }
 
-    fn member_api(&self, cluster: &str, key: &Key) -> Option<Api<DynamicObject>> {
+    /// The client of a member this type sync has a cache for.
+    fn member_client(&self, cluster: &str) -> Option<Client> {
         let caches = self.caches.lock().unwrap_or_else(|p| p.into_inner());
-        let client = caches.get(cluster)?.client.clone();
+        caches.get(cluster).map(|c| c.client.clone())
+    }
+
+    fn member_api(&self, cluster: &str, key: &Key) -> Option<Api<DynamicObject>> {
+        let client = self.member_client(cluster)?;
         let ar = self.target.api_resource();
         Some(if self.target.namespaced() {
             Api::namespaced_with(client, &key.0, &ar)
@@ -609,28 +614,34 @@ impl TypeContext {
             let Some(live) = self.cached(cluster, key) else {
                 continue;
             };
-            if let (Some(patch), Some(api)) =
-                (render::unlabel_patch(&live), self.member_api(cluster, key))
-            {
-                match api
-                    .patch(
-                        &key.1,
-                        &PatchParams::default(),
-                        &Patch::Json::<()>(json_patch_of(patch)),
-                    )
-                    .await
-                {
-                    Ok(_) => {
-                        self.count_write(cluster, "unlabel");
-                        tracing::info!(cluster, namespace = %key.0, name = %key.1, kind = %self.target.kind,
-                            "released a managed object whose federated object is gone");
-                    }
-                    Err(error) => {
-                        tracing::warn!(cluster, %error, "could not release an orphaned object")
-                    }
+            match self.unlabel(cluster, key, &live).await {
+                Ok(true) => {
+                    tracing::info!(cluster, namespace = %key.0, name = %key.1, kind = %self.target.kind,
+                        "released a managed object whose federated object is gone");
+                }
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::warn!(cluster, %error, "could not release an orphaned object")
                 }
             }
         }
+    }
+
+    /// Removes the managed label from a member object (it stays, unmanaged); `Ok(false)` when
+    /// there was nothing to remove or no connection to the member.
+    async fn unlabel(&self, cluster: &str, key: &Key, live: &Value) -> Result<bool, kube::Error> {
+        let (Some(patch), Some(api)) = (render::unlabel_patch(live), self.member_api(cluster, key))
+        else {
+            return Ok(false);
+        };
+        api.patch(
+            &key.1,
+            &PatchParams::default(),
+            &Patch::Json::<()>(json_patch_of(patch)),
+        )
+        .await?;
+        self.count_write(cluster, "unlabel");
+        Ok(true)
     }
 
     fn count_write(&self, cluster: &str, verb: &str) {
@@ -1027,14 +1038,8 @@ impl TypeContext {
         {
             // Keep it, just stop managing it.
             let live = self.cached(cluster, key).unwrap_or(Value::Null);
-            if let Some(patch) = render::unlabel_patch(&live) {
-                let _ = api
-                    .patch(
-                        &key.1,
-                        &PatchParams::default(),
-                        &Patch::Json::<()>(json_patch_of(patch)),
-                    )
-                    .await;
+            if let Err(error) = self.unlabel(cluster, key, &live).await {
+                tracing::warn!(cluster, %error, "could not unlabel the host cluster's namespace");
             }
             return ClusterState::Ok;
         }
@@ -1085,12 +1090,8 @@ impl TypeContext {
         if namespace.is_empty() {
             return false;
         }
-        let client = {
-            let caches = self.caches.lock().unwrap_or_else(|p| p.into_inner());
-            match caches.get(cluster) {
-                Some(c) => c.client.clone(),
-                None => return false,
-            }
+        let Some(client) = self.member_client(cluster) else {
+            return false;
         };
         let api = Api::<Namespace>::all(client);
         for _ in 0..20 {
@@ -1112,12 +1113,8 @@ impl TypeContext {
         {
             return *known;
         }
-        let client = {
-            let caches = self.caches.lock().unwrap_or_else(|p| p.into_inner());
-            match caches.get(cluster) {
-                Some(c) => c.client.clone(),
-                None => return true,
-            }
+        let Some(client) = self.member_client(cluster) else {
+            return true;
         };
         let uid = |c: Client| async move {
             Api::<Namespace>::all(c)
@@ -1208,14 +1205,9 @@ impl TypeContext {
                     };
                 }
                 if orphan {
-                    if let (Some(live), Some(api)) = (live, ctx.member_api(&cluster, key))
-                        && let Some(patch) = render::unlabel_patch(&live)
-                    {
-                        match api
-                            .patch(&key.1, &PatchParams::default(), &Patch::Json::<()>(json_patch_of(patch)))
-                            .await
-                        {
-                            Ok(_) => ctx.count_write(&cluster, "unlabel"),
+                    if let Some(live) = live {
+                        match ctx.unlabel(&cluster, key, &live).await {
+                            Ok(_) => {}
                             Err(kube::Error::Api(e)) if e.code == 404 || e.code == 422 => {}
                             Err(error) => {
                                 tracing::warn!(cluster, %error, "could not unlabel an orphaned object");

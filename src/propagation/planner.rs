@@ -11,6 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, T
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 
+use super::placement;
 use super::types::{
     ClusterPreferences, ReplicaSchedulingPreferenceSpec, ReplicaSchedulingPreferenceStatus,
 };
@@ -363,27 +364,10 @@ fn nothing_selector() -> LabelSelector {
     }
 }
 
-/// Kubernetes label-selector semantics: every `matchLabels` pair and every expression must hold;
-/// an unknown operator matches nothing.
+/// Kubernetes label-selector semantics ([`placement::selector_matches`]); a selector that is not
+/// valid (unknown operator, `In`/`NotIn` without values) matches nothing.
 fn selector_matches(labels: &BTreeMap<String, String>, selector: &LabelSelector) -> bool {
-    let pairs = selector.match_labels.iter().flatten();
-    if !pairs
-        .into_iter()
-        .all(|(k, v)| labels.get(k).is_some_and(|l| l == v))
-    {
-        return false;
-    }
-    selector.match_expressions.iter().flatten().all(|e| {
-        let values = e.values.as_deref().unwrap_or_default();
-        let value = labels.get(&e.key);
-        match e.operator.as_str() {
-            "In" => value.is_some_and(|v| values.contains(v)),
-            "NotIn" => value.is_none_or(|v| !values.contains(v)),
-            "Exists" => value.is_some(),
-            "DoesNotExist" => value.is_none(),
-            _ => false,
-        }
-    })
+    placement::selector_matches(selector, labels).unwrap_or(false)
 }
 
 /// The new `spec` of the federated object (`federated` is the whole object) for `plan`, or `None`
