@@ -242,8 +242,9 @@ struct TypeContext {
     propagated: Mutex<HashMap<(Key, String), Propagated>>,
     /// Members found to be the host cluster itself (their Namespaces are never deleted).
     host_members: Mutex<HashMap<String, bool>>,
-    /// When a generation of an object was first seen, for the propagation latency metric.
-    seen: Mutex<HashMap<Key, (i64, Instant)>>,
+    /// The latest generation of each object and when it was first seen, until it is propagated
+    /// everywhere (then `None`), for the propagation latency metric.
+    seen: Mutex<HashMap<Key, (i64, Option<Instant>)>>,
     states: Mutex<HashMap<Key, &'static str>>,
     recorder: Recorder,
     write_timeout: Duration,
@@ -657,7 +658,7 @@ impl TypeContext {
         {
             let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
             if seen.get(key).is_none_or(|(g, _)| *g != generation) {
-                seen.insert(key.clone(), (generation, Instant::now()));
+                seen.insert(key.clone(), (generation, Some(Instant::now())));
             }
         }
         if !fed.finalizers().iter().any(|f| f == SYNC_FINALIZER) {
@@ -790,15 +791,17 @@ impl TypeContext {
             .await;
         if all_ok {
             self.set_state(key, "propagated");
-            if let Some((_, since)) = self
+            let since = match self
                 .seen
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .get_mut(key)
-                .filter(|(g, _)| *g == generation)
-                .map(|entry| std::mem::replace(entry, (i64::MIN, Instant::now())))
-                .filter(|(g, _)| *g == generation)
             {
+                // Observed once per generation: later resyncs of it are not propagations.
+                Some((g, since)) if *g == generation => since.take(),
+                _ => None,
+            };
+            if let Some(since) = since {
                 self.metrics
                     .propagation_duration
                     .observe(since.elapsed().as_secs_f64());
