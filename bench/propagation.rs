@@ -110,7 +110,7 @@ async fn run(o: Options) {
     for i in 0..o.members {
         members.push(FakeCluster::start(&format!("m{i}")).await);
     }
-    for crd in fedns::crd::all() {
+    for crd in fedns::cli::crds::all() {
         host.apply_json(serde_json::to_value(&crd).unwrap());
     }
     for ns in [NS, "bench"] {

@@ -15,10 +15,10 @@ use axum::routing::get;
 use serde::Deserialize;
 use tokio::sync::watch;
 
-use crate::engine::Engine;
-use crate::lease::Leadership;
+use crate::dns::store::RecordStore;
+use crate::federation::engine::Engine;
+use crate::k8s::lease::Leadership;
 use crate::metrics::Metrics;
-use crate::store::RecordStore;
 
 /// Shared state of the admin handlers.
 #[derive(Debug, Clone)]
@@ -102,7 +102,10 @@ async fn explain(State(s): State<AdminState>, Query(q): Query<ExplainQuery>) -> 
             );
         }
     };
-    (StatusCode::OK, crate::explain::render(&explanation))
+    (
+        StatusCode::OK,
+        crate::federation::explain::render(&explanation),
+    )
 }
 
 async fn status(State(s): State<AdminState>) -> impl IntoResponse {
@@ -110,7 +113,7 @@ async fn status(State(s): State<AdminState>) -> impl IntoResponse {
     let (counts, problems, conflicts) = match s.engine.lock() {
         Ok(e) => (
             e.counts(),
-            crate::explain::render_problems(e.problems()),
+            crate::federation::explain::render_problems(e.problems()),
             e.conflicts(),
         ),
         Err(_) => {

@@ -11,17 +11,19 @@ use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminState};
 use crate::config::{ServeConfig, SourceConfig};
-use crate::engine::{Engine, StaticZone};
-use crate::hostnames::HostResolver;
-use crate::lease::{self, Leadership};
+use crate::dns::server::{self, UdpWorkers};
+use crate::dns::store::RecordStore;
+use crate::dns::zonefile::ZoneDir;
+use crate::federation::engine::{Engine, StaticZone};
+use crate::federation::hostnames::HostResolver;
+use crate::federation::model::SourceEvent;
+use crate::federation::records::ResolvedHost;
+use crate::k8s::lease::{self, Leadership};
+use crate::k8s::status_writer;
 use crate::metrics::Metrics;
-use crate::model::SourceEvent;
-use crate::records::ResolvedHost;
-use crate::server::{self, UdpWorkers};
 use crate::shutdown::Shutdown;
-use crate::source::{dir, host, status_writer};
-use crate::store::RecordStore;
-use crate::zonefile::ZoneDir;
+use crate::source::dir;
+use crate::source::kubernetes::host;
 
 /// Why fedns could not start.
 #[derive(Debug, thiserror::Error)]

@@ -9,10 +9,10 @@ use std::time::Duration;
 use clap::Args;
 use serde::Deserialize;
 
-use crate::engine::Settings;
-use crate::lease::LeaseSettings;
-use crate::records::TtlPolicy;
-use crate::responder::Limits;
+use crate::dns::responder::Limits;
+use crate::federation::engine::Settings;
+use crate::federation::records::TtlPolicy;
+use crate::k8s::lease::LeaseSettings;
 
 /// A configuration that cannot be used, with what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -167,7 +167,7 @@ pub struct KubeConfig {
     pub kubeconfig: Option<PathBuf>,
     pub context: Option<String>,
     pub namespace: String,
-    pub probe: crate::source::host::ProbeSettings,
+    pub probe: crate::source::kubernetes::host::ProbeSettings,
     pub sync_timeout: Duration,
     pub members: Vec<MemberConfig>,
     /// Whether the propagation controllers run.
@@ -361,7 +361,7 @@ impl ServeArgs {
                     kubeconfig,
                     context: self.context.clone().or(file.context),
                     namespace,
-                    probe: crate::source::host::ProbeSettings {
+                    probe: crate::source::kubernetes::host::ProbeSettings {
                         period: duration(
                             self.probe_period,
                             &file.probe_period,

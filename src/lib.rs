@@ -1,29 +1,27 @@
-//! fedns: cross-cluster DNS service discovery for federated Kubernetes.
+//! fedns: cross-cluster DNS service discovery and propagation for federated Kubernetes.
 //!
-//! Data flows one way: sources ([`source`]) → normalized model ([`model`]) → the single-writer
-//! [`engine`] (record computation in [`records`], names in [`naming`]) → the [`store`] of pre-rendered
-//! answers → the answer path ([`responder`], driven by the sockets in [`server`]).
+//! Two products share one binary and the Kubernetes plumbing:
+//!
+//! - **The authoritative DNS server.** Member objects → [`source`] (the directory tree or the
+//!   Kubernetes watchers) → the normalized model and the single-writer engine of [`federation`]
+//!   (names, health-aware record computation, CNAME fallback) → the pre-rendered record store of
+//!   [`dns`] → the answer path and its UDP/TCP listeners.
+//! - **The propagation controller.** Federated objects → [`propagation`] (placement, render, the
+//!   per-cluster plan, the appliers, status) → member clusters; the replica scheduler rewrites
+//!   placement.
+//!
+//! [`k8s`] holds what both use (the KubeFed object types and their CRDs, the Lease, what fedns writes
+//! back to the host cluster); [`cli`] the management subcommands; [`app`], [`config`], [`admin`],
+//! [`metrics`] and [`shutdown`] are the process shell that wires it all together.
 
 pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod config;
-pub mod corefile;
-pub mod crd;
-pub mod engine;
-pub mod explain;
-pub mod hostnames;
-pub mod lease;
+pub mod dns;
+pub mod federation;
+pub mod k8s;
 pub mod metrics;
-pub mod model;
-pub mod naming;
 pub mod propagation;
-pub mod records;
-pub mod responder;
-pub mod server;
 pub mod shutdown;
 pub mod source;
-pub mod status;
-pub mod store;
-pub mod wire;
-pub mod zonefile;

@@ -11,8 +11,8 @@ use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{Name, RecordType};
 
 use fedns::config::{LogFormat, ServeArgs};
-use fedns::engine::Engine;
-use fedns::model::{DomainSpec, FederationObject, SourceEvent};
+use fedns::federation::engine::Engine;
+use fedns::federation::model::{DomainSpec, FederationObject, SourceEvent};
 
 /// Cross-cluster DNS service discovery for federated Kubernetes.
 #[derive(Debug, Parser)]
@@ -68,7 +68,7 @@ enum Command {
         fedns: SocketAddr,
         /// corefile (CoreDNS server blocks) or stubdomains (kube-dns ConfigMap).
         #[arg(long, value_enum, default_value_t)]
-        format: fedns::corefile::Format,
+        format: fedns::cli::corefile::Format,
         /// Source directory to read Domains from, instead of a cluster.
         #[arg(long, conflicts_with_all = ["kubeconfig", "context"])]
         source: Option<PathBuf>,
@@ -153,7 +153,7 @@ fn main() -> anyhow::Result<()> {
                 Some(dir) => domains_from_directory(&dir)?,
                 None => domains_from_cluster(kubeconfig, context, &namespace)?,
             };
-            print!("{}", fedns::corefile::render(&domains, fedns, format)?);
+            print!("{}", fedns::cli::corefile::render(&domains, fedns, format)?);
             Ok(())
         }
         Command::Join(args) => run_cli(fedns::cli::join::run(args)),
@@ -234,7 +234,7 @@ async fn wait_for_signal() {
 }
 
 fn crds(out_dir: Option<PathBuf>) -> anyhow::Result<()> {
-    let files = fedns::crd::files();
+    let files = fedns::cli::crds::files();
     match out_dir {
         Some(dir) => {
             std::fs::create_dir_all(&dir)
@@ -300,7 +300,7 @@ fn domains_from_cluster(
             (None, None) => kube::Config::infer().await?,
         };
         let client = kube::Client::try_from(config)?;
-        let api: Api<fedns::crd::Domain> = Api::namespaced(client, namespace);
+        let api: Api<fedns::k8s::crd::Domain> = Api::namespaced(client, namespace);
         let list = api
             .list(&ListParams::default())
             .await
@@ -328,9 +328,9 @@ fn explain(
         for e in snapshot.errors() {
             eprintln!("warning: {e}");
         }
-        let store = std::sync::Arc::new(fedns::store::RecordStore::new());
+        let store = std::sync::Arc::new(fedns::dns::store::RecordStore::new());
         let mut engine = Engine::new(store, Default::default());
-        let mut zone_dir = fedns::zonefile::ZoneDir::new(zones);
+        let mut zone_dir = fedns::dns::zonefile::ZoneDir::new(zones);
         zone_dir.refresh();
         for e in zone_dir.errors() {
             eprintln!("warning: {e}");
@@ -341,7 +341,10 @@ fn explain(
             engine.apply(event, now);
         }
         engine.flush(now);
-        print!("{}", fedns::explain::render(&engine.explain(name, now)));
+        print!(
+            "{}",
+            fedns::federation::explain::render(&engine.explain(name, now))
+        );
         return Ok(());
     }
     let admin = admin.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9053)));

@@ -11,7 +11,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use crate::responder::{Answered, Transport};
+use crate::dns::responder::{Answered, Transport};
 
 /// Rcodes we label separately; everything else is "other".
 const RCODES: [(u16, &str); 8] = [

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use fedns::engine::{Engine, Settings};
-use fedns::responder::{Limits, Transport, respond};
-use fedns::store::RecordStore;
+use fedns::dns::responder::{Limits, Transport, respond};
+use fedns::dns::store::RecordStore;
+use fedns::federation::engine::{Engine, Settings};
 use hickory_proto::op::{Edns, Message, Query};
 use hickory_proto::rr::{Name, RecordType};
 
@@ -15,7 +15,7 @@ fn demo_store() -> Arc<RecordStore> {
     let mut engine = Engine::new(store.clone(), Settings::default());
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let snapshot = fedns::source::dir::load(root.join("deploy/demo")).unwrap();
-    let mut zones = fedns::zonefile::ZoneDir::new(Some(root.join("zones")));
+    let mut zones = fedns::dns::zonefile::ZoneDir::new(Some(root.join("zones")));
     zones.refresh();
     engine.set_static_zones(zones.zones());
     let now = Instant::now();

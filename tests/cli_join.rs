@@ -57,7 +57,7 @@ impl Federation {
         let kubeconfig = dir.path().join("kubeconfig");
         std::fs::write(&kubeconfig, kubeconfig_yaml(&entries, "host")).unwrap();
         let crds: Api<CustomResourceDefinition> = Api::all(host.client().await);
-        for crd in fedns::crd::all() {
+        for crd in fedns::cli::crds::all() {
             let name = crd.metadata.name.clone().unwrap();
             crds.patch(
                 &name,
@@ -238,9 +238,9 @@ async fn join_creates_the_member_account_and_the_host_kubefedcluster() {
     assert_eq!(secrets[0]["data"]["token"], b64(MEMBER_TOKEN.as_bytes()));
 
     // What fedns serve reads: a member client built from this KubeFedCluster and Secret.
-    let spec: fedns::crd::KubeFedClusterSpec =
+    let spec: fedns::k8s::crd::KubeFedClusterSpec =
         serde_json::from_value(cluster["spec"].clone()).unwrap();
-    fedns::source::host::member_config("east", &spec, MEMBER_TOKEN).unwrap();
+    fedns::source::kubernetes::host::member_config("east", &spec, MEMBER_TOKEN).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

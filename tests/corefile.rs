@@ -110,7 +110,7 @@ fn a_source_without_domains_is_a_clear_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corefile_lists_the_domains_of_the_host_clusters_namespace() {
     let host = FakeCluster::start("host").await;
-    for crd in fedns::crd::all() {
+    for crd in fedns::cli::crds::all() {
         host.apply(&crd);
     }
     for (name, namespace, zone) in [

@@ -29,7 +29,7 @@ const STATUS_WRITES: (&str, &str) = ("patch", "servicednsrecords/status");
 async fn federation() -> (FakeCluster, FakeCluster) {
     let host = FakeCluster::start("host").await;
     let member = FakeCluster::start("c1").await;
-    for crd in fedns::crd::all() {
+    for crd in fedns::cli::crds::all() {
         host.apply(&crd);
     }
     host.apply_json(json!({

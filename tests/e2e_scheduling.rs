@@ -36,7 +36,7 @@ impl Federation {
         let host = FakeCluster::start("host").await;
         let client = host.client().await;
         let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-        for crd in fedns::crd::all() {
+        for crd in fedns::cli::crds::all() {
             let name = crd.metadata.name.clone().unwrap();
             crds.patch(
                 &name,

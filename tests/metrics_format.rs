@@ -137,7 +137,7 @@ async fn demo_metrics_after_traffic() -> String {
 async fn kubernetes_metrics_after_a_member_outage() -> String {
     let host = FakeCluster::start("host").await;
     let east = FakeCluster::start("east").await;
-    for crd in fedns::crd::all() {
+    for crd in fedns::cli::crds::all() {
         host.apply(&crd);
     }
     host.apply_json(json!({

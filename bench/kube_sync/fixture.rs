@@ -108,7 +108,7 @@ impl Topology {
 /// Host objects: CRDs, the control-plane namespace, the Domain, a token Secret and a
 /// KubeFedCluster per member (`endpoints[i] = (url, token)`), and a ServiceDNSRecord per service.
 pub fn host_objects(topology: &Topology, endpoints: &[(String, String)]) -> Vec<Value> {
-    let mut objects: Vec<Value> = fedns::crd::all()
+    let mut objects: Vec<Value> = fedns::cli::crds::all()
         .into_iter()
         .map(|crd| serde_json::to_value(crd).expect("CRD serializes"))
         .collect();

@@ -23,7 +23,7 @@ use super::kubeconfig::{ContextInfo, KubeconfigFile};
 use super::{
     Error, Manifest, Output, api_code, apply, ensure_namespace, parse_duration, render_objects,
 };
-use crate::crd::{KubeFedCluster, KubeFedClusterSpec, LocalSecretReference};
+use crate::k8s::crd::{KubeFedCluster, KubeFedClusterSpec, LocalSecretReference};
 
 /// The default control-plane namespace.
 pub const DEFAULT_NAMESPACE: &str = "kube-federation-system";

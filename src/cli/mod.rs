@@ -5,6 +5,8 @@
 //! and a thin I/O part: kubeconfig contexts ([`kubeconfig`]), kube clients, and
 //! create-or-update through server-side apply ([`Manifest`], [`apply`]).
 
+pub mod corefile;
+pub mod crds;
 pub mod enable;
 pub mod federate;
 pub mod join;
@@ -324,7 +326,7 @@ mod tests {
 
     #[test]
     fn manifests_carry_api_version_and_kind() {
-        let m = Manifest::of(&crate::crd::KubeFedCluster::default());
+        let m = Manifest::of(&crate::k8s::crd::KubeFedCluster::default());
         assert_eq!(m.object["apiVersion"], "core.kubefed.io/v1beta1");
         assert_eq!(m.object["kind"], "KubeFedCluster");
         assert_eq!(m.resource.plural, "kubefedclusters");

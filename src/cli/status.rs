@@ -17,7 +17,7 @@ use serde_json::Value;
 use super::join::DEFAULT_NAMESPACE;
 use super::kubeconfig::KubeconfigFile;
 use super::{Error, Output, api_code, dynamic_api, render_data};
-use crate::crd::{Domain, IngressDNSRecord, KubeFedCluster, ServiceDNSRecord};
+use crate::k8s::crd::{Domain, IngressDNSRecord, KubeFedCluster, ServiceDNSRecord};
 use crate::propagation::types::{FederatedTypeConfig, PropagationMode};
 
 /// Flags of `fedns status`.
@@ -348,7 +348,7 @@ pub async fn read_federation(client: &Client, namespace: &str) -> Result<Federat
         Err(e) if api_code(&e) == Some(404) => {
             return Err(Error::NotServed {
                 what: "listing KubeFedClusters in the host".into(),
-                api_version: crate::crd::CORE_API_VERSION.into(),
+                api_version: crate::k8s::crd::CORE_API_VERSION.into(),
             });
         }
         Err(e) => return Err(Error::kube("listing KubeFedClusters in the host", &e)),
@@ -441,7 +441,7 @@ pub fn admin_get(addr: SocketAddr, path: &str) -> Result<String, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{ClusterCondition, KubeFedClusterSpec, KubeFedClusterStatus};
+    use crate::k8s::crd::{ClusterCondition, KubeFedClusterSpec, KubeFedClusterStatus};
     use crate::propagation::types::{default_type, type_config};
     use serde_json::json;
 

@@ -15,7 +15,7 @@ use kube::{Api, Client};
 use super::join::{DEFAULT_NAMESPACE, JoinPlan, JoinScope};
 use super::kubeconfig::KubeconfigFile;
 use super::{Error, api_code, delete, dynamic_api};
-use crate::crd::KubeFedCluster;
+use crate::k8s::crd::KubeFedCluster;
 use crate::propagation::types::{
     ApiResourceRef, DEFAULT_TYPES, FederatedTypeConfig, MANAGED_LABEL, PropagationMode,
 };

@@ -37,7 +37,7 @@ use super::types::{
 };
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
-use crate::source::watch::CappedBackoff;
+use crate::source::kubernetes::watch::CappedBackoff;
 
 /// Settings of the sync controller.
 #[derive(Debug, Clone)]

@@ -29,7 +29,7 @@ use super::planner::{
 };
 use super::types::{ReplicaSchedulingPreference, default_type, federated_type_of};
 use crate::shutdown::Shutdown;
-use crate::source::watch::CappedBackoff;
+use crate::source::kubernetes::watch::CappedBackoff;
 
 /// Re-plan every RSP this often even without events: capacity comes from pods, which are not
 /// watched.

@@ -15,7 +15,7 @@ use kube::discovery::ApiResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::crd::null_as_default;
+use crate::k8s::crd::null_as_default;
 use serde_json::{Value, json};
 
 /// API group of the `Federated<Kind>` types.

@@ -33,8 +33,8 @@ use tokio::sync::{mpsc, watch as latest};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::normalize::{self, NormalizeError};
-use crate::crd::{self, Domain, IngressDNSRecord, KubeFedCluster, ServiceDNSRecord};
-use crate::model::{FederationObject, MemberObject, MemberSpec, SourceEvent};
+use crate::federation::model::{FederationObject, MemberObject, MemberSpec, SourceEvent};
+use crate::k8s::crd::{self, Domain, IngressDNSRecord, KubeFedCluster, ServiceDNSRecord};
 
 /// Quiet time after a file-system event before the tree is rescanned: editors write in bursts.
 const DEBOUNCE: Duration = Duration::from_millis(50);
@@ -491,7 +491,7 @@ trait Keyed: Clone + PartialEq {
 }
 
 impl Keyed for FederationObject {
-    type Id = crate::model::FederationObjectId;
+    type Id = crate::federation::model::FederationObjectId;
 
     fn id(&self) -> Self::Id {
         FederationObject::id(self)
@@ -508,7 +508,7 @@ impl Keyed for FederationObject {
 }
 
 impl Keyed for MemberObject {
-    type Id = crate::model::MemberObjectId;
+    type Id = crate::federation::model::MemberObjectId;
 
     fn id(&self) -> Self::Id {
         MemberObject::id(self)
@@ -1391,7 +1391,7 @@ mod tests {
     use std::net::IpAddr;
 
     use super::*;
-    use crate::model::{
+    use crate::federation::model::{
         DomainSpec, EndpointsState, FederationObjectId, LoadBalancer, MemberObjectId, ObjectKey,
         ServiceState,
     };

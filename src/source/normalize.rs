@@ -1,4 +1,4 @@
-//! Kubernetes and KubeFed objects → the normalized [`crate::model`]: each object is stripped to the
+//! Kubernetes and KubeFed objects → the normalized [`crate::federation::model`]: each object is stripped to the
 //! fields record computation needs as it arrives. Pure functions, no I/O: the directory source and
 //! the Kubernetes watchers both call them, so both read objects the same way.
 
@@ -9,11 +9,11 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::crd::{Domain, IngressDNSRecord, KubeFedCluster, ServiceDNSRecord};
-use crate::model::{
+use crate::federation::model::{
     DomainSpec, EndpointsState, FederationObject, IngressRecordSpec, LoadBalancer, MemberObject,
     MemberSpec, NodeTopology, ObjectKey, ServiceRecordSpec, ServiceState,
 };
+use crate::k8s::crd::{Domain, IngressDNSRecord, KubeFedCluster, ServiceDNSRecord};
 
 /// Namespace of namespaced member objects and DNS records written without one (as `kubectl apply`
 /// would place them).
@@ -332,7 +332,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::crd::{
+    use crate::k8s::crd::{
         ClusterCondition, IngressDNSRecordSpec, KubeFedClusterStatus, ServiceDNSRecordSpec,
     };
 

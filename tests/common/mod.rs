@@ -284,12 +284,12 @@ pub async fn namespace(client: &kube::Client, name: &str) {
         .await;
 }
 
-/// Applies every CRD fedns reads or writes (`fedns::crd::all()`) to a cluster.
+/// Applies every CRD fedns reads or writes (`fedns::cli::crds::all()`) to a cluster.
 pub async fn install_crds(client: &kube::Client) {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     use kube::api::{Patch, PatchParams};
     let crds: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
-    for crd in fedns::crd::all() {
+    for crd in fedns::cli::crds::all() {
         let name = crd.metadata.name.clone().unwrap();
         crds.patch(
             &name,

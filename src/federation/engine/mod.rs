@@ -10,17 +10,17 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::rr::Name;
 
-use crate::model::{
+use crate::dns::store::{EntryBuilder, RecordStore, SoaFields, Zone, ZoneTable};
+use crate::dns::wire::rtype;
+use crate::federation::model::{
     DomainSpec, EndpointsState, FederationKind, FederationObject, FederationObjectId,
     IngressRecordSpec, LoadBalancer, MemberKind, MemberObject, MemberObjectId, MemberSpec,
     NodeTopology, ObjectKey, ServiceRecordSpec, ServiceState, SourceEvent, topology_from_nodes,
 };
-use crate::naming::{self, NameError};
-use crate::records::{
+use crate::federation::naming::{self, NameError};
+use crate::federation::records::{
     self, Computed, MemberInput, NameProblem, RecordData, ResolvedHost, ShardInput, TtlPolicy,
 };
-use crate::store::{EntryBuilder, RecordStore, SoaFields, Zone, ZoneTable};
-use crate::wire::rtype;
 
 /// Who put a name in the store. Order is priority: the first claimant of a name wins.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -1170,7 +1170,7 @@ impl Engine {
         owner: &Owner,
         now: Instant,
         stamp: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
-    ) -> Option<crate::status::RecordOutputs> {
+    ) -> Option<crate::k8s::record_status::RecordOutputs> {
         match owner {
             Owner::Service(key) => {
                 let record = self.services.get(key)?;
@@ -1180,16 +1180,20 @@ impl Engine {
                     .map(|d| d.zone.as_str());
                 let lost = self.lost_names(owner);
                 let mut out = match self.compute(owner, now) {
-                    Ok(Some(c)) => crate::status::service_outputs(zone, Ok(&c), &lost, stamp),
+                    Ok(Some(c)) => {
+                        crate::k8s::record_status::service_outputs(zone, Ok(&c), &lost, stamp)
+                    }
                     Ok(None) => return None,
-                    Err(e) => crate::status::service_outputs(zone, Err(&e), &lost, stamp),
+                    Err(e) => {
+                        crate::k8s::record_status::service_outputs(zone, Err(&e), &lost, stamp)
+                    }
                 };
                 out.owner_uid = record.uid.clone();
                 Some(out)
             }
             Owner::Ingress(key) => match self.compute(owner, now) {
                 Ok(Some(c)) => {
-                    let mut out = crate::status::ingress_outputs(&c, stamp);
+                    let mut out = crate::k8s::record_status::ingress_outputs(&c, stamp);
                     out.owner_uid = self.ingresses.get(key).and_then(|r| r.uid.clone());
                     Some(out)
                 }
@@ -1275,7 +1279,7 @@ fn render(claim: &Claim) -> Box<[u8]> {
                 .iter()
                 .map(|n| {
                     let mut r = Vec::new();
-                    crate::store::push_name(&mut r, n);
+                    crate::dns::store::push_name(&mut r, n);
                     r
                 })
                 .collect();

@@ -1,6 +1,6 @@
 //! The normalized federation model: Kubernetes objects stripped, as they arrive, to the fields that
 //! record computation needs. Sources (the directory source, later the Kubernetes watchers) produce
-//! [`SourceEvent`]s of these types; the [`crate::engine`] applies them. Nothing here does I/O.
+//! [`SourceEvent`]s of these types; the [`crate::federation::engine`] applies them. Nothing here does I/O.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;

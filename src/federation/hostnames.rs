@@ -14,9 +14,9 @@ use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 
-use crate::records::ResolvedHost;
-use crate::responder::{self, Limits, Transport};
-use crate::store::RecordStore;
+use crate::dns::responder::{self, Limits, Transport};
+use crate::dns::store::RecordStore;
+use crate::federation::records::ResolvedHost;
 
 /// Re-resolution floor and ceiling, whatever the upstream TTL says.
 const MIN_REFRESH: Duration = Duration::from_secs(5);
@@ -84,7 +84,7 @@ impl HostResolver {
             if self
                 .store
                 .zones()
-                .find(&crate::naming::wire_key(&name))
+                .find(&crate::federation::naming::wire_key(&name))
                 .is_none()
             {
                 continue;
@@ -100,7 +100,7 @@ impl HostResolver {
 
     async fn resolve(&mut self, host: &str) -> Result<ResolvedHost, String> {
         let name = Name::from_ascii(host).map_err(|e| e.to_string())?;
-        let key = crate::naming::wire_key(&name);
+        let key = crate::federation::naming::wire_key(&name);
         if self.store.zones().find(&key).is_some() {
             return resolve_locally(&self.store, &name);
         }

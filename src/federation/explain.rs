@@ -1,10 +1,10 @@
 //! Human-readable explanations of why a name answers what it answers (`fedns explain`,
-//! `GET /explain?name=`). Pure formatting over [`crate::engine::Explanation`].
+//! `GET /explain?name=`). Pure formatting over [`crate::federation::engine::Explanation`].
 
 use std::fmt::Write;
 
-use crate::engine::{Claim, Explanation, Owner};
-use crate::records::{RecordData, ShardHealth};
+use crate::federation::engine::{Claim, Explanation, Owner};
+use crate::federation::records::{RecordData, ShardHealth};
 
 /// Renders an explanation as indented text.
 pub fn render(e: &Explanation) -> String {

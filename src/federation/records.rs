@@ -7,8 +7,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use hickory_proto::rr::Name;
 
-use crate::model::{DomainSpec, IngressRecordSpec, LoadBalancer, ServiceRecordSpec};
-use crate::naming::{self, NameError, ServiceBase};
+use crate::federation::model::{DomainSpec, IngressRecordSpec, LoadBalancer, ServiceRecordSpec};
+use crate::federation::naming::{self, NameError, ServiceBase};
 
 /// TTL rules: `recordTTL` if > 0 else the default, clamped by server-wide caps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -443,7 +443,7 @@ pub fn compute_ingress(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::model::ObjectKey;
+    use crate::federation::model::ObjectKey;
 
     /// A member cluster fixture: `Member::new("c1").region("us").zone("us1").lb("10.0.0.1")`.
     #[derive(Debug, Clone)]

@@ -18,12 +18,12 @@ use serde_json::json;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
-use crate::crd::{DNSEndpoint, IngressDNSRecord, KubeFedCluster, ServiceDNSRecord};
-use crate::engine::{Engine, Owner};
-use crate::lease::Leadership;
-use crate::model::ObjectKey;
+use crate::federation::engine::{Engine, Owner};
+use crate::federation::model::ObjectKey;
+use crate::k8s::crd::{DNSEndpoint, IngressDNSRecord, KubeFedCluster, ServiceDNSRecord};
+use crate::k8s::lease::Leadership;
+use crate::k8s::record_status::{RecordOutputs, fingerprint};
 use crate::shutdown::Shutdown;
-use crate::status::{RecordOutputs, fingerprint};
 
 /// Field manager of fedns's server-side applies.
 pub const FIELD_MANAGER: &str = "fedns";
@@ -160,7 +160,7 @@ impl Writer {
             let patch = json!({ "status": {
                 "zones": current.0,
                 "region": current.1,
-                "topologySource": crate::source::host::TOPOLOGY_FROM_NODES,
+                "topologySource": crate::source::kubernetes::host::TOPOLOGY_FROM_NODES,
             } });
             match clusters
                 .patch_status(&member, &PatchParams::default(), &Patch::Merge(&patch))

@@ -2,8 +2,8 @@
 //! No locks held beyond a single map read, no allocation when `out` has capacity, no logging.
 //! Protocol behaviour follows `../shared/spec/dns.md` section 6.
 
-use crate::store::{self, RecordStore};
-use crate::wire::{self, Query, Reject, rcode, rtype};
+use crate::dns::store::{self, RecordStore};
+use crate::dns::wire::{self, Query, Reject, rcode, rtype};
 
 /// Longest CNAME chain we follow inside our zones.
 const MAX_CHAIN: usize = 8;
@@ -259,8 +259,8 @@ fn finish_response(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::naming::{parse_dotted, wire_key};
-    use crate::store::{EntryBuilder, SoaFields, Zone, ZoneTable};
+    use crate::dns::store::{EntryBuilder, SoaFields, Zone, ZoneTable};
+    use crate::federation::naming::{parse_dotted, wire_key};
     use hickory_proto::op::{Message, ResponseCode};
     use hickory_proto::rr::{Name, RData, RecordType};
     use std::sync::Arc;

@@ -13,10 +13,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
+use crate::dns::responder::{self, Limits, Transport};
+use crate::dns::store::RecordStore;
 use crate::metrics::Metrics;
-use crate::responder::{self, Limits, Transport};
 use crate::shutdown::Shutdown;
-use crate::store::RecordStore;
 
 /// How long a worker blocks in `recv` before it checks for shutdown and flushes metrics.
 const IDLE_TICK: Duration = Duration::from_millis(100);

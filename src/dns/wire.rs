@@ -1,5 +1,5 @@
 //! DNS wire format for the answer path: a strict, allocation-free query parser and the encoders
-//! that pre-render resource records for the [`crate::store`]. Everything here is pure byte work.
+//! that pre-render resource records for the [`crate::dns::store`]. Everything here is pure byte work.
 
 /// Length of the DNS header.
 pub const HEADER_LEN: usize = 12;

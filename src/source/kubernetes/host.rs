@@ -25,15 +25,15 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::member::{self, MemberWatchers, WatchNotice};
-use super::normalize;
 use super::watch::{self, Change, Notice};
-use crate::crd::{Domain, IngressDNSRecord, KubeFedCluster, KubeFedClusterSpec};
-use crate::lease::Leadership;
-use crate::model::{
+use crate::federation::model::{
     FederationKind, FederationObject, FederationObjectId, MemberKind, MemberSpec, ObjectKey,
     SourceEvent,
 };
+use crate::k8s::crd::{Domain, IngressDNSRecord, KubeFedCluster, KubeFedClusterSpec};
+use crate::k8s::lease::Leadership;
 use crate::propagation::members::{MemberHandle, MemberPublisher};
+use crate::source::normalize;
 
 /// `status.topologySource` of a KubeFedCluster whose zones/region fedns wrote from node labels.
 pub const TOPOLOGY_FROM_NODES: &str = "nodes";
@@ -231,10 +231,10 @@ pub async fn run(host: Client, settings: HostSettings, events: mpsc::Sender<Sour
         host_listed_tx.clone(),
     )));
     tasks.push(tokio::spawn(federation_watch(
-        Api::<crate::crd::ServiceDNSRecord>::all(host.clone()),
+        Api::<crate::k8s::crd::ServiceDNSRecord>::all(host.clone()),
         FederationKind::ServiceRecord,
         normalize::service_dns_record,
-        |r: &crate::crd::ServiceDNSRecord| {
+        |r: &crate::k8s::crd::ServiceDNSRecord| {
             Some(FederationObjectId::ServiceRecord(ObjectKey::new(
                 r.namespace()?,
                 r.meta().name.clone()?,

@@ -11,9 +11,9 @@ use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::normalize::{self, NormalizeError};
 use super::watch::{self, Change, Notice};
-use crate::model::{MemberKind, MemberObject, MemberObjectId, ObjectKey, SourceEvent};
+use crate::federation::model::{MemberKind, MemberObject, MemberObjectId, ObjectKey, SourceEvent};
+use crate::source::normalize::{self, NormalizeError};
 
 /// What the watchers of one member report besides model events.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,7 +17,7 @@ use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
-use crate::model::SourceEvent;
+use crate::federation::model::SourceEvent;
 
 /// A change of one watched kind.
 #[derive(Debug, Clone, PartialEq, Eq)]

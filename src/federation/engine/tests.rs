@@ -1,8 +1,8 @@
 //! Engine tests: events in, DNS answers out through the real answer path.
 
 use super::*;
-use crate::model::{EndpointsState, LoadBalancer, ServiceState};
-use crate::responder::{Limits, Transport, respond};
+use crate::dns::responder::{Limits, Transport, respond};
+use crate::federation::model::{EndpointsState, LoadBalancer, ServiceState};
 use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
 
@@ -38,7 +38,7 @@ impl Fixture {
         f.member("c1", "us", "us1");
         f.member("c2", "eu", "eu1");
         f.send(SourceEvent::ApplyFederation(
-            FederationObject::ServiceRecord(crate::records::tests::record("nginx")),
+            FederationObject::ServiceRecord(crate::federation::records::tests::record("nginx")),
         ));
         f.send(SourceEvent::Synced);
         f
@@ -357,7 +357,7 @@ fn static_vanity_cname_into_the_federation_is_followed() {
     let mut f = Fixture::new();
     f.healthy("c1", "10.20.30.1");
     let mut rdata = Vec::new();
-    crate::store::push_name(&mut rdata, &naming::parse_dotted("n", G).unwrap());
+    crate::dns::store::push_name(&mut rdata, &naming::parse_dotted("n", G).unwrap());
     let set = StaticSet {
         rtype: rtype::CNAME,
         ttl: 60,
@@ -406,7 +406,7 @@ fn domain_removal_withdraws_the_zone() {
 #[test]
 fn record_with_unknown_domain_is_reported_not_silently_dropped() {
     let mut f = Fixture::new();
-    let mut rec = crate::records::tests::record("web");
+    let mut rec = crate::federation::records::tests::record("web");
     rec.domain_ref = "nope".into();
     f.send(SourceEvent::ApplyFederation(
         FederationObject::ServiceRecord(rec),
@@ -427,7 +427,7 @@ fn explain_names_the_owner_and_each_shard() {
     assert_eq!(shards.len(), 2);
     assert_eq!(
         shards[1].health,
-        crate::records::ShardHealth::NoReadyEndpoints
+        crate::federation::records::ShardHealth::NoReadyEndpoints
     );
 }
 
@@ -556,7 +556,7 @@ fn relist_of_one_federation_kind_keeps_the_other_kinds() {
     let mut f = Fixture::new();
     f.healthy("c1", "10.20.30.1");
     f.send(SourceEvent::ResetFederationKind(
-        crate::model::FederationKind::IngressRecord,
+        crate::federation::model::FederationKind::IngressRecord,
         vec![],
     ));
     assert_eq!(
@@ -565,7 +565,7 @@ fn relist_of_one_federation_kind_keeps_the_other_kinds() {
         "records and domains untouched"
     );
     f.send(SourceEvent::ResetFederationKind(
-        crate::model::FederationKind::ServiceRecord,
+        crate::federation::model::FederationKind::ServiceRecord,
         vec![],
     ));
     assert_eq!(f.answer(G), "NXDomain", "the record was not relisted");

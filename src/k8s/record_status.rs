@@ -8,13 +8,13 @@ use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use serde_json::Value;
 
-use crate::crd::{
+use crate::federation::model::LoadBalancer;
+use crate::federation::naming::NameError;
+use crate::federation::records::{Computed, NamedRecord, RecordData, ShardHealth};
+use crate::k8s::crd::{
     ClusterDNS, ClusterIngressDNS, DNSEndpointSpec, Endpoint, IngressDNSRecordStatus,
     ServiceDNSRecordStatus,
 };
-use crate::model::LoadBalancer;
-use crate::naming::NameError;
-use crate::records::{Computed, NamedRecord, RecordData, ShardHealth};
 
 /// Why a record does (not) answer, as a `Ready` condition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -274,8 +274,8 @@ pub fn fingerprint(out: &RecordOutputs) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::records::tests::{Member, domain, record};
-    use crate::records::{MemberInput, TtlPolicy, compute_service};
+    use crate::federation::records::tests::{Member, domain, record};
+    use crate::federation::records::{MemberInput, TtlPolicy, compute_service};
     use std::collections::BTreeMap;
 
     fn computed(members: &[Member]) -> Computed {

@@ -1,6 +1,6 @@
 //! The record store: every served name, keyed by its lowercase wire form, holding pre-rendered
 //! resource-record sets, plus the table of served zones (apex, SOA, serial). One writer (the
-//! [`crate::engine`]) updates it; any number of answer workers read it concurrently.
+//! [`crate::federation::engine`]) updates it; any number of answer workers read it concurrently.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use dashmap::DashMap;
 use hickory_proto::rr::Name;
 use rustc_hash::FxBuildHasher;
 
-use crate::wire::{self, rtype};
+use crate::dns::wire::{self, rtype};
 
 /// Appends a name in uncompressed wire form, keeping its case.
 pub fn push_name(out: &mut Vec<u8>, name: &Name) {
@@ -52,7 +52,7 @@ impl Zone {
         push_name(&mut soa_names, &soa.mname);
         push_name(&mut soa_names, &soa.rname);
         Self {
-            key: crate::naming::wire_key(&apex),
+            key: crate::federation::naming::wire_key(&apex),
             apex,
             soa,
             soa_names: soa_names.into_boxed_slice(),
@@ -130,7 +130,7 @@ impl ZoneTable {
     }
 
     pub fn by_apex(&self, apex: &Name) -> Option<&Arc<Zone>> {
-        let key = crate::naming::wire_key(apex);
+        let key = crate::federation::naming::wire_key(apex);
         self.zones.iter().find(|z| z.key == key)
     }
 }
@@ -302,7 +302,7 @@ impl RecordStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::naming::parse_dotted;
+    use crate::federation::naming::parse_dotted;
 
     fn zone(apex: &str) -> Arc<Zone> {
         let apex = parse_dotted("zone", apex).unwrap();
@@ -321,16 +321,19 @@ mod tests {
     #[test]
     fn longest_zone_wins() {
         let table = ZoneTable::new(vec![zone("example.com"), zone("us.example.com")]);
-        let key = crate::naming::wire_key(&parse_dotted("n", "a.us.example.com").unwrap());
+        let key =
+            crate::federation::naming::wire_key(&parse_dotted("n", "a.us.example.com").unwrap());
         assert_eq!(table.find(&key).unwrap().apex.to_ascii(), "us.example.com.");
-        let key = crate::naming::wire_key(&parse_dotted("n", "a.eu.example.com").unwrap());
+        let key =
+            crate::federation::naming::wire_key(&parse_dotted("n", "a.eu.example.com").unwrap());
         assert_eq!(table.find(&key).unwrap().apex.to_ascii(), "example.com.");
     }
 
     #[test]
     fn zone_match_is_at_label_boundaries() {
         let table = ZoneTable::new(vec![zone("example.com")]);
-        let key = crate::naming::wire_key(&parse_dotted("n", "notexample.com").unwrap());
+        let key =
+            crate::federation::naming::wire_key(&parse_dotted("n", "notexample.com").unwrap());
         assert!(table.find(&key).is_none());
     }
 

@@ -3,7 +3,7 @@
 //! One file is one zone. The origin is the file's `$ORIGIN`, else its name without a `.zone`,
 //! `.db` or `.txt` suffix (`example.com.zone` → `example.com.`). Each zone needs exactly one SOA at
 //! its apex. A file that fails to load keeps its last good content, and the error names the file.
-//! Which wins on a collision is decided in [`crate::engine`]: static names beat computed ones.
+//! Which wins on a collision is decided in [`crate::federation::engine`]: static names beat computed ones.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,8 +13,8 @@ use hickory_proto::rr::{Name, RData, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
 use hickory_proto::serialize::txt::Parser;
 
-use crate::engine::{StaticSet, StaticZone};
-use crate::store::SoaFields;
+use crate::dns::store::SoaFields;
+use crate::federation::engine::{StaticSet, StaticZone};
 
 /// A zone file that could not be loaded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

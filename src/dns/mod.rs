@@ -1,0 +1,13 @@
+//! The DNS protocol side: the wire format ([`wire`]), the record store of pre-rendered answers
+//! ([`store`]), the answer path ([`responder`]), the UDP/TCP listeners ([`server`]) and static zone
+//! files ([`zonefile`]).
+//!
+//! This layer knows nothing of Kubernetes or of how records are computed: it serves what the
+//! [`crate::federation::engine`] publishes into the store. The answer path takes no lock beyond one
+//! map read, allocates nothing and logs nothing per query.
+
+pub mod responder;
+pub mod server;
+pub mod store;
+pub mod wire;
+pub mod zonefile;

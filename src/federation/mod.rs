@@ -1,0 +1,17 @@
+//! The federation model and the record computation: what a name answers and why.
+//!
+//! [`model`] holds the normalized objects (Domains, records, per-cluster member objects),
+//! [`naming`] the federation names and label validation, [`records`] the pure computation of
+//! health-aware record sets with CNAME fallback and TTL rules, [`engine`] the single writer that
+//! applies source events and publishes into the [`crate::dns::store`], [`explain`] the text of
+//! `fedns explain`, and [`hostnames`] the background resolution of load-balancer hostnames.
+//!
+//! Nothing here but [`hostnames`] does I/O: no socket, no `kube::Client`, no spawned task in
+//! `model`, `naming`, `records`, `engine` or `explain`.
+
+pub mod engine;
+pub mod explain;
+pub mod hostnames;
+pub mod model;
+pub mod naming;
+pub mod records;
