@@ -2,7 +2,12 @@
 
 use super::*;
 use crate::dns::responder::{Limits, Transport, respond};
-use crate::federation::model::{EndpointsState, LoadBalancer, ServiceState};
+use crate::dns::wire::rtype;
+use crate::federation::model::{
+    EndpointsState, LoadBalancer, MemberKind, MemberObject, MemberObjectId, NodeTopology,
+    ServiceState,
+};
+use crate::federation::naming;
 use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
 

@@ -1,0 +1,241 @@
+//! Claims: which owner claims which name, the winner of each name (lowest [`Owner`]) and the
+//! conflicts, the empty non-terminal counts, and rendering the winner into the store.
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+use crate::dns::store::EntryBuilder;
+use crate::dns::wire::rtype;
+use crate::federation::naming;
+use crate::federation::records::{NameProblem, RecordData};
+
+use super::{Claim, Conflict, Engine, EngineCounts, Owner};
+
+impl Engine {
+    /// Recomputes one computed owner and publishes the difference.
+    pub(super) fn recompute(&mut self, owner: Owner, now: Instant) {
+        self.status_dirty.insert(owner.clone());
+        let (claims, problems) = match self.compute(&owner, now) {
+            Ok(Some(computed)) => {
+                let zones = self.store.zones();
+                let mut problems: Vec<String> =
+                    computed.problems.iter().map(describe_problem).collect();
+                let mut claims = Vec::with_capacity(computed.records.len());
+                for record in computed.records {
+                    let key = naming::wire_key(&record.name);
+                    if zones.find(&key).is_none() {
+                        problems.push(format!(
+                            "{} is outside every served zone: not answered",
+                            record.name
+                        ));
+                        continue;
+                    }
+                    claims.push((key, Claim::Record(record.data)));
+                }
+                (claims, problems)
+            }
+            Ok(None) => (Vec::new(), Vec::new()),
+            Err(error) => (Vec::new(), vec![error.to_string()]),
+        };
+        if problems.is_empty() {
+            self.problems.remove(&owner);
+        } else {
+            for p in &problems {
+                tracing::warn!(%owner, problem = %p, "record problem");
+            }
+            self.problems.insert(owner.clone(), problems);
+        }
+        self.set_claims(owner, claims);
+    }
+
+    /// Replaces everything `owner` claims with `claims`, publishing each changed name.
+    pub(super) fn set_claims(&mut self, owner: Owner, claims: Vec<(Box<[u8]>, Claim)>) {
+        let old = self.owned.remove(&owner).unwrap_or_default();
+        let new_keys: HashSet<&[u8]> = claims.iter().map(|(k, _)| &**k).collect();
+        let mut changed: Vec<Box<[u8]>> = Vec::new();
+        for key in old {
+            if !new_keys.contains(&*key) {
+                if let Some(list) = self.claims.get_mut(&key) {
+                    list.retain(|(o, _)| *o != owner);
+                    if list.is_empty() {
+                        self.claims.remove(&key);
+                    }
+                }
+                changed.push(key);
+            }
+        }
+        let mut keys = Vec::with_capacity(claims.len());
+        for (key, claim) in claims {
+            let list = self.claims.entry(key.clone()).or_default();
+            match list.binary_search_by(|(o, _)| o.cmp(&owner)) {
+                Ok(i) if list[i].1 == claim => {}
+                Ok(i) => {
+                    list[i].1 = claim;
+                    changed.push(key.clone());
+                }
+                Err(i) => {
+                    list.insert(i, (owner.clone(), claim));
+                    changed.push(key.clone());
+                }
+            }
+            keys.push(key);
+        }
+        if !keys.is_empty() {
+            self.owned.insert(owner, keys);
+        }
+        for key in changed {
+            self.publish(key);
+        }
+    }
+
+    /// Writes the current winner of `key` to the store, maintaining empty non-terminals.
+    pub(super) fn publish(&mut self, key: Box<[u8]>) {
+        let zones = self.store.zones();
+        let Some(zone) = zones.find(&key).cloned() else {
+            return;
+        };
+        drop(zones);
+        self.dirty_zones.insert(zone.key().into());
+        let winner = self.claims.get(&key).and_then(|l| l.first());
+        match winner {
+            Some((_, claim)) => {
+                let entry = render(claim);
+                self.store.insert(key.clone(), entry);
+                if self.present.insert(key.clone()) {
+                    self.adjust_ancestors(&key, zone.key(), 1);
+                }
+            }
+            None => {
+                if self.present.remove(&key) {
+                    self.adjust_ancestors(&key, zone.key(), -1);
+                }
+                if self.ent_refs.get(&key).copied().unwrap_or(0) > 0 {
+                    self.store.insert(key, Box::default());
+                } else {
+                    self.store.remove(&key);
+                }
+            }
+        }
+    }
+
+    pub(super) fn adjust_ancestors(&mut self, key: &[u8], apex: &[u8], delta: i32) {
+        let mut at = 1 + key[0] as usize;
+        while at < key.len() && key.len() - at > apex.len() {
+            let ancestor = &key[at..];
+            let refs = self.ent_refs.entry(ancestor.into()).or_insert(0);
+            let before = *refs;
+            *refs = refs.saturating_add_signed(delta);
+            let after = *refs;
+            if after == 0 {
+                self.ent_refs.remove(ancestor);
+            }
+            if !self.present.contains(ancestor) {
+                if before == 0 && after > 0 {
+                    self.store.insert(ancestor.into(), Box::default());
+                } else if before > 0 && after == 0 {
+                    self.store.remove(ancestor);
+                }
+            }
+            at += 1 + key[at] as usize;
+        }
+    }
+
+    /// Names claimed by more than one owner.
+    pub fn conflicts(&self) -> Vec<Conflict> {
+        let mut out = Vec::new();
+        for (key, list) in &self.claims {
+            if let Some(((winner, _), rest)) = list.split_first() {
+                // A static zone file replacing a Domain's generated apex is intended, not a conflict.
+                for (loser, _) in rest.iter().filter(|(o, _)| !matches!(o, Owner::Apex(_))) {
+                    out.push(Conflict {
+                        name: key_to_text(key),
+                        winner: winner.clone(),
+                        loser: loser.clone(),
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Counts for `/metrics` and `status`.
+    pub fn counts(&self) -> EngineCounts {
+        EngineCounts {
+            members: self.members.len(),
+            ready_members: self.members.keys().filter(|c| self.is_ready(c)).count(),
+            service_records: self.services.len(),
+            ingress_records: self.ingresses.len(),
+            names: self.present.len(),
+            conflicts: self
+                .claims
+                .values()
+                .map(|l| {
+                    l.iter()
+                        .skip(1)
+                        .filter(|(o, _)| !matches!(o, Owner::Apex(_)))
+                        .count()
+                })
+                .sum(),
+            problems: self.problems.values().map(Vec::len).sum(),
+        }
+    }
+}
+
+pub(super) fn describe_problem(p: &NameProblem) -> String {
+    match &p.cluster {
+        Some(c) => format!("cluster {c}: {}", p.error),
+        None => p.error.to_string(),
+    }
+}
+
+/// Renders one claim into a store entry.
+pub(super) fn render(claim: &Claim) -> Box<[u8]> {
+    let mut b = EntryBuilder::new();
+    match claim {
+        Claim::Record(RecordData::Address { v4, v6, ttl }) => {
+            b.addresses(v4, v6, *ttl);
+        }
+        Claim::Record(RecordData::Cname { target, ttl }) => {
+            b.cname(target, *ttl);
+        }
+        Claim::Static { apex, sets } => {
+            if *apex {
+                b.apex_soa();
+            }
+            for set in sets {
+                b.rrset(set.rtype, set.ttl, set.rdatas.iter().map(|r| &r[..]));
+            }
+        }
+        Claim::Apex { name_servers, ttl } => {
+            let rdatas: Vec<Vec<u8>> = name_servers
+                .iter()
+                .map(|n| {
+                    let mut r = Vec::new();
+                    crate::dns::store::push_name(&mut r, n);
+                    r
+                })
+                .collect();
+            b.rrset(rtype::NS, *ttl, rdatas.iter().map(|r| &r[..]));
+            b.apex_soa();
+        }
+    }
+    b.finish()
+}
+
+/// A lowercase wire key as presentation text.
+pub fn key_to_text(key: &[u8]) -> String {
+    let mut out = String::new();
+    let mut at = 0;
+    while at < key.len() && key[at] != 0 {
+        let len = key[at] as usize;
+        let label = key.get(at + 1..at + 1 + len).unwrap_or_default();
+        out.push_str(&String::from_utf8_lossy(label));
+        out.push('.');
+        at += 1 + len;
+    }
+    if out.is_empty() {
+        out.push('.');
+    }
+    out
+}

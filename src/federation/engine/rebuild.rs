@@ -1,0 +1,100 @@
+//! Recomputing everything against a new zone table, without a name ever going missing.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::federation::naming;
+
+use super::zones::name_server;
+use super::{Claim, Engine, Owner};
+
+impl Engine {
+    /// Recomputes everything against a new zone table. Each name goes straight from its old to its
+    /// new entry, so no name is ever missing in between.
+    pub(super) fn rebuild(&mut self, now: Instant) {
+        let table = self.zone_table();
+        // Zones created or re-created here start at their new serial: no extra bump for this load.
+        let fresh: Vec<Box<[u8]>> = {
+            let old = self.store.zones();
+            table
+                .iter()
+                .filter(|z| !old.iter().any(|o| Arc::ptr_eq(o, z)))
+                .map(|z| z.key().into())
+                .collect()
+        };
+        self.store.set_zones(table);
+        let before: HashSet<Box<[u8]>> = self
+            .present
+            .iter()
+            .chain(self.ent_refs.keys())
+            .cloned()
+            .collect();
+        self.claims.clear();
+        self.owned.clear();
+        self.present.clear();
+        self.ent_refs.clear();
+        self.problems.clear();
+
+        for zone in self.static_zones.clone() {
+            let owner = Owner::Static(zone.apex.to_ascii());
+            let claims = zone
+                .names
+                .iter()
+                .map(|(name, sets)| {
+                    let apex = name == &zone.apex;
+                    (
+                        naming::wire_key(name),
+                        Claim::Static {
+                            apex,
+                            sets: sets.clone(),
+                        },
+                    )
+                })
+                .chain(
+                    // A zone file may omit every record at the apex but its SOA.
+                    (!zone.names.contains_key(&zone.apex)).then(|| {
+                        (
+                            naming::wire_key(&zone.apex),
+                            Claim::Static {
+                                apex: true,
+                                sets: Vec::new(),
+                            },
+                        )
+                    }),
+                )
+                .collect();
+            self.set_claims(owner, claims);
+        }
+        for domain in self.domains.values().cloned().collect::<Vec<_>>() {
+            let Ok(apex) = naming::parse_dotted("domain", &domain.zone) else {
+                continue;
+            };
+            let claim = Claim::Apex {
+                name_servers: vec![name_server(&domain, &apex)],
+                ttl: self.settings.apex_ttl,
+            };
+            self.set_claims(
+                Owner::Apex(apex.to_ascii()),
+                vec![(naming::wire_key(&apex), claim)],
+            );
+        }
+        for key in self.services.keys().cloned().collect::<Vec<_>>() {
+            self.recompute(Owner::Service(key), now);
+        }
+        for key in self.ingresses.keys().cloned().collect::<Vec<_>>() {
+            self.recompute(Owner::Ingress(key), now);
+        }
+        for key in before {
+            if !self.present.contains(&key) && !self.ent_refs.contains_key(&key) {
+                self.store.remove(&key);
+            }
+        }
+        for key in fresh {
+            self.dirty_zones.remove(&key);
+        }
+        for c in self.conflicts() {
+            tracing::warn!(name = %c.name, winner = %c.winner, loser = %c.loser, "name conflict: the loser's data is not served");
+        }
+    }
+}
