@@ -334,9 +334,16 @@ pub fn compute_service(
     }
     out.shards.sort_by(|a, b| a.cluster.cmp(&b.cluster));
 
-    // Zonal names fall back to their region, regional names to the global name.
-    for ((region, az), targets) in zones {
-        let name = match base.zonal(az, region, &zone) {
+    // Zonal names fall back to their region, regional names to the global name: each level is
+    // (its name, the region of the level above or None for the global name, its targets).
+    let zonal = zones
+        .into_iter()
+        .map(|((region, az), targets)| (base.zonal(az, region, &zone), Some(region), targets));
+    let regional = regions
+        .into_iter()
+        .map(|(region, targets)| (base.regional(region, &zone), None, targets));
+    for (name, parent_region, targets) in zonal.chain(regional) {
+        let name = match name {
             Ok(name) => name,
             Err(error) => {
                 out.problems.push(NameProblem {
@@ -347,31 +354,12 @@ pub fn compute_service(
             }
         };
         let data = if targets.is_empty() {
-            match base.regional(region, &zone) {
-                Ok(target) => RecordData::Cname { target, ttl },
-                Err(_) => continue,
-            }
-        } else {
-            targets.into_record(ttl)
-        };
-        out.records.push(NamedRecord { name, data });
-    }
-    for (region, targets) in regions {
-        let name = match base.regional(region, &zone) {
-            Ok(name) => name,
-            Err(error) => {
-                out.problems.push(NameProblem {
-                    cluster: None,
-                    error,
-                });
-                continue;
-            }
-        };
-        let data = if targets.is_empty() {
-            RecordData::Cname {
-                target: global_name.clone(),
-                ttl,
-            }
+            let parent = match parent_region {
+                Some(region) => base.regional(region, &zone),
+                None => Ok(global_name.clone()),
+            };
+            let Ok(target) = parent else { continue };
+            RecordData::Cname { target, ttl }
         } else {
             targets.into_record(ttl)
         };
