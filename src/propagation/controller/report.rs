@@ -1,0 +1,84 @@
+//! What the controller reports back to the host: the federated object's status and Events.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::api::{DynamicObject, Patch, PatchParams};
+use kube::runtime::events::{Event as KubeEvent, EventType};
+use serde_json::{Value, json};
+
+use super::{Key, TypeContext};
+use crate::propagation::status::{self, ClusterOutcome, ClusterState, ObjectProblem};
+
+impl TypeContext {
+    pub(super) async fn write_status(
+        &self,
+        key: &Key,
+        fed: &DynamicObject,
+        outcomes: &BTreeMap<String, ClusterOutcome>,
+        problem: Option<&ObjectProblem>,
+        previous: &Value,
+    ) {
+        let now = k8s_openapi::jiff::Timestamp::now().to_string();
+        let Some(status) = status::propagation_status(
+            fed.metadata.generation.unwrap_or(0),
+            outcomes,
+            problem,
+            previous,
+            &now,
+        ) else {
+            return;
+        };
+        let patch = json!([{"op": "add", "path": "/status", "value": status}]);
+        if let Err(error) = self
+            .fed_api(key)
+            .patch_status(
+                &key.name,
+                &PatchParams::default(),
+                &Patch::Json::<()>(json_patch_of(patch)),
+            )
+            .await
+        {
+            tracing::debug!(name = %key.name, %error, "status not written");
+        }
+    }
+
+    pub(super) async fn event(
+        &self,
+        fed: &DynamicObject,
+        type_: EventType,
+        reason: &str,
+        note: &str,
+        action: &str,
+    ) {
+        let reference = ObjectReference {
+            api_version: Some(self.federated.api_version()),
+            kind: Some(self.federated.kind.clone()),
+            name: fed.metadata.name.clone(),
+            namespace: fed.metadata.namespace.clone(),
+            uid: fed.metadata.uid.clone(),
+            ..Default::default()
+        };
+        let ev = KubeEvent {
+            type_,
+            reason: reason.into(),
+            note: Some(note.into()),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&ev, &reference).await {
+            tracing::debug!(%error, "event not recorded");
+        }
+    }
+}
+
+pub(super) fn outcome(state: ClusterState, remote_status: Option<Value>) -> ClusterOutcome {
+    ClusterOutcome {
+        state,
+        remote_status,
+    }
+}
+
+pub(super) fn json_patch_of(v: Value) -> json_patch::Patch {
+    serde_json::from_value(v).expect("patches built here are valid")
+}
