@@ -144,6 +144,9 @@ pub fn render_for_cluster(
     if let Value::Object(o) = &mut obj {
         o.remove("status");
     }
+    if fed.target.group.is_empty() && fed.target.kind == "Secret" {
+        fold_string_data(&mut obj);
+    }
     if let Some(live) = live {
         retain_cluster_fields(fed, &mut obj, live);
     }
@@ -160,6 +163,23 @@ pub fn render_for_cluster(
     };
     labels.insert(MANAGED_LABEL.into(), json!("true"));
     Ok(obj)
+}
+
+/// A Secret's `stringData` folded into `data` (base64), as the API server stores it: the live
+/// object never has `stringData`, so comparing against it would rewrite the Secret after every
+/// restart.
+fn fold_string_data(obj: &mut Value) {
+    let Some(Value::Object(strings)) = obj.as_object_mut().and_then(|o| o.remove("stringData"))
+    else {
+        return;
+    };
+    let data = object_at(obj, "data");
+    for (key, value) in strings {
+        if let Value::String(text) = value {
+            let encoded = k8s_openapi::ByteString(text.into_bytes());
+            data.insert(key, serde_json::to_value(encoded).unwrap_or(Value::Null));
+        }
+    }
 }
 
 /// Fields a member cluster owns once the object exists there (spec section 3, step 3).
@@ -922,5 +942,22 @@ mod tests {
     fn the_record_hash_is_stable_across_builds() {
         assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    #[test]
+    fn secret_string_data_is_rendered_as_data_the_way_the_api_server_stores_it() {
+        let secrets = default_type("secrets").unwrap();
+        let template = json!({"stringData": {"k": "v"}, "data": {"d": "ZA=="}});
+        let fed = Federated {
+            target: &secrets,
+            name: "s",
+            namespace: Some("n"),
+            template: &template,
+            overrides: &[],
+            retain_replicas: false,
+        };
+        let out = render_for_cluster(fed, "c1", None).unwrap();
+        assert!(out.get("stringData").is_none());
+        assert_eq!(out["data"], json!({"d": "ZA==", "k": "dg=="}));
     }
 }
