@@ -577,3 +577,247 @@ async fn a_federated_service_answers_by_name_once_its_services_get_addresses() {
     )
     .await;
 }
+
+fn services() -> ApiResource {
+    resource("v1", "Service", "services")
+}
+
+/// Deletes in each member so far (fake members only; real clusters count nothing).
+fn member_deletes(fed: &Federation) -> u64 {
+    fed.clusters
+        .members
+        .iter()
+        .filter_map(|m| m.as_fake())
+        .map(|m| m.object_writes().1)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removed_template_keys_labels_and_selector_keys_reach_members_and_member_annotations_stay()
+{
+    let Some(fed) = Federation::start().await else {
+        return;
+    };
+    let placement = json!({"clusterSelector": {"matchLabels": {"region": "eu"}}});
+    apply(
+        &fed.host,
+        json!({
+            "apiVersion": "types.kubefed.io/v1beta1", "kind": "FederatedConfigMap",
+            "metadata": {"name": "keys", "namespace": "test"},
+            "spec": {"template": {"metadata": {"labels": {"app": "keys", "extra": "drop-me"}},
+                                  "data": {"a": "1", "b": "drop-me"}},
+                     "placement": placement}
+        }),
+    )
+    .await;
+    apply(
+        &fed.host,
+        json!({
+            "apiVersion": "types.kubefed.io/v1beta1", "kind": "FederatedService",
+            "metadata": {"name": "keys", "namespace": "test"},
+            "spec": {"template": {"spec": {"selector": {"app": "keys", "tier": "drop-me"},
+                                           "ports": [{"port": 80}]}},
+                     "placement": placement}
+        }),
+    )
+    .await;
+    until(fed.member("c3"), &configmaps(), "keys", "keys in c3", |o| {
+        managed(o) && o.is_some_and(|o| o["data"]["b"] == "drop-me")
+    })
+    .await;
+    until(
+        fed.member("c3"),
+        &services(),
+        "keys",
+        "service in c3",
+        |o| o.is_some_and(|o| o["spec"]["selector"]["tier"] == "drop-me"),
+    )
+    .await;
+    // Someone in the member annotates the object: fedns keeps that.
+    patch(
+        fed.member("c3"),
+        &configmaps(),
+        "keys",
+        json!({"metadata": {"annotations": {"member.example/note": "kept"}}}),
+    )
+    .await;
+
+    patch(
+        &fed.host,
+        &federated("ConfigMap"),
+        "keys",
+        json!({"spec": {"template": {"metadata": {"labels": {"extra": null}}, "data": {"b": null}}}}),
+    )
+    .await;
+    patch(
+        &fed.host,
+        &federated("Service"),
+        "keys",
+        json!({"spec": {"template": {"spec": {"selector": {"tier": null}}}}}),
+    )
+    .await;
+    until(
+        fed.member("c3"),
+        &configmaps(),
+        "keys",
+        "the removed key and label gone from c3, the member's annotation kept",
+        |o| {
+            o.is_some_and(|o| {
+                o["data"] == json!({"a": "1"})
+                    && o["metadata"]["labels"].get("extra").is_none()
+                    && o["metadata"]["labels"]["app"] == "keys"
+                    && o["metadata"]["annotations"]["member.example/note"] == "kept"
+            })
+        },
+    )
+    .await;
+    until(
+        fed.member("c3"),
+        &services(),
+        "keys",
+        "the removed selector key gone from c3",
+        |o| o.is_some_and(|o| o["spec"]["selector"] == json!({"app": "keys"})),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_placement_selector_deletes_nothing_and_says_why() {
+    let Some(fed) = Federation::start().await else {
+        return;
+    };
+    apply(
+        &fed.host,
+        json!({
+            "apiVersion": "types.kubefed.io/v1beta1", "kind": "FederatedConfigMap",
+            "metadata": {"name": "sel", "namespace": "test"},
+            "spec": {"template": {"data": {"a": "1"}},
+                     "placement": {"clusterSelector": {}}}
+        }),
+    )
+    .await;
+    for (name, _) in MEMBERS {
+        until(
+            fed.member(name),
+            &configmaps(),
+            "sel",
+            "sel placed",
+            managed,
+        )
+        .await;
+    }
+    let deletes_before = member_deletes(&fed);
+    patch(
+        &fed.host,
+        &federated("ConfigMap"),
+        "sel",
+        json!({"spec": {"placement": {"clusterSelector": {"matchExpressions": [
+            {"key": "region", "operator": "In", "values": []}
+        ]}}}}),
+    )
+    .await;
+    // The status is written after every cluster's step: once it says why, any delete would
+    // have been sent.
+    let status = until(
+        &fed.host,
+        &federated("ConfigMap"),
+        "sel",
+        "status says the placement could not be computed",
+        |o| o.is_some_and(|o| o["status"]["conditions"][0]["reason"] == "ComputePlacementFailed"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status["status"]["conditions"][0]["status"], "False");
+    assert_eq!(
+        member_deletes(&fed),
+        deletes_before,
+        "no member copy deleted"
+    );
+    for (name, _) in MEMBERS {
+        assert!(
+            managed(get(fed.member(name), &configmaps(), "sel").await.as_ref()),
+            "sel still in {name}"
+        );
+    }
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(fed.host.clone(), "test");
+    let found = eventually(LIMIT, async || {
+        events.list(&Default::default()).await.is_ok_and(|l| {
+            l.items.iter().any(|e| {
+                e.reason.as_deref() == Some("ComputePlacementFailed")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("sel")
+            })
+        })
+    })
+    .await;
+    assert!(found.is_some(), "a ComputePlacementFailed Event");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuilt_member_with_a_rotated_token_gets_its_objects_back_without_401s() {
+    let Some(fed) = Federation::start().await else {
+        return;
+    };
+    let Some(c1) = fed.clusters.members[0].controls("rebuild member c1 with a new token") else {
+        return;
+    };
+    apply(
+        &fed.host,
+        json!({
+            "apiVersion": "types.kubefed.io/v1beta1", "kind": "FederatedConfigMap",
+            "metadata": {"name": "rot", "namespace": "test"},
+            "spec": {"template": {"data": {"v": "1"}}, "placement": {"clusterSelector": {}}}
+        }),
+    )
+    .await;
+    until(fed.member("c1"), &configmaps(), "rot", "rot in c1", managed).await;
+
+    // The member comes back empty, and is joined again with a new token (the old one 401s).
+    c1.restart_empty().await;
+    let token = c1.rotate_token();
+    apply(
+        &fed.host,
+        json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "c1-token", "namespace": NS},
+            "stringData": {"token": token},
+        }),
+    )
+    .await;
+    let back = eventually(LIMIT, async || {
+        c1.get_json("v1", "ConfigMap", Some("test"), "rot")
+            .is_some_and(|o| o["metadata"]["labels"][MANAGED_LABEL] == "true")
+    })
+    .await;
+    assert!(back.is_some(), "rot recreated in the rebuilt c1");
+
+    // From now on the new token is used: a change reaches c1 with no 401 on the way.
+    let refused = c1.unauthorized();
+    patch(
+        &fed.host,
+        &federated("ConfigMap"),
+        "rot",
+        json!({"spec": {"template": {"data": {"v": "2"}}}}),
+    )
+    .await;
+    let updated = eventually(LIMIT, async || {
+        c1.get_json("v1", "ConfigMap", Some("test"), "rot")
+            .is_some_and(|o| o["data"]["v"] == "2")
+    })
+    .await;
+    assert!(updated.is_some(), "the update reached c1");
+    until(
+        &fed.host,
+        &federated("ConfigMap"),
+        "rot",
+        "status: propagated everywhere again",
+        |o| {
+            o.is_some_and(|o| {
+                o["status"]["conditions"][0]["status"] == "True"
+                    && o["status"]["observedGeneration"] == o["metadata"]["generation"]
+            })
+        },
+    )
+    .await;
+    assert_eq!(c1.unauthorized(), refused, "no request with the old token");
+}

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fedns::propagation::members::{self, MemberHandle, MemberPublisher};
+use fedns::propagation::members::{self, MemberHandle, MemberPublisher, Members};
 use fedns::propagation::scheduler;
 use fedns::shutdown::Shutdown;
 use harness::FakeCluster;
@@ -69,17 +69,18 @@ impl Federation {
 
     /// Publishes the member set with `unready` members not Ready.
     fn publish(&self, unready: &[&str]) {
-        let set: BTreeMap<String, MemberHandle> = self
+        let set: Members = self
             .members
             .iter()
             .map(|(cluster, client)| {
                 let name = cluster.name().to_string();
-                let handle = MemberHandle {
-                    name: name.clone(),
-                    client: client.clone(),
-                    labels: BTreeMap::from([("region".to_string(), format!("r-{name}"))]),
-                    ready: !unready.contains(&name.as_str()),
-                };
+                let mut handle = MemberHandle::new(
+                    &name,
+                    client.clone(),
+                    BTreeMap::from([("region".to_string(), format!("r-{name}"))]),
+                );
+                handle.ready = !unready.contains(&name.as_str());
+                handle.probed = true;
                 (name, handle)
             })
             .collect();

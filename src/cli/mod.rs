@@ -18,14 +18,14 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::discovery::ApiResource;
 use kube::{Api, Client};
 use serde::Serialize;
 use serde_json::{Value, json};
 
 /// Field manager of everything the CLI writes.
-pub const FIELD_MANAGER: &str = "fedns";
+pub use crate::k8s::FIELD_MANAGER;
 
 /// Why a subcommand failed; every message says what is wrong and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -241,7 +241,7 @@ pub async fn ensure_namespace(client: &Client, name: &str, cluster: &str) -> Res
                 },
                 ..Default::default()
             };
-            match namespaces.create(&PostParams::default(), &ns).await {
+            match namespaces.create(&crate::k8s::post_params(), &ns).await {
                 Ok(_) => {
                     eprintln!("{cluster}: created Namespace {name}");
                     Ok(())

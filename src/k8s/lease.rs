@@ -20,7 +20,6 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::Api;
-use kube::api::PostParams;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -419,7 +418,7 @@ impl Election {
                     spec: Some(spec),
                 };
                 self.api
-                    .create(&PostParams::default(), &lease)
+                    .create(&crate::k8s::post_params(), &lease)
                     .await
                     .map_err(LeaseError::from_write)?;
             }
@@ -427,7 +426,7 @@ impl Election {
                 // The resourceVersion we read stays in the body: the write is conditional on it.
                 lease.spec = Some(spec);
                 self.api
-                    .replace(&self.settings.name, &PostParams::default(), &lease)
+                    .replace(&self.settings.name, &crate::k8s::post_params(), &lease)
                     .await
                     .map_err(LeaseError::from_write)?;
             }
@@ -448,7 +447,7 @@ impl Election {
         }
         lease.spec = Some(released_spec(spec, Timestamp::now()));
         self.api
-            .replace(&self.settings.name, &PostParams::default(), &lease)
+            .replace(&self.settings.name, &crate::k8s::post_params(), &lease)
             .await
             .map_err(LeaseError::from_write)?;
         Ok(())

@@ -26,7 +26,7 @@ use crate::k8s::record_status::{RecordOutputs, fingerprint};
 use crate::shutdown::Shutdown;
 
 /// Field manager of fedns's server-side applies.
-pub const FIELD_MANAGER: &str = "fedns";
+pub use crate::k8s::FIELD_MANAGER;
 /// Label on every DNSEndpoint fedns writes.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "fedns");
 
@@ -120,7 +120,7 @@ impl Writer {
             rewrite_all,
         } = self;
         let now = Instant::now();
-        let stamp = Time(k8s_openapi::jiff::Timestamp::now());
+        let stamp = Time(crate::k8s::timestamp(k8s_openapi::jiff::Timestamp::now()));
         let due: Vec<Owner> = retry
             .iter()
             .filter(|(_, (at, _))| *at <= now)
@@ -163,7 +163,7 @@ impl Writer {
                 "topologySource": crate::source::kubernetes::host::TOPOLOGY_FROM_NODES,
             } });
             match clusters
-                .patch_status(&member, &PatchParams::default(), &Patch::Merge(&patch))
+                .patch_status(&member, &crate::k8s::patch_params(), &Patch::Merge(&patch))
                 .await
             {
                 // Members listed as contexts have no KubeFedCluster: nothing to write.
@@ -283,7 +283,7 @@ async fn write(host: &Client, owner: &Owner, out: &RecordOutputs) -> Result<(), 
         }
     }
     let status = Patch::Merge(json!({ "status": status_patch }));
-    let params = PatchParams::default();
+    let params = crate::k8s::patch_params();
     let result = match owner {
         Owner::Service(_) => Api::<ServiceDNSRecord>::namespaced(host.clone(), &key.namespace)
             .patch_status(&key.name, &params, &status)

@@ -3,6 +3,10 @@
 //! does, and whether it blocks finalizer removal, while the object is being deleted
 //! ([`removal_step`]). Nothing here touches a `kube::Client`; the controller gathers the facts,
 //! asks, and carries the answer out.
+//!
+//! The rule both follow: what is not known yet (a placement that could not be computed, a
+//! member the prober has not judged, a member cache that has not listed) means "wait" or
+//! "leave", never "absent", so nothing is deleted or recreated on partial knowledge.
 
 use super::render;
 use super::status::ClusterState;
@@ -29,13 +33,24 @@ impl Managed {
     }
 }
 
+/// Where the federated object goes, as far as this cluster is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    Selected,
+    NotSelected,
+    /// The placement could not be computed (invalid selector, bad FederatedNamespace, ...).
+    Unknown,
+}
+
 /// What the controller knows about one federated object in one member cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClusterFacts {
-    /// The computed placement selects this cluster.
-    pub selected: bool,
-    /// The health prober's verdict.
-    pub ready: bool,
+    pub placement: Placement,
+    /// The health prober's verdict; `None` before its first.
+    pub ready: Option<bool>,
+    /// The member cache of this type has completed its first listing (else `live` means
+    /// nothing).
+    pub cache_listed: bool,
     /// The member object, when it exists (`None`: absent).
     pub live: Option<Managed>,
     /// The object's overrides pass the whole-object checks.
@@ -57,29 +72,37 @@ pub enum ClusterAction {
     Leave,
     /// No write; report this state for the cluster.
     Report(ClusterState),
+    /// An input has not listed yet: no write, no status; try again once it has.
+    Wait,
 }
 
 /// The per-cluster action for a federated object that is not being deleted.
 pub fn cluster_action(f: &ClusterFacts) -> ClusterAction {
-    match (f.selected, f.ready, f.live) {
-        (false, _, None) => ClusterAction::Leave,
-        (true, false, _) => ClusterAction::Report(ClusterState::ClusterNotReady),
-        (false, false, Some(_)) => ClusterAction::Leave,
-        (false, true, Some(Managed::Yes)) => ClusterAction::Delete,
+    use Placement::{NotSelected, Selected, Unknown};
+    match (f.placement, f.ready) {
+        // Only a computed placement may lead to a write or a delete.
+        (Unknown, _) => return ClusterAction::Leave,
+        (_, None) => return ClusterAction::Wait,
+        (Selected, Some(false)) => return ClusterAction::Report(ClusterState::ClusterNotReady),
+        (NotSelected, Some(false)) => return ClusterAction::Leave,
+        (_, Some(true)) if !f.cache_listed => return ClusterAction::Wait,
+        (_, Some(true)) => {}
+    }
+    match (f.placement, f.live) {
+        (NotSelected | Unknown, None) => ClusterAction::Leave,
+        (NotSelected, Some(Managed::Yes)) => ClusterAction::Delete,
         // Never fedns's to delete.
-        (false, true, Some(_)) => ClusterAction::Leave,
-        (true, true, _) if !f.overrides_valid => {
+        (NotSelected | Unknown, Some(_)) => ClusterAction::Leave,
+        (Selected, _) if !f.overrides_valid => {
             ClusterAction::Report(ClusterState::ApplyOverridesFailed)
         }
-        (true, true, None) => ClusterAction::Create,
-        (true, true, Some(Managed::Yes)) => ClusterAction::Update,
-        (true, true, Some(Managed::OptedOut)) => {
+        (Selected, None) => ClusterAction::Create,
+        (Selected, Some(Managed::Yes)) => ClusterAction::Update,
+        (Selected, Some(Managed::OptedOut)) => {
             ClusterAction::Report(ClusterState::ManagedLabelFalse)
         }
-        (true, true, Some(Managed::Unlabeled)) if f.adopt => ClusterAction::Update,
-        (true, true, Some(Managed::Unlabeled)) => {
-            ClusterAction::Report(ClusterState::AlreadyExists)
-        }
+        (Selected, Some(Managed::Unlabeled)) if f.adopt => ClusterAction::Update,
+        (Selected, Some(Managed::Unlabeled)) => ClusterAction::Report(ClusterState::AlreadyExists),
     }
 }
 
@@ -98,7 +121,8 @@ pub struct RemovalFacts {
     /// The object was placed there: in the cache, written by this replica, or listed in the
     /// federated object's status. Only such clusters can block finalizer removal.
     pub placed: bool,
-    pub ready: bool,
+    /// The health prober's verdict; `None` before its first.
+    pub ready: Option<bool>,
     /// `kubefed.io/orphan: "true"` on the federated object.
     pub orphan: bool,
     pub live: Presence,
@@ -120,20 +144,23 @@ pub enum RemovalStep {
     Unlabel,
     /// Delete the object and wait until it is gone.
     Delete,
+    /// The prober has not judged the member yet: blocks, reports nothing.
+    Wait,
 }
 
 /// The deletion-flow step for one cluster.
 pub fn removal_step(f: &RemovalFacts) -> RemovalStep {
     match (f.placed, f.ready, f.live) {
         (false, _, _) => RemovalStep::Skip,
-        (true, false, _) => RemovalStep::NotReady { blocks: !f.orphan },
-        (true, true, Presence::Unknown) => RemovalStep::Lookup,
-        (true, true, Presence::Absent) => RemovalStep::Done,
-        (true, true, Presence::Present(Managed::OptedOut | Managed::Unlabeled)) => {
+        (true, None, _) => RemovalStep::Wait,
+        (true, Some(false), _) => RemovalStep::NotReady { blocks: !f.orphan },
+        (true, Some(true), Presence::Unknown) => RemovalStep::Lookup,
+        (true, Some(true), Presence::Absent) => RemovalStep::Done,
+        (true, Some(true), Presence::Present(Managed::OptedOut | Managed::Unlabeled)) => {
             RemovalStep::Done
         }
-        (true, true, Presence::Present(Managed::Yes)) if f.orphan => RemovalStep::Unlabel,
-        (true, true, Presence::Present(Managed::Yes)) => RemovalStep::Delete,
+        (true, Some(true), Presence::Present(Managed::Yes)) if f.orphan => RemovalStep::Unlabel,
+        (true, Some(true), Presence::Present(Managed::Yes)) => RemovalStep::Delete,
     }
 }
 
@@ -143,8 +170,9 @@ mod tests {
 
     fn facts() -> ClusterFacts {
         ClusterFacts {
-            selected: true,
-            ready: true,
+            placement: Placement::Selected,
+            ready: Some(true),
+            cache_listed: true,
             live: None,
             overrides_valid: true,
             adopt: true,
@@ -171,7 +199,7 @@ mod tests {
     #[test]
     fn not_selected_and_absent_is_left_alone() {
         let f = ClusterFacts {
-            selected: false,
+            placement: Placement::NotSelected,
             ..facts()
         };
         assert_eq!(cluster_action(&f), ClusterAction::Leave);
@@ -180,7 +208,7 @@ mod tests {
     #[test]
     fn selected_but_not_ready_reports_cluster_not_ready() {
         let f = ClusterFacts {
-            ready: false,
+            ready: Some(false),
             live: Some(Managed::Yes),
             ..facts()
         };
@@ -193,8 +221,8 @@ mod tests {
     #[test]
     fn not_selected_in_a_cluster_that_is_not_ready_is_left_alone() {
         let f = ClusterFacts {
-            selected: false,
-            ready: false,
+            placement: Placement::NotSelected,
+            ready: Some(false),
             live: Some(Managed::Yes),
             ..facts()
         };
@@ -204,7 +232,7 @@ mod tests {
     #[test]
     fn not_selected_managed_object_is_deleted() {
         let f = ClusterFacts {
-            selected: false,
+            placement: Placement::NotSelected,
             live: Some(Managed::Yes),
             ..facts()
         };
@@ -215,7 +243,7 @@ mod tests {
     fn not_selected_unmanaged_object_is_never_deleted() {
         for live in [Managed::Unlabeled, Managed::OptedOut] {
             let f = ClusterFacts {
-                selected: false,
+                placement: Placement::NotSelected,
                 live: Some(live),
                 ..facts()
             };
@@ -287,7 +315,7 @@ mod tests {
     fn removal() -> RemovalFacts {
         RemovalFacts {
             placed: true,
-            ready: true,
+            ready: Some(true),
             orphan: false,
             live: Presence::Present(Managed::Yes),
         }
@@ -297,7 +325,7 @@ mod tests {
     fn a_cluster_never_placed_in_is_skipped() {
         let f = RemovalFacts {
             placed: false,
-            ready: false,
+            ready: Some(false),
             ..removal()
         };
         assert_eq!(removal_step(&f), RemovalStep::Skip);
@@ -306,7 +334,7 @@ mod tests {
     #[test]
     fn a_cluster_not_ready_blocks_deletion() {
         let f = RemovalFacts {
-            ready: false,
+            ready: Some(false),
             ..removal()
         };
         assert_eq!(removal_step(&f), RemovalStep::NotReady { blocks: true });
@@ -315,7 +343,7 @@ mod tests {
     #[test]
     fn a_cluster_not_ready_does_not_block_orphaning() {
         let f = RemovalFacts {
-            ready: false,
+            ready: Some(false),
             orphan: true,
             ..removal()
         };
@@ -363,5 +391,54 @@ mod tests {
     #[test]
     fn a_managed_object_is_deleted() {
         assert_eq!(removal_step(&removal()), RemovalStep::Delete);
+    }
+
+    #[test]
+    fn an_uncomputable_placement_leaves_every_cluster_untouched() {
+        for live in [None, Some(Managed::Yes), Some(Managed::Unlabeled)] {
+            for ready in [None, Some(false), Some(true)] {
+                let f = ClusterFacts {
+                    placement: Placement::Unknown,
+                    ready,
+                    live,
+                    ..facts()
+                };
+                assert_eq!(cluster_action(&f), ClusterAction::Leave, "{f:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_member_not_probed_yet_is_waited_for() {
+        for placement in [Placement::Selected, Placement::NotSelected] {
+            let f = ClusterFacts {
+                placement,
+                ready: None,
+                live: Some(Managed::Yes),
+                ..facts()
+            };
+            assert_eq!(cluster_action(&f), ClusterAction::Wait);
+        }
+    }
+
+    #[test]
+    fn a_member_cache_not_listed_yet_is_waited_for_not_taken_as_empty() {
+        for placement in [Placement::Selected, Placement::NotSelected] {
+            let f = ClusterFacts {
+                placement,
+                cache_listed: false,
+                ..facts()
+            };
+            assert_eq!(cluster_action(&f), ClusterAction::Wait);
+        }
+    }
+
+    #[test]
+    fn deletion_waits_for_a_member_not_probed_yet() {
+        let f = RemovalFacts {
+            ready: None,
+            ..removal()
+        };
+        assert_eq!(removal_step(&f), RemovalStep::Wait);
     }
 }

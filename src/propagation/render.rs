@@ -144,6 +144,9 @@ pub fn render_for_cluster(
     if let Value::Object(o) = &mut obj {
         o.remove("status");
     }
+    if fed.target.group.is_empty() && fed.target.kind == "Secret" {
+        fold_string_data(&mut obj);
+    }
     if let Some(live) = live {
         retain_cluster_fields(fed, &mut obj, live);
     }
@@ -160,6 +163,23 @@ pub fn render_for_cluster(
     };
     labels.insert(MANAGED_LABEL.into(), json!("true"));
     Ok(obj)
+}
+
+/// A Secret's `stringData` folded into `data` (base64), as the API server stores it: the live
+/// object never has `stringData`, so comparing against it would rewrite the Secret after every
+/// restart.
+fn fold_string_data(obj: &mut Value) {
+    let Some(Value::Object(strings)) = obj.as_object_mut().and_then(|o| o.remove("stringData"))
+    else {
+        return;
+    };
+    let data = object_at(obj, "data");
+    for (key, value) in strings {
+        if let Value::String(text) = value {
+            let encoded = k8s_openapi::ByteString(text.into_bytes());
+            data.insert(key, serde_json::to_value(encoded).unwrap_or(Value::Null));
+        }
+    }
 }
 
 /// Fields a member cluster owns once the object exists there (spec section 3, step 3).
@@ -306,6 +326,95 @@ pub fn needs_update(desired: &Value, live: &Value, last: Option<&Propagated>) ->
         meta.remove("resourceVersion");
     }
     !contains(live, &wanted)
+}
+
+/// The annotation on every member object fedns writes, recording what fedns manages there: a
+/// hash of the field paths it rendered and the annotation keys it set (no values, so a Secret's
+/// data never lands in an annotation).
+///
+/// Why a record and not server-side apply: the update decision must see a removed key (a
+/// template key, label or selector entry dropped since the last write) even right after a
+/// restart, when nothing of the last write is in memory. With this record a removal changes
+/// the hash, so the member object is rewritten from the template (a replace: keys fedns no
+/// longer renders go, fields the member owns are carried over by the retention step, and
+/// annotations the member added stay). It behaves the same on every API server version and
+/// needs no parsing of `managedFields`; a replace carries the live `resourceVersion`, so a
+/// concurrent member edit is a conflict and re-read, never silently lost.
+pub const MANAGED_FIELDS_ANNOTATION: &str = "fedns.io/managed-fields";
+
+/// `desired` (rendered with the live object's retained fields) as it is written: annotations
+/// fedns set before (by the live object's record) but no longer renders are dropped, and the
+/// record of `config` (what fedns renders, without anything retained) is set.
+pub fn with_managed_record(mut desired: Value, config: &Value, live: Option<&Value>) -> Value {
+    let rendered_annotations: BTreeSet<String> = config["metadata"]["annotations"]
+        .as_object()
+        .map(|a| {
+            a.keys()
+                .filter(|k| *k != MANAGED_FIELDS_ANNOTATION)
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut paths = Vec::new();
+    leaf_paths(config, &mut String::new(), &mut paths);
+    paths.sort();
+    let record = json!({
+        "fields": format!("{:016x}", fnv1a(paths.join("\n").as_bytes())),
+        "annotations": rendered_annotations,
+    })
+    .to_string();
+    let previous: Vec<String> = live
+        .and_then(|l| l["metadata"]["annotations"][MANAGED_FIELDS_ANNOTATION].as_str())
+        .and_then(|r| serde_json::from_str::<Value>(r).ok())
+        .and_then(|r| serde_json::from_value(r["annotations"].clone()).ok())
+        .unwrap_or_default();
+    let meta = object_at(&mut desired, "metadata");
+    let annotations = match meta.entry("annotations").or_insert_with(|| json!({})) {
+        Value::Object(a) => a,
+        other => {
+            *other = json!({});
+            other.as_object_mut().expect("just set")
+        }
+    };
+    for key in previous {
+        if !rendered_annotations.contains(&key) {
+            annotations.remove(&key);
+        }
+    }
+    annotations.insert(MANAGED_FIELDS_ANNOTATION.into(), json!(record));
+    desired
+}
+
+/// Every leaf path of `v` as a JSON pointer: scalars, empty objects and arrays, array elements
+/// by index.
+fn leaf_paths(v: &Value, prefix: &mut String, out: &mut Vec<String>) {
+    let at = prefix.len();
+    match v {
+        Value::Object(m) if !m.is_empty() => {
+            for (k, child) in m {
+                prefix.push('/');
+                prefix.push_str(&k.replace('~', "~0").replace('/', "~1"));
+                leaf_paths(child, prefix, out);
+                prefix.truncate(at);
+            }
+        }
+        Value::Array(a) if !a.is_empty() => {
+            for (i, child) in a.iter().enumerate() {
+                prefix.push('/');
+                prefix.push_str(&i.to_string());
+                leaf_paths(child, prefix, out);
+                prefix.truncate(at);
+            }
+        }
+        _ => out.push(prefix.clone()),
+    }
+}
+
+/// 64-bit FNV-1a: stable across builds and Rust versions (the record outlives the process).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// Whether `have` holds everything in `want`: objects key by key (extra keys in `have` allowed),
@@ -766,5 +875,89 @@ mod tests {
             agg["loadBalancer"]["ingress"],
             json!([{"ip": "1.1.1.1", "cluster": "a"}])
         );
+    }
+
+    fn sample_config(data: Value) -> Value {
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "c", "labels": {"app": "a", MANAGED_LABEL: "true"}}, "data": data})
+    }
+
+    #[test]
+    fn a_removed_template_key_changes_the_record_so_the_object_is_rewritten() {
+        let before = sample_config(json!({"a": "1", "b": "2"}));
+        let written = with_managed_record(before.clone(), &before, None);
+        let mut live = written.clone();
+        live["metadata"]["annotations"]["member.example/added"] = json!("x");
+        live["metadata"]["resourceVersion"] = json!("7");
+        // Unchanged: nothing to do, even with no memory of the last write (a restart).
+        let again = with_managed_record(before.clone(), &before, Some(&live));
+        let mut again_retained = again.clone();
+        again_retained["metadata"]["annotations"]["member.example/added"] = json!("x");
+        assert!(!needs_update(&again_retained, &live, None));
+        // Key `b` removed from the template: the record differs, so the object is rewritten.
+        let after = sample_config(json!({"a": "1"}));
+        let mut retained = after.clone();
+        retained["metadata"]["annotations"] = json!({"member.example/added": "x"});
+        let desired = with_managed_record(retained, &after, Some(&live));
+        assert!(needs_update(&desired, &live, None));
+        assert!(desired["data"].get("b").is_none());
+        assert_eq!(
+            desired["metadata"]["annotations"]["member.example/added"],
+            "x"
+        );
+    }
+
+    #[test]
+    fn a_removed_key_inside_a_list_element_changes_the_record() {
+        let with_env = json!({"spec": {"containers": [{"name": "w", "env": [{"name": "A"}]}]}});
+        let without = json!({"spec": {"containers": [{"name": "w"}]}});
+        let a = with_managed_record(with_env.clone(), &with_env, None);
+        let b = with_managed_record(without.clone(), &without, Some(&a));
+        assert_ne!(
+            a["metadata"]["annotations"][MANAGED_FIELDS_ANNOTATION],
+            b["metadata"]["annotations"][MANAGED_FIELDS_ANNOTATION]
+        );
+        assert!(needs_update(&b, &a, None));
+    }
+
+    #[test]
+    fn an_annotation_fedns_stopped_setting_is_removed_and_member_ones_stay() {
+        let mut config = sample_config(json!({}));
+        config["metadata"]["annotations"] = json!({"by.fedns/x": "1"});
+        let live = with_managed_record(config.clone(), &config, None);
+        let mut live = live;
+        live["metadata"]["annotations"]["member.example/added"] = json!("y");
+        let next = sample_config(json!({}));
+        // Rendering retains every live annotation; the record says which were fedns's.
+        let mut retained = next.clone();
+        retained["metadata"]["annotations"] = live["metadata"]["annotations"].clone();
+        let desired = with_managed_record(retained, &next, Some(&live));
+        let annotations = &desired["metadata"]["annotations"];
+        assert!(annotations.get("by.fedns/x").is_none());
+        assert_eq!(annotations["member.example/added"], "y");
+        assert!(needs_update(&desired, &live, None));
+    }
+
+    #[test]
+    fn the_record_hash_is_stable_across_builds() {
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    #[test]
+    fn secret_string_data_is_rendered_as_data_the_way_the_api_server_stores_it() {
+        let secrets = default_type("secrets").unwrap();
+        let template = json!({"stringData": {"k": "v"}, "data": {"d": "ZA=="}});
+        let fed = Federated {
+            target: &secrets,
+            name: "s",
+            namespace: Some("n"),
+            template: &template,
+            overrides: &[],
+            retain_replicas: false,
+        };
+        let out = render_for_cluster(fed, "c1", None).unwrap();
+        assert!(out.get("stringData").is_none());
+        assert_eq!(out["data"], json!({"d": "ZA==", "k": "dg=="}));
     }
 }

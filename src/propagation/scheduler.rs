@@ -13,7 +13,7 @@ use futures::future::join_all;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{DynamicObject, ListParams, Patch};
 use kube::discovery::ApiResource;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
@@ -312,9 +312,10 @@ async fn reconcile(
     else {
         return write_status(&rsps, &rsp, &Outcome::TargetNotFound, leader).await;
     };
-    // No members known yet (the host source has not published them): an empty placement now
-    // would delete the workload everywhere.
-    if members.is_empty() {
+    // Members not all known yet (the KubeFedClusters not listed, or a member the prober has not
+    // judged): a placement computed now could drop clusters that are fine and delete the
+    // workload there. The member set's next publication wakes this again.
+    if !members.listed || members.is_empty() || members.values().any(|m| !m.probed) {
         return Ok(());
     }
     let target_json = serde_json::to_value(&target)?;
@@ -345,7 +346,11 @@ async fn reconcile(
             "spec": {"placement": spec["placement"], "overrides": spec["overrides"]},
         });
         targets
-            .patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .patch(
+                &key.name,
+                &crate::k8s::patch_params(),
+                &Patch::Merge(&patch),
+            )
             .await
             .map_err(ScheduleError::Host)?;
         tracing::info!(rsp = %key, replicas = ?plan.replicas, overflow = ?plan.overflow, "replicas scheduled");
@@ -361,7 +366,7 @@ async fn write_status(
     leader: &watch::Receiver<bool>,
 ) -> Result<(), ScheduleError> {
     // Whole seconds: API servers store condition times that way, so a re-read compares equal.
-    let now = Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH);
+    let now = crate::k8s::timestamp(Timestamp::now());
     let status = rsp_status(
         rsp.status.as_ref(),
         outcome,
@@ -374,7 +379,7 @@ async fn write_status(
     let patch = status_patch(rsp.status.as_ref(), &status);
     api.patch_status(
         &rsp.name_any(),
-        &PatchParams::default(),
+        &crate::k8s::patch_params(),
         &Patch::Merge(&patch),
     )
     .await

@@ -78,6 +78,32 @@ pub enum ObjectProblem {
     InvalidSpec(String),
 }
 
+impl ObjectProblem {
+    /// The `Propagation` condition's reason and message for this problem.
+    pub fn reason(&self) -> (&'static str, String) {
+        match self {
+            ObjectProblem::ComputePlacementFailed(m) => ("ComputePlacementFailed", m.clone()),
+            ObjectProblem::NamespaceNotFederated => (
+                "NamespaceNotFederated",
+                "no FederatedNamespace places this object's namespace".to_string(),
+            ),
+            ObjectProblem::ApplyOverridesFailed(m) => ("CheckClusters", m.clone()),
+            ObjectProblem::InvalidSpec(m) => ("InvalidSpec", m.clone()),
+        }
+    }
+}
+
+/// Whether `previous` (a federated object's status) already reports `problem`: then its Event
+/// was sent already.
+pub fn reports(previous: &Value, problem: &ObjectProblem) -> bool {
+    let (reason, message) = problem.reason();
+    previous["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Propagation" && c["reason"] == reason && c["message"] == message)
+}
+
 /// The new `.status` of a federated object, or `None` when `previous` already says the same.
 pub fn propagation_status(
     generation: i64,
@@ -92,16 +118,10 @@ pub fn propagation_status(
         .map(|(n, _)| n.as_str())
         .collect();
     let (ok, reason, message) = match problem {
-        Some(ObjectProblem::ComputePlacementFailed(m)) => {
-            (false, "ComputePlacementFailed", m.clone())
+        Some(p) => {
+            let (reason, message) = p.reason();
+            (false, reason, message)
         }
-        Some(ObjectProblem::NamespaceNotFederated) => (
-            false,
-            "NamespaceNotFederated",
-            "no FederatedNamespace places this object's namespace".to_string(),
-        ),
-        Some(ObjectProblem::ApplyOverridesFailed(m)) => (false, "CheckClusters", m.clone()),
-        Some(ObjectProblem::InvalidSpec(m)) => (false, "InvalidSpec", m.clone()),
         None if failing.is_empty() => (true, "", String::new()),
         None => (
             false,

@@ -54,6 +54,10 @@ pub struct Shared {
     pub epochs: watch::Sender<WatchEpochs>,
     pub bookmark_interval: Mutex<Duration>,
     pub open_watches: AtomicUsize,
+    /// Per-resource list delays ([`super::slow`]).
+    pub slow_lists: Mutex<Vec<super::slow::SlowList>>,
+    /// Requests refused with 401 (a wrong or rotated-away token).
+    pub unauthorized: AtomicUsize,
 }
 
 /// Locks a mutex, ignoring poisoning (a panicking test thread must not wedge the server).
@@ -233,6 +237,10 @@ pub async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Resp
         *lock(&shared.counts)
             .entry((verb.to_string(), resource))
             .or_default() += 1;
+        let slow = super::slow::list_delay(&shared, verb, &path.plural);
+        if !slow.is_zero() {
+            tokio::time::sleep(slow).await;
+        }
     }
 
     let target = format!(
@@ -272,6 +280,7 @@ pub async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Resp
         .and_then(|v| v.strip_prefix("Bearer "))
         .is_some_and(|token| token == *lock(&shared.token));
     if !authorized {
+        shared.unauthorized.fetch_add(1, Ordering::Relaxed);
         return error_response(&ApiError::new(401, "Unauthorized", "Unauthorized"));
     }
 

@@ -111,6 +111,7 @@ mod apiserver;
 mod clusters;
 mod registry;
 mod selector;
+mod slow;
 mod store;
 mod tls;
 
@@ -280,6 +281,8 @@ impl FakeCluster {
             epochs: watch::channel(WatchEpochs::default()).0,
             bookmark_interval: Mutex::new(options.bookmark_interval),
             open_watches: AtomicUsize::new(0),
+            slow_lists: Mutex::new(Vec::new()),
+            unauthorized: AtomicUsize::new(0),
         });
         let cluster = FakeCluster {
             control: Arc::new(Control {

@@ -1,14 +1,14 @@
 //! The writes to members: create or update one rendered object, delete one, release (unlabel)
 //! one, each counted and reported as an Event.
 
-use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{DynamicObject, Patch};
 use kube::runtime::events::EventType;
 use serde_json::Value;
 
 use super::finalize::delete_params;
 use super::report::{json_patch_of, outcome};
 use super::{Key, TypeContext};
-use crate::propagation::plan::{self, ClusterAction, ClusterFacts, Managed};
+use crate::propagation::plan::{self, ClusterAction, ClusterFacts, Managed, Placement};
 use crate::propagation::render::{self, Federated, Propagated};
 use crate::propagation::status::{ClusterOutcome, ClusterState};
 use crate::propagation::types::FederatedSpec;
@@ -52,7 +52,7 @@ impl TypeContext {
         };
         api.patch(
             &key.name,
-            &PatchParams::default(),
+            &crate::k8s::patch_params(),
             &Patch::Json::<()>(json_patch_of(patch)),
         )
         .await?;
@@ -94,7 +94,7 @@ impl TypeContext {
             Some(live) => live,
             None => {
                 let desired = match render::render_for_cluster(view, cluster, None) {
-                    Ok(d) => d,
+                    Ok(d) => render::with_managed_record(d.clone(), &d, None),
                     Err(e) => return self.render_failed(fed, cluster, e).await,
                 };
                 let obj: DynamicObject = match serde_json::from_value(desired.clone()) {
@@ -102,13 +102,14 @@ impl TypeContext {
                     Err(e) => return self.render_failed(fed, cluster, e).await,
                 };
                 let mut created =
-                    tokio::time::timeout(timeout, api.create(&PostParams::default(), &obj)).await;
+                    tokio::time::timeout(timeout, api.create(&crate::k8s::post_params(), &obj))
+                        .await;
                 if matches!(&created, Ok(Err(kube::Error::Api(e))) if e.code == 404)
                     && self.namespace_appears(cluster, &key.namespace).await
                 {
                     // The namespace was being propagated beside it; now it is there.
                     created =
-                        tokio::time::timeout(timeout, api.create(&PostParams::default(), &obj))
+                        tokio::time::timeout(timeout, api.create(&crate::k8s::post_params(), &obj))
                             .await;
                 }
                 match created {
@@ -121,10 +122,7 @@ impl TypeContext {
                             fed,
                             EventType::Normal,
                             "CreateInCluster",
-                            &format!(
-                                "Created {} {:?} in cluster {cluster}",
-                                self.target.kind, key.name
-                            ),
+                            &format!("Created {} in cluster {cluster}", self.member_object(key)),
                             "Create",
                         )
                         .await;
@@ -149,8 +147,9 @@ impl TypeContext {
                             EventType::Warning,
                             "CreateInClusterFailed",
                             &format!(
-                                "Creating {} {:?} in cluster {cluster} failed: {error}",
-                                self.target.kind, key.name
+                                "Creating {} in cluster {cluster} failed: {}",
+                                self.member_object(key),
+                                crate::k8s::error_text(&error)
                             ),
                             "Create",
                         )
@@ -162,8 +161,9 @@ impl TypeContext {
         };
         // An object found by a create that conflicted: is it fedns's to update?
         let facts = ClusterFacts {
-            selected: true,
-            ready: true,
+            placement: Placement::Selected,
+            ready: Some(true),
+            cache_listed: true,
             live: Some(Managed::of(&live)),
             overrides_valid: true,
             adopt,
@@ -171,7 +171,12 @@ impl TypeContext {
         if let ClusterAction::Report(state) = plan::cluster_action(&facts) {
             return outcome(state, None);
         }
-        let desired = match render::render_for_cluster(view, cluster, Some(&live)) {
+        // What fedns renders (its fields), and that with the member's retained fields.
+        let rendered = render::render_for_cluster(view, cluster, None).and_then(|config| {
+            let desired = render::render_for_cluster(view, cluster, Some(&live))?;
+            Ok(render::with_managed_record(desired, &config, Some(&live)))
+        });
+        let desired = match rendered {
             Ok(d) => d,
             Err(e) => return self.render_failed(fed, cluster, e).await,
         };
@@ -191,7 +196,7 @@ impl TypeContext {
         };
         let replaced = tokio::time::timeout(
             timeout,
-            api.replace(&key.name, &PostParams::default(), &obj),
+            api.replace(&key.name, &crate::k8s::post_params(), &obj),
         )
         .await;
         match replaced {
@@ -204,10 +209,7 @@ impl TypeContext {
                     fed,
                     EventType::Normal,
                     "UpdateInCluster",
-                    &format!(
-                        "Updated {} {:?} in cluster {cluster}",
-                        self.target.kind, key.name
-                    ),
+                    &format!("Updated {} in cluster {cluster}", self.member_object(key)),
                     "Update",
                 )
                 .await;
@@ -220,8 +222,9 @@ impl TypeContext {
                     EventType::Warning,
                     "UpdateInClusterFailed",
                     &format!(
-                        "Updating {} {:?} in cluster {cluster} failed: {error}",
-                        self.target.kind, key.name
+                        "Updating {} in cluster {cluster} failed: {}",
+                        self.member_object(key),
+                        crate::k8s::error_text(&error)
                     ),
                     "Update",
                 )
@@ -298,10 +301,7 @@ impl TypeContext {
                     fed,
                     EventType::Normal,
                     "DeleteInCluster",
-                    &format!(
-                        "Deleted {} {:?} in cluster {cluster}",
-                        self.target.kind, key.name
-                    ),
+                    &format!("Deleted {} in cluster {cluster}", self.member_object(key)),
                     "Delete",
                 )
                 .await;
@@ -314,8 +314,9 @@ impl TypeContext {
                     EventType::Warning,
                     "DeleteInClusterFailed",
                     &format!(
-                        "Deleting {} {:?} in cluster {cluster} failed: {error}",
-                        self.target.kind, key.name
+                        "Deleting {} in cluster {cluster} failed: {}",
+                        self.member_object(key),
+                        crate::k8s::error_text(&error)
                     ),
                     "Delete",
                 )

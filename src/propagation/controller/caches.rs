@@ -4,6 +4,7 @@
 //! member the host cluster itself).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -27,9 +28,43 @@ impl TypeContext {
         }
     }
 
+    /// Whether the inputs every reconcile of this type consults have completed their first
+    /// listing: the federated objects, the FederatedNamespaces (when consulted) and the member
+    /// set. Member caches are checked per cluster ([`Self::cache_listed`]).
+    pub(super) fn inputs_listed(&self, set: &MemberSet) -> bool {
+        set.listed
+            && self.fed_listed.load(Ordering::Acquire)
+            && self.namespaces_listed.load(Ordering::Acquire)
+    }
+
+    /// Whether the member cache of `cluster` has completed its first listing.
+    pub(super) fn cache_listed(&self, cluster: &str) -> bool {
+        let caches = self.caches.lock().unwrap_or_else(|p| p.into_inner());
+        caches
+            .get(cluster)
+            .is_some_and(|c| c.listed.load(Ordering::Acquire))
+    }
+
+    /// One cache per member, rebuilt when the member's connection changes (re-join, new
+    /// endpoint, CA or token): the old watch and client go, the new cache lists afresh.
     pub(super) fn sync_member_caches(self: &Arc<Self>, set: &MemberSet, scope: Option<&str>) {
         let mut caches = self.caches.lock().unwrap_or_else(|p| p.into_inner());
-        caches.retain(|name, _| set.contains_key(name));
+        let before: Vec<String> = caches.keys().cloned().collect();
+        caches.retain(|name, cache| {
+            set.get(name)
+                .is_some_and(|m| m.connection == cache.connection)
+        });
+        for name in before.iter().filter(|n| !caches.contains_key(*n)) {
+            // What was written through the old connection says nothing about the new one.
+            self.propagated
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|(_, cluster), _| cluster != name);
+            self.host_members
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(name);
+        }
         for (name, member) in set.iter() {
             if caches.contains_key(name) {
                 continue;
@@ -43,6 +78,9 @@ impl TypeContext {
             };
             let writer = Writer::new(ar.clone());
             let store = writer.as_reader();
+            let listed = Arc::new(AtomicBool::new(false));
+            let cache_listed = listed.clone();
+            let fed_store = self.fed_store.clone();
             let queue = self.queue.clone();
             let target = self.target.clone();
             let federated_namespaced = self.federated.namespaced();
@@ -59,6 +97,13 @@ impl TypeContext {
                         Ok(Event::Apply(o) | Event::InitApply(o) | Event::Delete(o)) => {
                             queue.add(member_key(&target, federated_namespaced, &o));
                         }
+                        // Listed (again, maybe emptied): every object is checked against it.
+                        Ok(Event::InitDone) => {
+                            cache_listed.store(true, Ordering::Release);
+                            for o in fed_store.state() {
+                                queue.add(key_of(&o));
+                            }
+                        }
                         Ok(_) => {}
                         Err(error) => {
                             tracing::debug!(watch = %label, %error, "member watch failed; retrying")
@@ -70,7 +115,9 @@ impl TypeContext {
                 name.clone(),
                 MemberCache {
                     client: member.client.clone(),
+                    connection: member.connection,
                     store,
+                    listed,
                     _task: TaskGuard(task),
                 },
             );

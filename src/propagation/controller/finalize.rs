@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use kube::ResourceExt;
-use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::api::{DeleteParams, DynamicObject, Patch};
 use serde_json::{Value, json};
 
 use super::report::outcome;
@@ -42,15 +42,18 @@ impl TypeContext {
             // fedns's fix: only clusters where the object was placed can block removal.
             let mut facts = RemovalFacts {
                 placed: live.is_some() || written || listed.contains(cluster),
-                ready: member.ready,
+                ready: member.readiness(),
                 orphan,
                 live: match &live {
                     Some(live) => Presence::Present(Managed::of(live)),
                     None => Presence::Unknown,
                 },
             };
-            if plan::removal_step(&facts) == RemovalStep::Skip {
-                continue;
+            match plan::removal_step(&facts) {
+                RemovalStep::Skip => continue,
+                // A member not judged yet: nothing is concluded, nothing reported.
+                RemovalStep::Wait => return true,
+                _ => {}
             }
             let ctx = self.clone();
             let cluster = cluster.clone();
@@ -80,6 +83,7 @@ impl TypeContext {
                 }
                 match plan::removal_step(&facts) {
                     RemovalStep::Skip | RemovalStep::Done | RemovalStep::Lookup => step(None, false),
+                    RemovalStep::Wait => step(None, true),
                     RemovalStep::NotReady { blocks } => {
                         step(Some(outcome(ClusterState::ClusterNotReady, None)), blocks)
                     }
@@ -134,7 +138,7 @@ impl TypeContext {
         let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": fed.resource_version()}});
         match self
             .fed_api(key)
-            .patch(&key.name, &PatchParams::default(), &Patch::Merge(patch))
+            .patch(&key.name, &crate::k8s::patch_params(), &Patch::Merge(patch))
             .await
         {
             Ok(_) => {

@@ -10,6 +10,7 @@
 //! leadership is lost.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -247,8 +248,12 @@ struct TypeContext {
     federated: ApiResourceRef,
     host: Client,
     fed_store: Store<DynamicObject>,
+    /// The federated objects have completed their first listing.
+    fed_listed: Arc<AtomicBool>,
     /// FederatedNamespaces, for the namespace intersection (cluster-scoped control plane).
     namespaces: Option<Store<DynamicObject>>,
+    /// The FederatedNamespaces have completed their first listing (or are not consulted).
+    namespaces_listed: Arc<AtomicBool>,
     config: watch::Sender<KubeFedConfigSpec>,
     members: MemberDirectory,
     caches: Mutex<BTreeMap<String, MemberCache>>,
@@ -269,7 +274,13 @@ struct TypeContext {
 /// The managed objects of one type in one member.
 struct MemberCache {
     client: Client,
+    /// The member connection it was built for ([`MemberHandle::connection`]).
+    ///
+    /// [`MemberHandle::connection`]: super::members::MemberHandle::connection
+    connection: u64,
     store: Store<DynamicObject>,
+    /// The first listing is complete: an object missing from `store` is absent.
+    listed: Arc<AtomicBool>,
     _task: TaskGuard,
 }
 
@@ -298,8 +309,10 @@ impl TypeSync {
         };
         let fed_writer = Writer::new(fed_ar.clone());
         let fed_store = fed_writer.as_reader();
+        let fed_listed = Arc::new(AtomicBool::new(false));
         {
             let queue = queue.clone();
+            let listed = fed_listed.clone();
             let label = federated.kind.clone();
             tasks.push(TaskGuard(tokio::spawn(async move {
                 let stream = reflector::reflector(
@@ -313,7 +326,8 @@ impl TypeSync {
                         Ok(Event::Apply(o) | Event::InitApply(o) | Event::Delete(o)) => {
                             queue.add(key_of(&o));
                         }
-                        Ok(_) => {}
+                        Ok(Event::InitDone) => listed.store(true, Ordering::Release),
+                        Ok(Event::Init) => {}
                         Err(error) => {
                             tracing::warn!(kind = %label, %error, "watch failed; retrying")
                         }
@@ -323,7 +337,10 @@ impl TypeSync {
         }
 
         // The namespace intersection applies to namespaced types of a cluster-scoped plane.
+        let namespaces_listed = Arc::new(AtomicBool::new(true));
         let namespaces = if target.namespaced() && !namespaced_plane {
+            namespaces_listed.store(false, Ordering::Release);
+            let listed = namespaces_listed.clone();
             let ns_type = federated_type_of(&default_type("namespaces").expect("a default type"));
             let ar = ns_type.api_resource();
             let writer = Writer::new(ar.clone());
@@ -339,13 +356,26 @@ impl TypeSync {
                 );
                 let mut stream = std::pin::pin!(stream);
                 while let Some(event) = stream.next().await {
-                    // A namespace's placement changed: everything in it may move.
-                    if let Ok(Event::Apply(o) | Event::Delete(o)) = event {
-                        let ns = o.namespace().unwrap_or_default();
-                        for obj in fed_store.state() {
-                            if obj.namespace().as_deref() == Some(ns.as_str()) {
+                    match event {
+                        // A namespace's placement changed: everything in it may move.
+                        Ok(Event::Apply(o) | Event::Delete(o)) => {
+                            let ns = o.namespace().unwrap_or_default();
+                            for obj in fed_store.state() {
+                                if obj.namespace().as_deref() == Some(ns.as_str()) {
+                                    queue.add(key_of(&obj));
+                                }
+                            }
+                        }
+                        // Listed (again): objects waiting for it may go on.
+                        Ok(Event::InitDone) => {
+                            listed.store(true, Ordering::Release);
+                            for obj in fed_store.state() {
                                 queue.add(key_of(&obj));
                             }
+                        }
+                        Ok(_) => {}
+                        Err(error) => {
+                            tracing::warn!(%error, "FederatedNamespace watch failed; retrying")
                         }
                     }
                 }
@@ -361,7 +391,9 @@ impl TypeSync {
             federated,
             host,
             fed_store,
+            fed_listed,
             namespaces,
+            namespaces_listed,
             config: config_tx,
             members: members.clone(),
             caches: Mutex::new(BTreeMap::new()),

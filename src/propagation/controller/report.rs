@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::api::{DynamicObject, Patch, PatchParams};
+use kube::api::{DynamicObject, Patch};
 use kube::runtime::events::{Event as KubeEvent, EventType};
 use serde_json::{Value, json};
 
@@ -19,7 +19,7 @@ impl TypeContext {
         problem: Option<&ObjectProblem>,
         previous: &Value,
     ) {
-        let now = k8s_openapi::jiff::Timestamp::now().to_string();
+        let now = crate::k8s::now_text();
         let Some(status) = status::propagation_status(
             fed.metadata.generation.unwrap_or(0),
             outcomes,
@@ -34,12 +34,43 @@ impl TypeContext {
             .fed_api(key)
             .patch_status(
                 &key.name,
-                &PatchParams::default(),
+                &crate::k8s::patch_params(),
                 &Patch::Json::<()>(json_patch_of(patch)),
             )
             .await
         {
             tracing::debug!(name = %key.name, %error, "status not written");
+        }
+    }
+
+    /// A Warning Event for a problem that stops the whole object, once: not again while the
+    /// status already reports it.
+    pub(super) async fn problem_event(
+        &self,
+        fed: &DynamicObject,
+        problem: &ObjectProblem,
+        previous: &Value,
+    ) {
+        if status::reports(previous, problem) {
+            return;
+        }
+        let (reason, message) = problem.reason();
+        let note = match problem {
+            ObjectProblem::ComputePlacementFailed(_) => {
+                format!("{message}; member objects are left as they are")
+            }
+            _ => message,
+        };
+        self.event(fed, EventType::Warning, reason, &note, "Place")
+            .await;
+    }
+
+    /// How an Event names the member object: `Kind namespace/name` or `Kind name`.
+    pub(super) fn member_object(&self, key: &Key) -> String {
+        if self.target.namespaced() && !key.namespace.is_empty() {
+            format!("{} {}/{}", self.target.kind, key.namespace, key.name)
+        } else {
+            format!("{} {}", self.target.kind, key.name)
         }
     }
 

@@ -2,12 +2,12 @@
 //! (with the FederatedNamespace intersection), one step per cluster run concurrently, status and
 //! the per-object metrics.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use kube::ResourceExt;
-use kube::api::{DynamicObject, Patch, PatchParams};
+use kube::api::{DynamicObject, Patch};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use serde_json::{Value, json};
@@ -15,13 +15,19 @@ use serde_json::{Value, json};
 use super::report::{json_patch_of, outcome};
 use super::{Key, TypeContext};
 use crate::propagation::placement::{self, NamespacePlacement};
-use crate::propagation::plan::{self, ClusterAction, ClusterFacts, Managed};
+use crate::propagation::plan::{self, ClusterAction, ClusterFacts, Managed, Placement};
 use crate::propagation::render;
 use crate::propagation::status::{ClusterOutcome, ClusterState, ObjectProblem};
 use crate::propagation::types::{FederatedSpec, SYNC_FINALIZER, default_type, federated_type_of};
 
 impl TypeContext {
     pub(super) async fn reconcile(self: &Arc<Self>, key: &Key) {
+        // Restart safety: nothing is concluded from an input that has not listed yet. Every
+        // input wakes the whole type when it lists, so nothing needs to be retried here.
+        if !self.inputs_listed(&self.members.borrow()) {
+            self.queue.forget(key);
+            return;
+        }
         let r = ObjectRef::new_with(&key.name, self.federated.api_resource());
         let r = if self.federated.namespaced() {
             r.within(&key.namespace)
@@ -103,7 +109,7 @@ impl TypeContext {
                 .fed_api(key)
                 .patch(
                     &key.name,
-                    &PatchParams::default(),
+                    &crate::k8s::patch_params(),
                     &Patch::Json::<()>(json_patch_of(patch)),
                 )
                 .await
@@ -135,9 +141,11 @@ impl TypeContext {
             Ok(nsp) => placement::place(&spec.placement, &labels, nsp)
                 .map_err(|e| ObjectProblem::ComputePlacementFailed(e.to_string())),
         };
+        // A placement that cannot be computed decides nothing: every member copy stays as it
+        // is, and the status and an Event say why.
         let (selected, mut problem) = match placed {
-            Ok(s) => (s, None),
-            Err(p) => (BTreeSet::new(), Some(p)),
+            Ok(s) => (Some(s), None),
+            Err(p) => (None, Some(p)),
         };
         if matches!(ns_placement, Ok(NamespacePlacement::NotFederated)) {
             problem = Some(ObjectProblem::NamespaceNotFederated);
@@ -146,7 +154,12 @@ impl TypeContext {
         if let Err(e) = &overrides_ok {
             problem = Some(ObjectProblem::ApplyOverridesFailed(e.to_string()));
         }
-        for warning in render::template_warnings(&spec.template) {
+        // Once per generation, not on every resync or restart.
+        let new_generation = previous["observedGeneration"].as_i64() != Some(generation);
+        for warning in render::template_warnings(&spec.template)
+            .into_iter()
+            .filter(|_| new_generation)
+        {
             self.event(
                 fed,
                 EventType::Warning,
@@ -157,22 +170,39 @@ impl TypeContext {
             .await;
         }
         let adopt = self.config.borrow().adopts();
-        let mut steps = Vec::new();
+        let mut plans = Vec::new();
         for (cluster, member) in set.iter() {
             let live = self.cached(cluster, key);
             let facts = ClusterFacts {
-                selected: selected.contains(cluster),
-                ready: member.ready,
+                placement: match &selected {
+                    None => Placement::Unknown,
+                    Some(s) if s.contains(cluster) => Placement::Selected,
+                    Some(_) => Placement::NotSelected,
+                },
+                ready: member.readiness(),
+                cache_listed: self.cache_listed(cluster),
                 live: live.as_ref().map(Managed::of),
                 overrides_valid: overrides_ok.is_ok(),
                 adopt,
             };
+            plans.push((cluster, live, plan::cluster_action(&facts)));
+        }
+        if plans.iter().any(|(_, _, a)| *a == ClusterAction::Wait) {
+            // A member not judged or not listed yet: no write anywhere, no status; its first
+            // verdict or listing wakes this object again.
+            return false;
+        }
+        if let Some(problem) = &problem {
+            self.problem_event(fed, problem, &previous).await;
+        }
+        let mut steps = Vec::new();
+        for (cluster, live, action) in plans {
             let ctx = self.clone();
             let spec = &spec;
             let cluster = cluster.clone();
             steps.push(async move {
-                let outcome = match plan::cluster_action(&facts) {
-                    ClusterAction::Leave => None,
+                let outcome = match action {
+                    ClusterAction::Leave | ClusterAction::Wait => None,
                     ClusterAction::Report(state) => Some(outcome(state, None)),
                     ClusterAction::Delete => {
                         let state = ctx.delete_member(key, fed, &cluster).await;
@@ -246,8 +276,9 @@ impl TypeContext {
             return Ok(NamespacePlacement::NotFederated);
         };
         let spec: FederatedSpec =
-            serde_json::from_value(ns.data.get("spec").cloned().unwrap_or(Value::Null))
-                .unwrap_or_default();
+            serde_json::from_value(ns.data.get("spec").cloned().unwrap_or(Value::Null)).map_err(
+                |e| ObjectProblem::ComputePlacementFailed(format!("FederatedNamespace spec: {e}")),
+            )?;
         placement::selected_clusters(&spec.placement, labels)
             .map(NamespacePlacement::Within)
             .map_err(|e| ObjectProblem::ComputePlacementFailed(format!("FederatedNamespace: {e}")))

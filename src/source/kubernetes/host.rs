@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Patch, PatchParams};
+use kube::api::Patch;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use std::sync::Mutex;
@@ -119,7 +119,7 @@ pub enum MemberError {
 fn publish(publisher: Option<&MemberPublisher>, name: &str, handle: Option<MemberHandle>) {
     if let Some(publisher) = publisher {
         publisher.send_if_modified(|set| {
-            let map = std::sync::Arc::make_mut(set);
+            let map = &mut **std::sync::Arc::make_mut(set);
             match handle {
                 Some(h) => {
                     map.insert(name.to_string(), h);
@@ -279,12 +279,11 @@ pub async fn run(host: Client, settings: HostSettings, events: mpsc::Sender<Sour
         publish(
             settings.members.as_ref(),
             &m.name,
-            Some(MemberHandle {
-                name: m.name.clone(),
-                client: m.client.clone(),
-                labels: m.labels.clone(),
-                ready: false,
-            }),
+            Some(MemberHandle::new(
+                &m.name,
+                m.client.clone(),
+                m.labels.clone(),
+            )),
         );
         let running = connect(
             &m.name,
@@ -303,9 +302,11 @@ pub async fn run(host: Client, settings: HostSettings, events: mpsc::Sender<Sour
     let clusters = Arc::new(Mutex::new(BTreeMap::<String, KubeFedCluster>::new()));
     let secrets = Arc::new(Mutex::new(BTreeMap::<String, String>::new()));
     let (reconcile_tx, mut reconcile_rx) = mpsc::unbounded_channel::<()>();
+    let mirrored = Arc::new(Mutex::new(BTreeSet::new()));
     let ctx = Mirror {
         reconcile: reconcile_tx,
         listed: host_listed_tx.clone(),
+        mirrored: mirrored.clone(),
         events: events.clone(),
     };
     tasks.push(tokio::spawn(ctx.clone().run(
@@ -405,7 +406,7 @@ pub async fn run(host: Client, settings: HostSettings, events: mpsc::Sender<Sour
             let fingerprint = format!(
                 "{}|{:?}|{}|{:?}|{:?}",
                 cluster.spec.api_endpoint,
-                cluster.spec.ca_bundle.as_ref().map(|c| c.0.len()),
+                cluster.spec.ca_bundle.as_ref().map(|c| c.0.as_slice()),
                 token,
                 cluster.spec.disabled_tls_validations,
                 cluster.spec.proxy_url
@@ -434,12 +435,7 @@ pub async fn run(host: Client, settings: HostSettings, events: mpsc::Sender<Sour
                     publish(
                         settings.members.as_ref(),
                         name,
-                        Some(MemberHandle {
-                            name: name.clone(),
-                            client: client.clone(),
-                            labels: labels.clone(),
-                            ready: false,
-                        }),
+                        Some(MemberHandle::new(name, client.clone(), labels.clone())),
                     );
                     let status_api = Some(Api::<KubeFedCluster>::namespaced(
                         host.clone(),
@@ -464,6 +460,12 @@ pub async fn run(host: Client, settings: HostSettings, events: mpsc::Sender<Sour
                 }
             }
         }
+        // Both mirrors listed and every member connected: the set is complete.
+        if mirrored.lock().unwrap_or_else(|p| p.into_inner()).len() == 2
+            && let Some(publisher) = &settings.members
+        {
+            crate::propagation::members::mark_listed(publisher);
+        }
     }
     for t in tasks {
         t.abort();
@@ -475,6 +477,8 @@ pub async fn run(host: Client, settings: HostSettings, events: mpsc::Sender<Sour
 struct Mirror {
     reconcile: mpsc::UnboundedSender<()>,
     listed: mpsc::UnboundedSender<&'static str>,
+    /// The mirrored kinds listed at least once (then the member set is complete).
+    mirrored: Arc<Mutex<BTreeSet<&'static str>>>,
     events: mpsc::Sender<SourceEvent>,
 }
 
@@ -514,6 +518,11 @@ impl Mirror {
             |n| {
                 if n == Notice::Listed {
                     let _ = self.listed.send(kind);
+                    self.mirrored
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(kind);
+                    let _ = self.reconcile.send(());
                 }
             },
             &self.events,
@@ -696,8 +705,9 @@ async fn probe_loop(
         if let Some(ready) = state.observe(ok) {
             tracing::info!(cluster = %name, ready, "member readiness changed");
             publish_change(members.as_ref(), &name, |m| {
-                let changed = m.ready != ready;
+                let changed = m.ready != ready || !m.probed;
                 m.ready = ready;
+                m.probed = true;
                 changed
             });
             if events
@@ -792,7 +802,7 @@ impl ProbeState {
 
 /// Writes the `Ready` (and `Offline`) conditions, with retries; false when they were not written.
 async fn write_cluster_status(api: &Api<KubeFedCluster>, name: &str, ready: bool) -> bool {
-    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let now = Time(crate::k8s::timestamp(k8s_openapi::jiff::Timestamp::now()));
     let (status, reason, message) = if ready {
         ("True", "ClusterReady", "/readyz responded with ok")
     } else {
@@ -811,7 +821,7 @@ async fn write_cluster_status(api: &Api<KubeFedCluster>, name: &str, ready: bool
     let patch = json!({ "status": { "conditions": conditions } });
     for attempt in 0..5u32 {
         match api
-            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .patch_status(name, &crate::k8s::patch_params(), &Patch::Merge(&patch))
             .await
         {
             Ok(_) => return true,
