@@ -3,8 +3,8 @@
 //! whether this replica is the elected writer).
 
 use std::fmt::Write;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::Router;
@@ -16,7 +16,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 
 use crate::dns::store::RecordStore;
-use crate::federation::engine::Engine;
+use crate::federation::worker::{EngineHandle, EngineView};
 use crate::k8s::lease::Leadership;
 use crate::metrics::Metrics;
 
@@ -25,7 +25,9 @@ use crate::metrics::Metrics;
 pub struct AdminState {
     pub metrics: Metrics,
     pub store: Arc<RecordStore>,
-    pub engine: Arc<Mutex<Engine>>,
+    /// Read through its published view (and `/explain` through a query): handlers never wait on
+    /// the engine's work.
+    pub engine: EngineHandle,
     /// Set when shutting down: `/ready` fails first so load balancers drain us (lame duck).
     pub draining: Arc<AtomicBool>,
     /// Current problems of the sources (bad files), as text lines.
@@ -56,9 +58,7 @@ pub fn router(state: AdminState) -> Router {
 async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
     s.metrics.records.set(s.store.len() as i64);
     s.metrics.leader.set(i64::from(s.leadership.is_leader()));
-    if let Ok(engine) = s.engine.lock() {
-        publish_gauges(&engine, &s.metrics);
-    }
+    publish_gauges(&s.engine.view(), &s.metrics);
     for zone in s.store.zones().iter() {
         s.metrics
             .zone_serial
@@ -93,9 +93,13 @@ struct ExplainQuery {
 }
 
 async fn explain(State(s): State<AdminState>, Query(q): Query<ExplainQuery>) -> impl IntoResponse {
-    let explanation = match s.engine.lock() {
-        Ok(engine) => engine.explain(&q.name, Instant::now()),
-        Err(_) => {
+    let explanation = match s
+        .engine
+        .query(move |e| e.explain(&q.name, Instant::now()))
+        .await
+    {
+        Some(explanation) => explanation,
+        None => {
             return (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "engine unavailable\n".into(),
@@ -110,19 +114,10 @@ async fn explain(State(s): State<AdminState>, Query(q): Query<ExplainQuery>) -> 
 
 async fn status(State(s): State<AdminState>) -> impl IntoResponse {
     let mut out = String::new();
-    let (counts, problems, conflicts) = match s.engine.lock() {
-        Ok(e) => (
-            e.counts(),
-            crate::federation::explain::render_problems(e.problems()),
-            e.conflicts(),
-        ),
-        Err(_) => {
-            return (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "engine unavailable\n".into(),
-            );
-        }
-    };
+    let view = s.engine.view();
+    let counts = view.counts;
+    let problems = crate::federation::explain::render_problems(&view.problems);
+    let conflicts = &view.conflicts;
     let _ = writeln!(out, "ready:            {}", s.is_ready());
     let _ = match &s.election {
         Some(election) => writeln!(
@@ -164,18 +159,18 @@ async fn status(State(s): State<AdminState>) -> impl IntoResponse {
     (StatusCode::OK, out)
 }
 
-/// Model-size gauges, computed when scraped (never on the update path).
-fn publish_gauges(engine: &Engine, metrics: &Metrics) {
-    let counts = engine.counts();
+/// Model-size gauges, from the engine's last published view.
+fn publish_gauges(view: &EngineView, metrics: &Metrics) {
+    let counts = view.counts;
     metrics.members.set(counts.members as i64);
     metrics.members_ready.set(counts.ready_members as i64);
     metrics.name_conflicts.set(counts.conflicts as i64);
     metrics.record_problems.set(counts.problems as i64);
     metrics.member_ready.reset();
-    for (member, ready) in engine.member_readiness() {
+    for (member, ready) in &view.member_readiness {
         metrics
             .member_ready
             .with_label_values(&[member])
-            .set(i64::from(ready));
+            .set(i64::from(*ready));
     }
 }

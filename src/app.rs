@@ -1,9 +1,9 @@
-//! Wiring: starts the sources, the engine task, the zone-file and hostname refreshers, the DNS
+//! Wiring: starts the sources, the engine thread, the zone-file and hostname refreshers, the DNS
 //! listeners and the admin server, and stops them in order (lame duck first).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
@@ -14,10 +14,10 @@ use crate::config::{ServeConfig, SourceConfig};
 use crate::dns::server::{self, UdpWorkers};
 use crate::dns::store::RecordStore;
 use crate::dns::zonefile::ZoneDir;
-use crate::federation::engine::{Engine, StaticZone};
+use crate::federation::engine::Engine;
 use crate::federation::hostnames::HostResolver;
 use crate::federation::model::SourceEvent;
-use crate::federation::records::ResolvedHost;
+use crate::federation::worker::{EngineHandle, EngineInput};
 use crate::k8s::lease::{self, Leadership};
 use crate::k8s::status_writer;
 use crate::metrics::Metrics;
@@ -42,14 +42,8 @@ pub enum StartError {
     },
     #[error("Kubernetes source: {0}")]
     Kube(String),
-}
-
-/// What the engine task consumes.
-#[derive(Debug)]
-enum EngineInput {
-    Source(SourceEvent, Instant),
-    StaticZones(Vec<StaticZone>),
-    Host(String, Option<ResolvedHost>),
+    #[error("cannot start the engine thread: {0}")]
+    EngineThread(std::io::Error),
 }
 
 /// A running fedns.
@@ -59,7 +53,9 @@ pub struct Running {
     pub dns_addrs: Vec<SocketAddr>,
     pub admin_addr: SocketAddr,
     pub store: Arc<RecordStore>,
-    pub engine: Arc<Mutex<Engine>>,
+    pub engine: EngineHandle,
+    /// The engine's own thread; it ends on shutdown.
+    engine_thread: Option<std::thread::JoinHandle<()>>,
     shutdown: Shutdown,
     draining: Arc<AtomicBool>,
     /// Ends after the Lease is released on shutdown; `stop` waits for that (up to `release`).
@@ -78,19 +74,17 @@ const HOST_POLL: Duration = Duration::from_secs(1);
 pub async fn start(cfg: ServeConfig) -> Result<Running, StartError> {
     let metrics = Metrics::new();
     let store = Arc::new(RecordStore::new());
-    let engine = Arc::new(Mutex::new(Engine::new(store.clone(), cfg.engine.clone())));
+    // Owned here until the start-up state is in, then moved onto its own thread.
+    let mut engine = Engine::new(store.clone(), cfg.engine.clone());
     let shutdown = Shutdown::new();
     let draining = Arc::new(AtomicBool::new(false));
-    let (engine_tx, engine_rx) = mpsc::channel::<EngineInput>(8192);
     let (errors_tx, errors_rx) = watch::channel(Vec::<String>::new());
     let mut tasks = Vec::new();
 
     // Static zones first, so the first sync already serves them.
     let mut zone_dir = ZoneDir::new(cfg.zones.clone());
     zone_dir.refresh();
-    if let Ok(mut e) = engine.lock() {
-        e.set_static_zones(zone_dir.zones());
-    }
+    engine.set_static_zones(zone_dir.zones());
 
     let (source_tx, mut source_rx) = mpsc::channel::<SourceEvent>(8192);
     let mut source_errors = None;
@@ -98,6 +92,8 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, StartError> {
     let mut leadership = Leadership::always();
     let mut election = None;
     let mut release = Duration::ZERO;
+    // The Kubernetes source's status writer starts once the engine runs on its own thread.
+    let mut status_writer_of = None;
     match &cfg.source {
         SourceConfig::Directory(source_dir) => {
             let snapshot = {
@@ -113,14 +109,11 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, StartError> {
             };
             source_errors = Some(snapshot.subscribe_errors());
             let initial = snapshot.initial_events();
-            {
-                let seen = Instant::now();
-                let mut e = engine.lock().expect("engine lock");
-                for event in initial {
-                    e.apply(event, seen);
-                }
-                e.flush(Instant::now());
+            let seen = Instant::now();
+            for event in initial {
+                engine.apply(event, seen);
             }
+            engine.flush(Instant::now());
             tasks.push(tokio::spawn(dir::watch(
                 source_dir.clone(),
                 snapshot,
@@ -163,13 +156,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, StartError> {
                 metrics: metrics.clone(),
             };
             tracing::info!(namespace = %k.namespace, "watching the host cluster");
-            tasks.push(tokio::spawn(status_writer::run(
-                host_client.clone(),
-                k.namespace.clone(),
-                engine.clone(),
-                leadership.clone(),
-                shutdown.clone(),
-            )));
+            status_writer_of = Some((host_client.clone(), k.namespace.clone()));
             if k.propagation && !k.read_only {
                 tasks.push(tokio::spawn(crate::propagation::controller::run(
                     host_client.clone(),
@@ -197,14 +184,23 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, StartError> {
     }
     // Load-balancer hostnames in our own zones resolve without network: do it before serving.
     let mut resolver = HostResolver::new(store.clone(), cfg.upstream_resolver);
-    {
-        let mut e = engine.lock().expect("engine lock");
-        let wanted = e.hostnames();
-        for (host, resolved) in resolver.resolve_local(&wanted, Instant::now()) {
-            e.set_host(host, Some(resolved));
-        }
-        e.flush(Instant::now());
+    let wanted = engine.hostnames();
+    for (host, resolved) in resolver.resolve_local(&wanted, Instant::now()) {
+        engine.set_host(host, Some(resolved));
     }
+    engine.flush(Instant::now());
+    let (engine, engine_thread) = EngineHandle::spawn(engine, metrics.clone(), shutdown.clone())
+        .map_err(StartError::EngineThread)?;
+    if let Some((host_client, namespace)) = status_writer_of {
+        tasks.push(tokio::spawn(status_writer::run(
+            host_client,
+            namespace,
+            engine.clone(),
+            leadership.clone(),
+            shutdown.clone(),
+        )));
+    }
+    let engine_tx = engine.sender();
     let forward = engine_tx.clone();
     tasks.push(tokio::spawn(async move {
         while let Some(event) = source_rx.recv().await {
@@ -218,12 +214,6 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, StartError> {
         }
     }));
 
-    tasks.push(tokio::spawn(engine_loop(
-        engine.clone(),
-        engine_rx,
-        metrics.clone(),
-        shutdown.clone(),
-    )));
     tasks.push(tokio::spawn(zone_loop(
         zone_dir,
         engine_tx.clone(),
@@ -294,6 +284,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, StartError> {
         admin_addr,
         store,
         engine,
+        engine_thread: Some(engine_thread),
         shutdown,
         draining,
         leadership,
@@ -323,6 +314,12 @@ impl Running {
         }
         for task in self.tasks {
             task.abort();
+        }
+        // The engine thread sees the shutdown between two batches.
+        if let Some(thread) = self.engine_thread.take() {
+            tokio::task::spawn_blocking(move || thread.join())
+                .await
+                .ok();
         }
     }
 }
@@ -388,55 +385,6 @@ async fn kube_client(
     kube::Client::try_from(config).map_err(|e| StartError::Kube(e.to_string()))
 }
 
-async fn engine_loop(
-    engine: Arc<Mutex<Engine>>,
-    mut rx: mpsc::Receiver<EngineInput>,
-    metrics: Metrics,
-    shutdown: Shutdown,
-) {
-    let mut batch = Vec::new();
-    loop {
-        let deadline = engine.lock().ok().and_then(|e| e.next_deadline());
-        let sleep = async {
-            match deadline {
-                Some(at) => tokio::time::sleep_until(at.into()).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            n = rx.recv_many(&mut batch, 4096) => {
-                if n == 0 {
-                    return;
-                }
-            }
-            _ = sleep => {}
-            _ = shutdown.wait() => return,
-        }
-        let Ok(mut e) = engine.lock() else { return };
-        let mut oldest: Option<Instant> = None;
-        for input in batch.drain(..) {
-            match input {
-                EngineInput::Source(event, seen) => {
-                    oldest = Some(oldest.map_or(seen, |o| o.min(seen)));
-                    e.apply(event, seen);
-                }
-                EngineInput::StaticZones(zones) => e.set_static_zones(zones),
-                EngineInput::Host(host, resolved) => e.set_host(host, resolved),
-            }
-        }
-        let now = Instant::now();
-        e.expire(now);
-        if e.has_pending() {
-            e.flush(now);
-        }
-        if let Some(seen) = oldest {
-            metrics
-                .programming
-                .observe(Instant::now().duration_since(seen).as_secs_f64());
-        }
-    }
-}
-
 async fn zone_loop(
     mut zones: ZoneDir,
     tx: mpsc::Sender<EngineInput>,
@@ -479,7 +427,7 @@ async fn zone_loop(
 
 async fn host_loop(
     mut resolver: HostResolver,
-    engine: Arc<Mutex<Engine>>,
+    engine: EngineHandle,
     tx: mpsc::Sender<EngineInput>,
     shutdown: Shutdown,
 ) {
@@ -489,9 +437,8 @@ async fn host_loop(
             _ = tick.tick() => {}
             _ = shutdown.wait() => return,
         }
-        let wanted = match engine.lock() {
-            Ok(e) => e.hostnames(),
-            Err(_) => return,
+        let Some(wanted) = engine.query(|e| e.hostnames()).await else {
+            return;
         };
         if wanted.is_empty() {
             continue;

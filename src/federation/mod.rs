@@ -15,3 +15,4 @@ pub mod hostnames;
 pub mod model;
 pub mod naming;
 pub mod records;
+pub mod worker;

@@ -7,7 +7,6 @@
 //! (another replica may have written in between, so what this one remembers is not the truth).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -18,8 +17,9 @@ use serde_json::json;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
-use crate::federation::engine::{Engine, Owner};
+use crate::federation::engine::Owner;
 use crate::federation::model::ObjectKey;
+use crate::federation::worker::EngineHandle;
 use crate::k8s::crd::{DNSEndpoint, IngressDNSRecord, KubeFedCluster, ServiceDNSRecord};
 use crate::k8s::lease::Leadership;
 use crate::k8s::record_status::{RecordOutputs, fingerprint};
@@ -31,7 +31,7 @@ pub use crate::k8s::FIELD_MANAGER;
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "fedns");
 
 const TICK: Duration = Duration::from_millis(100);
-/// Records whose outputs are computed per hold of the engine lock, so answers keep flowing.
+/// Records whose outputs are computed per query to the engine thread, so its batches keep flowing.
 const CHUNK: usize = 200;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -40,7 +40,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 pub async fn run(
     host: Client,
     namespace: String,
-    engine: Arc<Mutex<Engine>>,
+    engine: EngineHandle,
     mut leadership: Leadership,
     shutdown: Shutdown,
 ) {
@@ -110,7 +110,7 @@ impl Writer {
         host: &Client,
         clusters: &Api<KubeFedCluster>,
         recorder: &Recorder,
-        engine: &Mutex<Engine>,
+        engine: &EngineHandle,
     ) -> bool {
         let Self {
             written,
@@ -127,31 +127,41 @@ impl Writer {
             .map(|(o, _)| o.clone())
             .collect();
         // Nothing is written from a partial view: wait for the first full listing.
-        let (work, topology): (Vec<(Owner, Option<RecordOutputs>)>, _) = {
-            let Ok(mut e) = engine.lock() else {
-                return false;
-            };
-            if !e.store().is_synced() {
-                return true;
-            }
-            let topology = e.node_topologies();
-            pending.extend(e.take_status_dirty());
-            if std::mem::take(rewrite_all) {
-                pending.extend(e.record_owners());
-            }
-            pending.extend(due);
-            pending.sort();
-            pending.dedup();
-            let chunk: Vec<Owner> = pending.drain(..pending.len().min(CHUNK)).collect();
-            let work = chunk
-                .into_iter()
-                .map(|o| {
-                    let out = e.outputs(&o, now, stamp.clone());
-                    (o, out)
-                })
-                .collect();
-            (work, topology)
+        // Computed on the engine thread; `pending` goes there and comes back without the chunk.
+        let mut queue = std::mem::take(pending);
+        let rewrite = *rewrite_all;
+        let answer = engine
+            .query(move |e| {
+                if !e.store().is_synced() {
+                    return (queue, None);
+                }
+                let topology = e.node_topologies();
+                queue.extend(e.take_status_dirty());
+                if rewrite {
+                    queue.extend(e.record_owners());
+                }
+                queue.extend(due);
+                queue.sort();
+                queue.dedup();
+                let chunk: Vec<Owner> = queue.drain(..queue.len().min(CHUNK)).collect();
+                let work: Vec<(Owner, Option<RecordOutputs>)> = chunk
+                    .into_iter()
+                    .map(|o| {
+                        let out = e.outputs(&o, now, stamp.clone());
+                        (o, out)
+                    })
+                    .collect();
+                (queue, Some((work, topology)))
+            })
+            .await;
+        let Some((queue, computed)) = answer else {
+            return false;
         };
+        *pending = queue;
+        let Some((work, topology)) = computed else {
+            return true;
+        };
+        *rewrite_all = false;
         for (member, zones, region) in topology {
             let current = (zones, region);
             if topologies.get(&member) == Some(&current) {
