@@ -134,7 +134,13 @@ async fn status(State(s): State<AdminState>) -> impl IntoResponse {
     );
     let _ = writeln!(out, "service records:  {}", counts.service_records);
     let _ = writeln!(out, "ingress records:  {}", counts.ingress_records);
-    let _ = writeln!(out, "names served:     {}", counts.names);
+    // The same count as fedns_records: every owner name the store answers for.
+    let _ = writeln!(out, "names served:     {}", s.store.len());
+    let _ = writeln!(
+        out,
+        "computed names:   {} (from records; the rest are static zones and empty non-terminals)",
+        counts.names
+    );
     for zone in s.store.zones().iter() {
         let _ = writeln!(
             out,

@@ -278,7 +278,18 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, StartError> {
         }
     }));
 
-    tracing::info!(dns = ?dns_addrs, admin = %admin_addr, "fedns serving");
+    let listeners: Vec<String> = dns_addrs.iter().map(SocketAddr::to_string).collect();
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        dns = %listeners.join(","),
+        admin = %admin_addr,
+        source = %match &cfg.source {
+            SourceConfig::Directory(dir) => format!("directory {}", dir.display()),
+            SourceConfig::Kubernetes(k) => format!("kubernetes namespace {}", k.namespace),
+        },
+        zones = %cfg.zones.as_deref().map_or("none".into(), |z| z.display().to_string()),
+        "fedns serving"
+    );
     Ok(Running {
         dns_addrs,
         admin_addr,
@@ -399,7 +410,15 @@ async fn zone_loop(
             _ = tick.tick() => {}
             _ = shutdown.wait() => return,
         }
-        if zones.refresh() {
+        let changed = zones.refresh();
+        let rejected = zones.take_rejected();
+        if rejected > 0 {
+            metrics
+                .zone_reloads
+                .with_label_values(&["error"])
+                .inc_by(rejected);
+        }
+        if changed {
             metrics.zone_reloads.with_label_values(&["changed"]).inc();
             if tx
                 .send(EngineInput::StaticZones(zones.zones()))

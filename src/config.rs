@@ -46,11 +46,12 @@ pub struct ServeArgs {
     pub zones: Option<PathBuf>,
     /// Address to answer DNS on, UDP and TCP; repeat or comma-separate for several
     /// [default: 127.0.0.1:5353].
-    #[arg(long, env = "FEDNS_DNS_LISTEN", value_delimiter = ',')]
+    /// Accepts ip:port, :port (all IPv4 interfaces) and host:port (localhost:5353).
+    #[arg(long, env = "FEDNS_DNS_LISTEN", value_delimiter = ',', value_parser = parse_listen)]
     pub dns_listen: Vec<SocketAddr>,
     /// Address of the admin HTTP server: /metrics, /healthz, /ready, /explain, /status
     /// [default: 127.0.0.1:9053].
-    #[arg(long, env = "FEDNS_ADMIN_LISTEN")]
+    #[arg(long, env = "FEDNS_ADMIN_LISTEN", value_parser = parse_listen)]
     pub admin_listen: Option<SocketAddr>,
     /// UDP answer workers, each a thread with its own SO_REUSEPORT socket [default: CPU count].
     #[arg(long, env = "FEDNS_UDP_WORKERS")]
@@ -76,9 +77,17 @@ pub struct ServeArgs {
     /// Resolver for load-balancer hostnames outside our zones, ip:port [default: the system's].
     #[arg(long, env = "FEDNS_UPSTREAM_RESOLVER")]
     pub upstream_resolver: Option<SocketAddr>,
-    /// Log format: text or json [default: text].
+    /// Log format: text or json (one object per line, fields at the top level) [default: text].
     #[arg(long, env = "FEDNS_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Log level: error, warn, info, debug or trace, or a filter such as `info,fedns=debug`
+    /// [default: info; the FEDNS_LOG filter when set].
+    #[arg(long, env = "FEDNS_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    /// Lame-duck drain on SIGTERM/SIGINT: how long answers continue after /ready starts failing,
+    /// so load balancers stop sending first, e.g. 5s [default: 2s].
+    #[arg(long, env = "FEDNS_SHUTDOWN_DRAIN", value_parser = parse_duration)]
+    pub shutdown_drain: Option<Duration>,
     /// Kubernetes source: kubeconfig of the host cluster (else KUBECONFIG, else in-cluster).
     /// Selected when --source is not given.
     #[arg(long, env = "FEDNS_KUBECONFIG")]
@@ -197,8 +206,8 @@ pub enum LogFormat {
 struct FileConfig {
     source: Option<PathBuf>,
     zones: Option<PathBuf>,
-    dns_listen: Option<Vec<SocketAddr>>,
-    admin_listen: Option<SocketAddr>,
+    dns_listen: Option<Vec<String>>,
+    admin_listen: Option<String>,
     udp_workers: Option<usize>,
     #[serde(rename = "defaultTTL")]
     default_ttl: Option<u32>,
@@ -213,6 +222,8 @@ struct FileConfig {
     max_udp_payload: Option<u16>,
     upstream_resolver: Option<SocketAddr>,
     log_format: Option<LogFormat>,
+    log_level: Option<String>,
+    shutdown_drain: Option<String>,
     propagation: Option<bool>,
     propagation_resync: Option<String>,
     kubeconfig: Option<PathBuf>,
@@ -244,25 +255,54 @@ pub struct ServeConfig {
     pub limits: Limits,
     pub upstream_resolver: Option<SocketAddr>,
     pub log_format: LogFormat,
+    /// The log filter from --log-level / logLevel; `None`: FEDNS_LOG, else info.
+    pub log_level: Option<String>,
+    /// How long answers continue after /ready fails on shutdown.
+    pub shutdown_drain: Duration,
 }
 
-/// Parses `30s`, `5m`, `1h`, `250ms` or a plain number of seconds.
+/// Parses a duration in the one syntax of every flag, config key and environment variable:
+/// Go/humantime style `1m30s`, `1.5s`, `500ms`, `2h`, or `0`. A bare number is an error (its unit
+/// would be a guess).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let (number, unit) = text
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((text, ""), |i| text.split_at(i));
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration (use e.g. 30s, 5m, 250ms)"))?;
-    match unit {
-        "" | "s" => Ok(Duration::from_secs(n)),
-        "ms" => Ok(Duration::from_millis(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!(
-            "{text:?}: unknown unit {unit:?} (use ms, s, m or h)"
-        )),
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return Err(format!(
+            "{text:?} has no unit: write {text}s (durations look like 30s, 1m30s, 1.5s, 500ms)"
+        ));
+    }
+    humantime::parse_duration(text)
+        .map_err(|e| format!("invalid duration {text:?} ({e}): use e.g. 30s, 1m30s, 1.5s, 500ms"))
+}
+
+/// Parses a listen address: `ip:port`, `[ipv6]:port`, `:port` (every IPv4 interface, like Go's
+/// `:5353`) or `host:port` (`localhost` is 127.0.0.1 without a lookup; other names are resolved
+/// once, at start).
+pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    let text = text.trim();
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let bad = || {
+        format!(
+            "invalid address {text:?}: use ip:port, :port or host:port (e.g. 0.0.0.0:5353, :5353, localhost:5353, [::]:5353)"
+        )
+    };
+    let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    match host {
+        "" | "*" => Ok(SocketAddr::from(([0, 0, 0, 0], port))),
+        "localhost" => Ok(SocketAddr::from(([127, 0, 0, 1], port))),
+        host => {
+            use std::net::ToSocketAddrs;
+            let mut addrs = (host, port)
+                .to_socket_addrs()
+                .map_err(|e| format!("cannot resolve {host:?} in {text:?}: {e}"))?;
+            addrs.next().ok_or_else(bad)
+        }
     }
 }
 
@@ -281,11 +321,28 @@ impl ServeArgs {
             })?,
             (None, None) => Duration::ZERO,
         };
+        // Addresses come only from the file here (flags are parsed by clap): name the file.
+        let listen = |field: &str, text: &str| {
+            parse_listen(text).map_err(|message| ConfigError::Parse {
+                path: self.config.clone().unwrap_or_default(),
+                message: format!("{field}: {message}"),
+            })
+        };
         let dns_listen = if !self.dns_listen.is_empty() {
             self.dns_listen.clone()
         } else {
-            file.dns_listen
-                .unwrap_or_else(|| vec![SocketAddr::from(([127, 0, 0, 1], 5353))])
+            match &file.dns_listen {
+                Some(list) => list
+                    .iter()
+                    .map(|a| listen("dnsListen", a))
+                    .collect::<Result<_, _>>()?,
+                None => vec![SocketAddr::from(([127, 0, 0, 1], 5353))],
+            }
+        };
+        let admin_listen = match (self.admin_listen, &file.admin_listen) {
+            (Some(a), _) => a,
+            (None, Some(text)) => listen("adminListen", text)?,
+            (None, None) => SocketAddr::from(([127, 0, 0, 1], 9053)),
         };
         let ttl = TtlPolicy {
             default_ttl: self.default_ttl.or(file.default_ttl).unwrap_or(180),
@@ -398,10 +455,7 @@ impl ServeArgs {
             source,
             zones: self.zones.clone().or(file.zones),
             dns_listen,
-            admin_listen: self
-                .admin_listen
-                .or(file.admin_listen)
-                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9053))),
+            admin_listen,
             udp_workers: self
                 .udp_workers
                 .or(file.udp_workers)
@@ -420,6 +474,13 @@ impl ServeArgs {
             },
             upstream_resolver: self.upstream_resolver.or(file.upstream_resolver),
             log_format: self.log_format.or(file.log_format).unwrap_or_default(),
+            log_level: self.log_level.clone().or(file.log_level),
+            shutdown_drain: duration(
+                self.shutdown_drain,
+                &file.shutdown_drain,
+                "shutdownDrain",
+                Duration::from_secs(2),
+            )?,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -539,11 +600,57 @@ mod tests {
     }
 
     #[test]
-    fn durations_parse_with_units() {
+    fn durations_parse_in_go_and_humantime_syntax() {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        let bare = parse_duration("7").unwrap_err();
+        assert!(bare.contains("7s"), "{bare}");
         assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn listen_addresses_take_the_usual_forms() {
+        assert_eq!(parse_listen(":5353"), Ok("0.0.0.0:5353".parse().unwrap()));
+        assert_eq!(
+            parse_listen("localhost:5353"),
+            Ok("127.0.0.1:5353".parse().unwrap())
+        );
+        assert_eq!(parse_listen("[::]:53"), Ok("[::]:53".parse().unwrap()));
+        assert_eq!(
+            parse_listen("10.0.0.1:53"),
+            Ok("10.0.0.1:53".parse().unwrap())
+        );
+        assert!(parse_listen("5353").is_err());
+        assert!(parse_listen("localhost:99999").is_err());
+    }
+
+    #[test]
+    fn the_file_takes_the_same_durations_and_addresses_as_the_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fedns.yaml");
+        std::fs::write(
+            &path,
+            "gracePeriod: 1m30s\nshutdownDrain: 1.5s\ndnsListen: [':5353', 'localhost:5354']\nadminListen: localhost:9000\n",
+        )
+        .unwrap();
+        let mut a = args();
+        a.config = Some(path);
+        let cfg = a.resolve().unwrap();
+        assert_eq!(cfg.engine.grace, Duration::from_secs(90));
+        assert_eq!(cfg.shutdown_drain, Duration::from_millis(1500));
+        assert_eq!(
+            cfg.dns_listen,
+            vec![
+                "0.0.0.0:5353".parse().unwrap(),
+                "127.0.0.1:5354".parse().unwrap()
+            ]
+        );
+        assert_eq!(cfg.admin_listen, "127.0.0.1:9000".parse().unwrap());
     }
 
     #[test]

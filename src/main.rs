@@ -48,7 +48,7 @@ enum Command {
         #[arg(long, requires = "kubeconfig")]
         context: Option<String>,
         /// Control-plane namespace (with --kubeconfig) [default: kube-federation-system].
-        #[arg(long, requires = "kubeconfig")]
+        #[arg(short = 'n', long, requires = "kubeconfig")]
         namespace: Option<String>,
     },
     /// Print the CustomResourceDefinitions fedns reads and writes (Domain, ServiceDNSRecord,
@@ -56,6 +56,7 @@ enum Command {
     /// ReplicaSchedulingPreference and the default Federated<Kind> types), or write one file each
     /// into --out-dir.
     Crds {
+        /// Write one file per CRD into this directory instead of printing a YAML stream.
         #[arg(long)]
         out_dir: Option<PathBuf>,
     },
@@ -80,6 +81,7 @@ enum Command {
         context: Option<String>,
         /// Control-plane namespace holding the Domains.
         #[arg(
+            short = 'n',
             long,
             env = "FEDNS_NAMESPACE",
             default_value = "kube-federation-system"
@@ -100,22 +102,55 @@ enum Command {
     Federate(fedns::cli::federate::FederateArgs),
     /// The federation at a glance: from a running fedns (--admin) or the host cluster.
     Status(fedns::cli::status::StatusArgs),
-    /// Send one DNS query and print the answer (a small dig).
+    /// Send one DNS query and print the answer the way dig does (a small dig).
     Query {
+        /// The name to ask for, e.g. nginx.test.galactic.svc.example.com
         name: String,
-        /// Record type: A, AAAA, CNAME, SOA, NS, ANY ...
+        /// Record type: A, AAAA, CNAME, SOA, NS, TXT, SRV, ANY ...
         #[arg(default_value = "A")]
         qtype: String,
-        #[arg(long, default_value = "127.0.0.1:5353", env = "FEDNS_SERVER")]
+        /// The DNS server to ask, ip:port (or :port, localhost:port).
+        #[arg(long, default_value = "127.0.0.1:5353", env = "FEDNS_SERVER", value_parser = fedns::config::parse_listen)]
         server: SocketAddr,
         /// Use TCP instead of UDP.
         #[arg(long)]
         tcp: bool,
+        /// How long to wait for the answer, e.g. 3s, 500ms.
+        #[arg(long, default_value = "3s", value_parser = fedns::config::parse_duration)]
+        timeout: Duration,
     },
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+/// Runs the command line; an error is printed once, as `error: <what>: <cause>`, without a
+/// backtrace (even with RUST_BACKTRACE set: these are the user's errors, not fedns's bugs).
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", error_chain(&e));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// An error and its causes on one line, each cause once: many errors already include their
+/// source's text in their own message, and repeating it would say the same thing twice.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(*args),
         Command::Explain {
@@ -139,7 +174,8 @@ fn main() -> anyhow::Result<()> {
             qtype,
             server,
             tcp,
-        } => query(&name, &qtype, server, tcp),
+            timeout,
+        } => query(&name, &qtype, server, tcp, timeout),
         Command::Crds { out_dir } => crds(out_dir),
         Command::Corefile {
             fedns,
@@ -176,11 +212,28 @@ fn run_cli(
     Ok(())
 }
 
-fn init_logging(format: LogFormat) {
+/// Logs to stderr: text for people, or JSON with every field at the top level of its line
+/// (`{"timestamp":…,"level":"INFO","message":"fedns serving","version":…}`). The level comes
+/// from --log-level, else the FEDNS_LOG filter, else info.
+fn init_logging(format: LogFormat, level: Option<&str>) -> anyhow::Result<()> {
     // kube_client logs an ERROR for every refused connection while a member is down; fedns's own
     // watchers already log each failure once (with what it means), so it is quiet by default.
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FEDNS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_client=off"));
+    let quiet = |filter: &str| {
+        if filter.contains("kube_client") {
+            filter.to_owned()
+        } else {
+            format!("{filter},kube_client=off")
+        }
+    };
+    let filter = match level {
+        Some(level) => tracing_subscriber::EnvFilter::try_new(quiet(level)).map_err(|e| {
+            anyhow::anyhow!(
+                "--log-level {level:?}: {e} (use error, warn, info, debug, trace or a filter like info,fedns=debug)"
+            )
+        })?,
+        None => tracing_subscriber::EnvFilter::try_from_env("FEDNS_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(quiet("info"))),
+    };
     use std::io::IsTerminal;
     // Colours only for a person at a terminal, never into files or pipes.
     let builder = tracing_subscriber::fmt()
@@ -189,13 +242,20 @@ fn init_logging(format: LogFormat) {
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
     }
+    Ok(())
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let cfg = args.resolve()?;
-    init_logging(cfg.log_format);
+    init_logging(cfg.log_format, cfg.log_level.as_deref())?;
+    let drain = cfg.shutdown_drain;
     // Engine, sources, TCP and admin run here; UDP answer workers are their own threads.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -204,32 +264,44 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let running = fedns::app::start(cfg).await?;
-        wait_for_signal().await;
-        tracing::info!("shutting down: not ready, draining for 2s");
-        running.stop(Duration::from_secs(2)).await;
-        Ok(())
+        let signal = wait_for_signal().await;
+        tracing::info!(
+            signal,
+            drain = ?drain,
+            "shutting down: /ready fails, answering until the drain ends"
+        );
+        let started = Instant::now();
+        running.stop(drain).await;
+        tracing::info!(
+            took_ms = started.elapsed().as_millis() as u64,
+            "fedns stopped"
+        );
+        anyhow::Ok(())
     })
 }
 
-async fn wait_for_signal() {
+/// Waits for SIGTERM or SIGINT; returns which.
+async fn wait_for_signal() -> &'static str {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         match signal(SignalKind::terminate()) {
             Ok(mut term) => {
                 tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => "SIGINT",
+                    _ = term.recv() => "SIGTERM",
                 }
             }
             Err(_) => {
                 let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
             }
         }
     }
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+        "interrupt"
     }
 }
 
@@ -427,27 +499,46 @@ fn url_encode(s: &str) -> String {
         .collect()
 }
 
-fn query(name: &str, qtype: &str, server: SocketAddr, tcp: bool) -> anyhow::Result<()> {
-    let qtype: RecordType = qtype
-        .to_uppercase()
-        .parse()
-        .with_context(|| format!("unknown record type {qtype}"))?;
-    let name = Name::from_ascii(name).with_context(|| format!("invalid name {name}"))?;
+fn query(
+    name: &str,
+    qtype: &str,
+    server: SocketAddr,
+    tcp: bool,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let qtype: RecordType = qtype.to_uppercase().parse().map_err(|_| {
+        anyhow::anyhow!(
+            "unknown record type {qtype:?} (A, AAAA, CNAME, SOA, NS, TXT, SRV, ANY ...)"
+        )
+    })?;
+    let name = Name::from_ascii(name).with_context(|| format!("invalid name {name:?}"))?;
     let mut msg = Message::query();
     msg.metadata.id = rand_id();
     msg.metadata.recursion_desired = true;
     msg.add_query(Query::query(name, qtype));
     let bytes = msg.to_vec()?;
     let started = Instant::now();
+    let no_answer = |e: std::io::Error| {
+        let waited = humantime::format_duration(timeout);
+        match e.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => anyhow::anyhow!(
+                "no answer from {server} within {waited}: is fedns serving there? (`fedns serve` listens on 127.0.0.1:5353 by default; pass --server, or a longer --timeout)"
+            ),
+            std::io::ErrorKind::ConnectionRefused => anyhow::anyhow!(
+                "{server} refused the connection: nothing listens there (pass --server <ip:port> of `fedns serve --dns-listen`)"
+            ),
+            _ => anyhow::anyhow!("asking {server}: {e}"),
+        }
+    };
     let answer = if tcp {
-        let mut stream = TcpStream::connect_timeout(&server, Duration::from_secs(3))?;
-        stream.set_read_timeout(Some(Duration::from_secs(3)))?;
+        let mut stream = TcpStream::connect_timeout(&server, timeout).map_err(no_answer)?;
+        stream.set_read_timeout(Some(timeout))?;
         stream.write_all(&(bytes.len() as u16).to_be_bytes())?;
         stream.write_all(&bytes)?;
         let mut len = [0u8; 2];
-        stream.read_exact(&mut len)?;
+        stream.read_exact(&mut len).map_err(no_answer)?;
         let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
-        stream.read_exact(&mut buf)?;
+        stream.read_exact(&mut buf).map_err(no_answer)?;
         buf
     } else {
         let socket = UdpSocket::bind(if server.is_ipv4() {
@@ -455,20 +546,113 @@ fn query(name: &str, qtype: &str, server: SocketAddr, tcp: bool) -> anyhow::Resu
         } else {
             "[::]:0"
         })?;
-        socket.set_read_timeout(Some(Duration::from_secs(3)))?;
-        socket.send_to(&bytes, server)?;
+        socket.set_read_timeout(Some(timeout))?;
+        socket.send_to(&bytes, server).map_err(no_answer)?;
         let mut buf = vec![0u8; 65535];
-        let (n, _) = socket
-            .recv_from(&mut buf)
-            .with_context(|| format!("no answer from {server}"))?;
+        let (n, _) = socket.recv_from(&mut buf).map_err(no_answer)?;
         buf.truncate(n);
         buf
     };
     let elapsed = started.elapsed();
     let response = Message::from_vec(&answer).context("malformed response")?;
-    println!("{response}");
-    println!(";; from {server} in {} us", elapsed.as_micros());
+    print!(
+        "{}",
+        dig_style(&response, server, if tcp { "tcp" } else { "udp" }, elapsed)
+    );
     Ok(())
+}
+
+/// A response as dig prints it: header, flags, sections, query time and server.
+fn dig_style(m: &Message, server: SocketAddr, transport: &str, elapsed: Duration) -> String {
+    use std::fmt::Write as _;
+    let md = &m.metadata;
+    let rcode = match u16::from(md.response_code) {
+        0 => "NOERROR".to_owned(),
+        1 => "FORMERR".to_owned(),
+        2 => "SERVFAIL".to_owned(),
+        3 => "NXDOMAIN".to_owned(),
+        4 => "NOTIMP".to_owned(),
+        5 => "REFUSED".to_owned(),
+        16 => "BADVERS".to_owned(),
+        n => format!("RCODE{n}"),
+    };
+    let flags: Vec<&str> = [
+        (
+            md.message_type == hickory_proto::op::MessageType::Response,
+            "qr",
+        ),
+        (md.authoritative, "aa"),
+        (md.truncation, "tc"),
+        (md.recursion_desired, "rd"),
+        (md.recursion_available, "ra"),
+        (md.authentic_data, "ad"),
+        (md.checking_disabled, "cd"),
+    ]
+    .into_iter()
+    .filter_map(|(set, flag)| set.then_some(flag))
+    .collect();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        ";; ->>HEADER<<- opcode: {}, status: {rcode}, id: {}",
+        md.op_code, md.id
+    );
+    let _ = writeln!(
+        out,
+        ";; flags: {}; QUERY: {}, ANSWER: {}, AUTHORITY: {}, ADDITIONAL: {}",
+        flags.join(" "),
+        m.queries.len(),
+        m.answers.len(),
+        m.authorities.len(),
+        m.additionals.len() + usize::from(m.edns.is_some()),
+    );
+    if let Some(edns) = &m.edns {
+        let _ = write!(
+            out,
+            "\n;; OPT PSEUDOSECTION:\n; EDNS: version: {}, udp: {}\n",
+            edns.version(),
+            edns.max_payload()
+        );
+    }
+    let _ = writeln!(out, "\n;; QUESTION SECTION:");
+    for q in &m.queries {
+        let _ = writeln!(
+            out,
+            ";{}\t\t{}\t{}",
+            q.name(),
+            q.query_class(),
+            q.query_type()
+        );
+    }
+    for (title, records) in [
+        ("ANSWER", &m.answers),
+        ("AUTHORITY", &m.authorities),
+        ("ADDITIONAL", &m.additionals),
+    ] {
+        if records.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "\n;; {title} SECTION:");
+        for r in records {
+            let _ = writeln!(
+                out,
+                "{}\t{}\t{}\t{}\t{}",
+                r.name,
+                r.ttl,
+                r.dns_class,
+                r.record_type(),
+                r.data
+            );
+        }
+    }
+    let _ = write!(
+        out,
+        "\n;; Query time: {} usec\n;; SERVER: {}#{}({transport})\n",
+        elapsed.as_micros(),
+        server.ip(),
+        server.port()
+    );
+    out
 }
 
 fn rand_id() -> u16 {

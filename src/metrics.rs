@@ -1,6 +1,8 @@
-//! Prometheus metrics, all named `fedns_*` in base units. Answer workers count into worker-local
-//! copies ([`WorkerMetrics`]) flushed every few hundred queries or when idle, so the answer path
-//! shares no cache line with another core.
+//! Prometheus metrics, all named `fedns_*` in base units, plus the standard `process_*` metrics
+//! (CPU, resident memory, file descriptors, start time) and `fedns_build_info{version}`. Answer
+//! workers count into worker-local copies ([`WorkerMetrics`]) flushed every few hundred queries or
+//! when idle, so the answer path shares no cache line with another core, takes no lock and
+//! allocates nothing (the `qtype` label is one of a fixed set, indexed, never formatted).
 
 use std::time::Duration;
 
@@ -24,6 +26,51 @@ const RCODES: [(u16, &str); 8] = [
     (16, "BADVERS"),
     (u16::MAX, "other"),
 ];
+
+/// Query types labelled separately on `fedns_dns_requests_total`; everything else is "other".
+/// Fixed and small, so the label's cardinality is bounded whatever the wire sends.
+const QTYPES: [(u16, &str); 12] = [
+    (1, "A"),
+    (28, "AAAA"),
+    (5, "CNAME"),
+    (6, "SOA"),
+    (2, "NS"),
+    (15, "MX"),
+    (16, "TXT"),
+    (33, "SRV"),
+    (12, "PTR"),
+    (65, "HTTPS"),
+    (255, "ANY"),
+    (u16::MAX, "other"),
+];
+
+/// The QTYPE of the first question of a DNS message, without parsing more than its name's labels
+/// (`None` for a packet too short or with a compressed/invalid question name).
+fn question_type(packet: &[u8]) -> Option<u16> {
+    let mut at = 12;
+    loop {
+        let len = *packet.get(at)? as usize;
+        if len == 0 {
+            break;
+        }
+        if len & 0xC0 != 0 {
+            return None;
+        }
+        at += 1 + len;
+    }
+    let qtype = packet.get(at + 1..at + 3)?;
+    Some(u16::from_be_bytes([qtype[0], qtype[1]]))
+}
+
+/// The index in [`QTYPES`] of a packet's question type ("other" when unknown or unparseable).
+#[inline]
+fn qtype_index(packet: &[u8]) -> usize {
+    let qtype = question_type(packet).unwrap_or(u16::MAX);
+    QTYPES
+        .iter()
+        .position(|(t, _)| *t == qtype)
+        .unwrap_or(QTYPES.len() - 1)
+}
 
 /// Every metric fedns exports.
 #[derive(Debug, Clone)]
@@ -63,8 +110,11 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("fedns_dns_requests_total", "DNS requests received"),
-            &["transport"],
+            Opts::new(
+                "fedns_dns_requests_total",
+                "DNS requests received, by transport and query type",
+            ),
+            &["transport", "qtype"],
         )
         .expect("valid metric");
         let responses = IntCounterVec::new(
@@ -109,7 +159,11 @@ impl Metrics {
             dropped,
             truncated,
             duration,
-            records: gauge("fedns_records", "Names in the record store"),
+            records: gauge(
+                "fedns_records",
+                "Owner names served from the record store: computed, static zone and empty \
+                 non-terminal names (/status: names served)",
+            ),
             members: gauge("fedns_members", "Member clusters known"),
             members_ready: gauge("fedns_members_ready", "Member clusters ready"),
             member_ready: IntGaugeVec::new(
@@ -136,7 +190,11 @@ impl Metrics {
             )
             .expect("valid metric"),
             zone_reloads: IntCounterVec::new(
-                Opts::new("fedns_zone_file_loads_total", "Zone file loads, by result"),
+                Opts::new(
+                "fedns_zone_file_loads_total",
+                "Zone directory reloads that changed what is served (result=changed) and zone \
+                 file loads rejected (result=error; the last good content is kept)",
+            ),
                 &["result"],
             )
             .expect("valid metric"),
@@ -222,9 +280,38 @@ impl Metrics {
         ] {
             m.registry.register(c).expect("unique metric");
         }
-        // Show every rcode from the start, so rate() works from the first scrape.
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "fedns_build_info",
+                "Always 1; the labels say which fedns this is",
+            ),
+            &["version"],
+        )
+        .expect("valid metric");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        m.registry
+            .register(Box::new(build_info))
+            .expect("unique metric");
+        #[cfg(target_os = "linux")]
+        m.registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("unique metric");
+        // Show every rcode, qtype and zone-load result from the start, so rate() works from the
+        // first scrape.
         for (_, label) in RCODES {
             m.responses.with_label_values(&[label]);
+        }
+        for transport in ["udp", "tcp"] {
+            for (_, qtype) in QTYPES {
+                m.requests.with_label_values(&[transport, qtype]);
+            }
+        }
+        for result in ["changed", "error"] {
+            m.zone_reloads.with_label_values(&[result]);
         }
         m
     }
@@ -236,7 +323,7 @@ impl Metrics {
             Transport::Tcp => "tcp",
         };
         WorkerMetrics {
-            requests: self.requests.with_label_values(&[label]).local(),
+            requests: QTYPES.map(|(_, q)| self.requests.with_label_values(&[label, q]).local()),
             responses: RCODES.map(|(_, l)| self.responses.with_label_values(&[l]).local()),
             dropped: self.dropped.local(),
             truncated: self.truncated.local(),
@@ -259,7 +346,7 @@ type LocalCounter = GenericLocalCounter<AtomicU64>;
 /// Counters of one answer worker, flushed in batches.
 #[derive(Debug)]
 pub struct WorkerMetrics {
-    requests: LocalCounter,
+    requests: [LocalCounter; QTYPES.len()],
     responses: [LocalCounter; RCODES.len()],
     dropped: LocalCounter,
     truncated: LocalCounter,
@@ -268,10 +355,10 @@ pub struct WorkerMetrics {
 }
 
 impl WorkerMetrics {
-    /// Counts one request and its outcome (`None`: dropped).
+    /// Counts one request (`packet`, as received) and its outcome (`None`: dropped).
     #[inline]
-    pub fn observe(&mut self, answered: Option<Answered>, elapsed: Duration) {
-        self.requests.inc();
+    pub fn observe(&mut self, packet: &[u8], answered: Option<Answered>, elapsed: Duration) {
+        self.requests[qtype_index(packet)].inc();
         match answered {
             Some(a) => {
                 let i = RCODES
@@ -297,7 +384,9 @@ impl WorkerMetrics {
             return;
         }
         self.pending = 0;
-        self.requests.flush();
+        for c in &self.requests {
+            c.flush();
+        }
         for c in &self.responses {
             c.flush();
         }
@@ -317,22 +406,71 @@ impl Drop for WorkerMetrics {
 mod tests {
     use super::*;
 
+    /// A query for `example.com.` of type `qtype`.
+    fn query(qtype: u16) -> Vec<u8> {
+        let mut p = vec![0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        p.extend_from_slice(b"\x07example\x03com\x00");
+        p.extend_from_slice(&qtype.to_be_bytes());
+        p.extend_from_slice(&[0, 1]);
+        p
+    }
+
+    #[test]
+    fn qtypes_map_to_a_bounded_label_set() {
+        assert_eq!(QTYPES[qtype_index(&query(1))].1, "A");
+        assert_eq!(QTYPES[qtype_index(&query(65))].1, "HTTPS");
+        assert_eq!(QTYPES[qtype_index(&query(99))].1, "other", "unlisted type");
+        assert_eq!(QTYPES[qtype_index(&query(1)[..20])].1, "other", "truncated");
+        let mut compressed = query(1);
+        compressed[12] = 0xC0;
+        assert_eq!(QTYPES[qtype_index(&compressed)].1, "other");
+    }
+
+    #[test]
+    fn build_info_and_process_metrics_are_exported() {
+        let text = Metrics::new().render();
+        assert!(
+            text.contains(&format!(
+                "fedns_build_info{{version=\"{}\"}} 1",
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{text}"
+        );
+        for name in [
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_open_fds",
+            "process_start_time_seconds",
+        ] {
+            assert!(
+                text.contains(&format!("\n{name} ")),
+                "{name} missing: {text}"
+            );
+        }
+    }
+
     #[test]
     fn worker_counts_show_after_flush() {
         let m = Metrics::new();
         let mut w = m.worker(Transport::Udp);
+        let aaaa = query(28);
         w.observe(
+            &aaaa,
             Some(Answered {
                 rcode: 3,
                 truncated: false,
             }),
             Duration::from_micros(3),
         );
-        w.observe(None, Duration::from_micros(1));
+        w.observe(&[0; 5], None, Duration::from_micros(1));
         w.flush();
         let text = m.render();
         assert!(
-            text.contains("fedns_dns_requests_total{transport=\"udp\"} 2"),
+            text.contains("fedns_dns_requests_total{qtype=\"AAAA\",transport=\"udp\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("fedns_dns_requests_total{qtype=\"other\",transport=\"udp\"} 1"),
             "{text}"
         );
         assert!(text.contains("fedns_dns_responses_total{rcode=\"NXDOMAIN\"} 1"));

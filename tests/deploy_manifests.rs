@@ -16,6 +16,8 @@
 //!
 //! The checker's own tests break a manifest on purpose and expect the problem to be named.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -96,6 +98,8 @@ fn kustomize(dir: &str) -> Vec<Value> {
 /// findings.
 struct HelmRender {
     objects: Vec<Value>,
+    /// The rendered NOTES.txt.
+    notes: String,
     crds: Vec<Value>,
     lint: Value,
 }
@@ -115,8 +119,10 @@ fn helm(values: Value, name: &str, namespace: &str) -> HelmRender {
     );
     let result: Value = serde_json::from_slice(&out.stdout).expect("helm render prints JSON");
     let mut objects = Vec::new();
+    let mut notes = String::new();
     for (template, text) in result["manifests"].as_object().unwrap() {
         if template.ends_with(".txt") {
+            notes.push_str(text.as_str().unwrap_or_default());
             continue;
         }
         objects.extend(parse_documents(text.as_str().unwrap(), template));
@@ -129,6 +135,7 @@ fn helm(values: Value, name: &str, namespace: &str) -> HelmRender {
         .collect();
     HelmRender {
         objects,
+        notes,
         crds,
         lint: result["lint"].clone(),
     }
@@ -231,8 +238,41 @@ fn check_schema(object: &Value, crds: &[Value]) -> Result<(), String> {
         ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => {
             typed::<apiext::CustomResourceDefinition>(object)
         }
+        ("monitoring.coreos.com/v1", "ServiceMonitor") => check_service_monitor(object),
         _ => check_custom_resource(object, crds),
     }
+}
+
+/// The Prometheus Operator's CRD is not ours to ship: the fields the chart writes, by name and type.
+fn check_service_monitor(object: &Value) -> Result<(), String> {
+    let spec = object["spec"]
+        .as_object()
+        .ok_or("ServiceMonitor without spec")?;
+    for key in spec.keys() {
+        if !["selector", "endpoints", "namespaceSelector", "jobLabel"].contains(&key.as_str()) {
+            return Err(format!("ServiceMonitor spec.{key} is not a field"));
+        }
+    }
+    if !spec["selector"]["matchLabels"].is_object() {
+        return Err("ServiceMonitor spec.selector.matchLabels must be a map".into());
+    }
+    for e in spec["endpoints"]
+        .as_array()
+        .ok_or("spec.endpoints must be a list")?
+    {
+        for (key, value) in e.as_object().ok_or("an endpoint must be a map")? {
+            let ok = match key.as_str() {
+                "port" | "path" | "interval" | "scrapeTimeout" | "scheme" => value.is_string(),
+                _ => false,
+            };
+            if !ok {
+                return Err(format!(
+                    "ServiceMonitor endpoint {key}: {value} is not valid"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn check_custom_resource(object: &Value, crds: &[Value]) -> Result<(), String> {
@@ -658,6 +698,9 @@ fn check_deployment(objects: &[Value], d: &Value, expect: &Expect, problems: &mu
                 if let Err(e) = check_config(&text, &ports, &probe_ports) {
                     fail(format!("config {config_path}: {e}"));
                 }
+                if let Err(e) = check_zones(&text, objects, &volumes, &mounts) {
+                    fail(format!("config {config_path}: {e}"));
+                }
             }
         }
     }
@@ -697,6 +740,43 @@ fn config_text(
             .ok_or_else(|| format!("{path}: no ConfigMap key {file} behind the mount"));
     }
     Err(format!("{path} is not inside any volume mount"))
+}
+
+/// The config's `zones` directory, if any, must be a mounted ConfigMap of the manifests whose every
+/// file parses as a zone with fedns's own zone-file parser.
+fn check_zones(
+    text: &str,
+    objects: &[Value],
+    volumes: &[&Value],
+    mounts: &[&Value],
+) -> Result<(), String> {
+    let config: Value = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
+    let Some(zones) = config["zones"].as_str() else {
+        return Ok(());
+    };
+    let mount = mounts
+        .iter()
+        .find(|m| m["mountPath"].as_str().map(|p| p.trim_end_matches('/')) == Some(zones))
+        .ok_or_else(|| format!("zones {zones} is not a volume mount"))?;
+    let cm = volumes
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .and_then(|v| v["configMap"]["name"].as_str())
+        .and_then(|n| find(objects, "ConfigMap", n))
+        .ok_or_else(|| format!("zones {zones}: no ConfigMap behind the mount"))?;
+    let dir = tempfile::tempdir().unwrap();
+    for (file, zone) in cm["data"].as_object().into_iter().flatten() {
+        std::fs::write(dir.path().join(file), zone.as_str().unwrap_or_default()).unwrap();
+    }
+    let mut zone_dir = fedns::dns::zonefile::ZoneDir::new(Some(dir.path().to_owned()));
+    zone_dir.refresh();
+    if let Some(e) = zone_dir.errors().first() {
+        return Err(format!("zones {zones}: {e}"));
+    }
+    if zone_dir.zones().is_empty() {
+        return Err(format!("zones {zones}: the ConfigMap holds no zone"));
+    }
+    Ok(())
 }
 
 /// Parses the config with fedns's own parser, then checks it listens where the pod expects it.
@@ -1509,6 +1589,175 @@ fn helm_chart_with_overrides_renders_and_validates() {
     assert_eq!(of_kind(&single.objects, "PodDisruptionBudget").count(), 0);
 }
 
+const ACME_ZONE: &str = "$ORIGIN acme.com.\n$TTL 300\n\
+@ IN SOA ns1.acme.com. hostmaster.acme.com. 1 3600 600 86400 30\n\
+@ IN NS ns1.acme.com.\nns1 IN A 10.0.0.53\n\
+nginx IN CNAME nginx.test.galactic.svc.example.com.\n";
+
+#[test]
+fn helm_chart_serves_zone_files_and_takes_extra_args_volumes_a_digest_a_monitor_and_dual_stack() {
+    if !helm_available() {
+        return;
+    }
+    let digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let values = json!({
+        "image": {"digest": digest},
+        "zoneFiles": {"acme.com.zone": ACME_ZONE},
+        "extraArgs": ["--shutdown-drain", "5s", "--log-level", "debug"],
+        "extraVolumes": [{"name": "members", "secret": {"secretName": "member-kubeconfigs"}}],
+        "extraVolumeMounts": [{"name": "members", "mountPath": "/etc/fedns-members", "readOnly": true}],
+        "serviceMonitor": {"enabled": true, "interval": "15s", "labels": {"release": "prom"}},
+        "service": {"dns": {"ipFamilyPolicy": "PreferDualStack", "ipFamilies": ["IPv4", "IPv6"]}},
+    });
+    let render = helm(values.clone(), "fedns", "kube-federation-system");
+    let lint_errors: Vec<&Value> = render.lint["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["severity"].as_i64().unwrap_or(3) >= 2)
+        .collect();
+    assert!(
+        lint_errors.is_empty(),
+        "helm lint --strict: {lint_errors:?}"
+    );
+    let mut objects = render.objects.clone();
+    objects.extend(render.crds.clone());
+    // Includes: the zones directory of the config is a mounted ConfigMap whose files parse.
+    assert_clean("helm extras", &objects, &HOST);
+    let d = find(&objects, "Deployment", "fedns").unwrap();
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["image"], format!("ghcr.io/fedns/fedns@{digest}"));
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(
+        args,
+        [
+            "serve",
+            "--config",
+            "/etc/fedns/config.yaml",
+            "--shutdown-drain",
+            "5s",
+            "--log-level",
+            "debug"
+        ]
+    );
+    let mounts = c["volumeMounts"].as_array().unwrap();
+    assert!(
+        mounts
+            .iter()
+            .any(|m| m["mountPath"] == "/etc/fedns-members")
+    );
+    assert!(mounts.iter().any(|m| m["mountPath"] == "/etc/fedns-zones"));
+    let zones = find(&objects, "ConfigMap", "fedns-zones").expect("the zones ConfigMap");
+    assert_eq!(zones["data"]["acme.com.zone"], ACME_ZONE);
+    let config = find(&objects, "ConfigMap", "fedns-config").unwrap();
+    assert!(
+        config["data"]["config.yaml"]
+            .as_str()
+            .unwrap()
+            .contains("zones: /etc/fedns-zones")
+    );
+    let monitor = find(&objects, "ServiceMonitor", "fedns").expect("a ServiceMonitor");
+    assert_eq!(monitor["metadata"]["labels"]["release"], "prom");
+    assert_eq!(monitor["spec"]["endpoints"][0]["interval"], "15s");
+    // It selects the admin Service, by a port that Service has.
+    let admin = find(&objects, "Service", "fedns-admin").unwrap();
+    assert!(labels_match(
+        &monitor["spec"]["selector"]["matchLabels"],
+        &admin["metadata"]["labels"]
+    ));
+    let port = &monitor["spec"]["endpoints"][0]["port"];
+    assert!(
+        admin["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == *port)
+    );
+    let dns = find(&objects, "Service", "fedns-dns").unwrap();
+    assert_eq!(dns["spec"]["ipFamilyPolicy"], "PreferDualStack");
+    assert_eq!(dns["spec"]["ipFamilies"], json!(["IPv4", "IPv6"]));
+    // Without the values, none of it.
+    let plain = helm(json!({}), "fedns", "kube-federation-system");
+    assert!(find(&plain.objects, "ServiceMonitor", "fedns").is_none());
+    assert!(find(&plain.objects, "ConfigMap", "fedns-zones").is_none());
+    // A zone file that does not parse is caught before it reaches a cluster.
+    let mut broken = values;
+    broken["zoneFiles"]["acme.com.zone"] = json!("$ORIGIN acme.com.\nnginx IN CNAME\n");
+    let mut objects = helm(broken, "fedns", "kube-federation-system").objects;
+    objects.extend(render.crds);
+    let problems = check_set(&objects, &HOST).join("\n");
+    assert!(problems.contains("zones /etc/fedns-zones"), "{problems}");
+}
+
+#[test]
+fn helm_notes_refer_to_nothing_in_the_repository() {
+    if !helm_available() {
+        return;
+    }
+    let notes = helm(json!({}), "fedns", "kube-federation-system").notes;
+    assert!(notes.contains("fedns join"), "{notes}");
+    for path in ["deploy/", "tests/", "README", "examples", ".yaml"] {
+        assert!(!notes.contains(path), "NOTES.txt mentions {path}:\n{notes}");
+    }
+}
+
+/// kustomize renders the base from a copy of deploy/kustomize with `config.yaml` edited.
+fn kustomize_base_with_config(edit: impl FnOnce(&str) -> String) -> Vec<Value> {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("kustomize");
+    common::copy_tree(&deploy("kustomize"), &root);
+    let config = root.join("base/config.yaml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, edit(&text)).unwrap();
+    let out = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(root.join("base"))
+        .output()
+        .expect("kubectl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    parse_documents(&String::from_utf8_lossy(&out.stdout), "edited base")
+}
+
+/// The name of the ConfigMap the Deployment mounts as its config.
+fn mounted_config_map(objects: &[Value]) -> String {
+    let d = find(objects, "Deployment", "fedns").unwrap();
+    d["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "config")
+        .and_then(|v| v["configMap"]["name"].as_str())
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn a_kustomize_config_change_renames_the_config_map_and_so_rolls_the_pods() {
+    if !kustomize_available() {
+        return;
+    }
+    let before = kustomize_base_with_config(str::to_owned);
+    let name = mounted_config_map(&before);
+    assert!(
+        name.starts_with("fedns-config-") && find(&before, "ConfigMap", &name).is_some(),
+        "the Deployment mounts the generated ConfigMap: {name}"
+    );
+    let after =
+        kustomize_base_with_config(|text| text.replace("gracePeriod: 30s", "gracePeriod: 1m"));
+    let renamed = mounted_config_map(&after);
+    assert_ne!(name, renamed, "a new pod template, so a rollout");
+    assert!(find(&after, "ConfigMap", &renamed).is_some());
+}
+
 #[test]
 fn crd_copies_for_kustomize_and_helm_equal_deploy_crds() {
     for copy in ["kustomize/crds", "helm/fedns/crds"] {
@@ -1625,7 +1874,6 @@ fn base_from_files() -> Vec<Value> {
         "namespace",
         "serviceaccount",
         "rbac",
-        "configmap",
         "deployment",
         "service",
         "pdb",
@@ -1634,6 +1882,13 @@ fn base_from_files() -> Vec<Value> {
             "kustomize/base/{file}.yaml"
         ))));
     }
+    // What the configMapGenerator makes of config.yaml (without the hash suffix).
+    objects.push(json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "fedns-config"},
+        "data": {"config.yaml": std::fs::read_to_string(deploy("kustomize/base/config.yaml")).unwrap()},
+    }));
     for o in &mut objects {
         if !CLUSTER_SCOPED.contains(&kind(o)) {
             o["metadata"]["namespace"] = json!("kube-federation-system");

@@ -246,6 +246,10 @@ fn promtool_reports_lint_problems() {
 fn every_exported_metric_is_fedns_prefixed_in_base_units() {
     let text = fedns::metrics::Metrics::new().render();
     for name in exported_names(&text) {
+        // The standard process_* family is the one exception, named as every exporter names it.
+        if name.starts_with("process_") {
+            continue;
+        }
         assert!(name.starts_with("fedns_"), "{name}");
         for unit in [
             "_milliseconds",
@@ -321,5 +325,98 @@ async fn dashboard_references_only_metrics_fedns_exports() {
     assert!(
         unknown.is_empty(),
         "the dashboard references metrics fedns does not export: {unknown:?}\nexported: {known:?}"
+    );
+}
+
+/// What operators look for first: the process_* family, fedns_build_info, requests by a bounded
+/// qtype, rejected zone-file loads counted, and fedns_records equal to /status's names served;
+/// all of it promtool-clean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_build_info_qtypes_zone_errors_and_names_served_are_exported() {
+    let server = Server::demo().await;
+    let mut client = server.udp_client().await;
+    for qtype in [
+        RecordType::A,
+        RecordType::AAAA,
+        RecordType::AAAA,
+        RecordType::CAA,
+    ] {
+        ask(&mut client, "nginx.test.galactic.svc.example.com.", qtype).await;
+    }
+    std::fs::write(
+        server.zones().join("broken.zone"),
+        "$ORIGIN broken.test.\nwww IN CNAME\n",
+    )
+    .unwrap();
+    let mut body = String::new();
+    let filled = eventually(Duration::from_secs(5), async || {
+        body = server.admin_get("/metrics").await.1;
+        sample(&body, "fedns_zone_file_loads_total{result=\"error\"}").unwrap_or(0.0) >= 1.0
+            && sample(
+                &body,
+                "fedns_dns_requests_total{qtype=\"AAAA\",transport=\"udp\"}",
+            )
+            .unwrap_or(0.0)
+                >= 2.0
+    })
+    .await;
+    assert!(filled.is_some(), "samples missing:\n{body}");
+    assert_eq!(
+        sample(
+            &body,
+            "fedns_dns_requests_total{qtype=\"other\",transport=\"udp\"}"
+        ),
+        Some(1.0),
+        "CAA is not in the label set: counted as other\n{body}"
+    );
+    let qtypes: BTreeSet<&str> = body
+        .lines()
+        .filter(|l| l.starts_with("fedns_dns_requests_total{"))
+        .filter_map(|l| l.split("qtype=\"").nth(1)?.split('"').next())
+        .collect();
+    assert!(qtypes.len() <= 12, "a bounded qtype label: {qtypes:?}");
+    assert_eq!(
+        sample(
+            &body,
+            &format!(
+                "fedns_build_info{{version=\"{}\"}}",
+                env!("CARGO_PKG_VERSION")
+            )
+        ),
+        Some(1.0),
+        "{body}"
+    );
+    for name in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+    ] {
+        let value = sample(&body, &format!("{name} ")).unwrap_or_else(|| panic!("{name}: {body}"));
+        // CPU is counted in whole seconds: 0 this early.
+        assert!(
+            value > 0.0 || name == "process_cpu_seconds_total",
+            "{name} {value}"
+        );
+    }
+    let status = server.admin_get("/status").await.1;
+    let served: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("names served:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{status}"));
+    assert_eq!(
+        sample(&body, "fedns_records "),
+        Some(served),
+        "fedns_records and /status names served are one number:\n{status}"
+    );
+    server.stop().await;
+    let Some((passed, output)) = promtool_check(&body) else {
+        return;
+    };
+    assert!(
+        passed && output.trim().is_empty(),
+        "promtool: {output}\n{body}"
     );
 }

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::join::DEFAULT_NAMESPACE;
 use super::kubeconfig::KubeconfigFile;
-use super::{Error, Manifest, Output, apply, ensure_namespace, render_objects};
+use super::{Error, Manifest, ObjectOutput, apply, ensure_namespace, render_objects};
 use crate::propagation::types::{
     ApiResourceRef, default_type, federated_crd, federated_type_of, type_config,
 };
@@ -59,7 +59,7 @@ pub struct EnableArgs {
     pub dry_run: bool,
     /// Output format of --dry-run.
     #[arg(short = 'o', long, value_enum)]
-    pub output: Option<Output>,
+    pub output: Option<ObjectOutput>,
 }
 
 impl TypeFlags {
@@ -218,7 +218,7 @@ pub async fn run(args: EnableArgs) -> Result<(), Error> {
         let objects: Vec<Value> = manifests.into_iter().map(|m| m.object).collect();
         print!(
             "{}",
-            render_objects(&objects, args.output.unwrap_or(Output::Yaml))
+            render_objects(&objects, args.output.unwrap_or(ObjectOutput::Yaml))
         );
         return Ok(());
     }

@@ -16,7 +16,7 @@ use serde_json::{Map, Value, json};
 
 use super::enable::{TypeFlags, discover, find_type, resolve_type};
 use super::kubeconfig::KubeconfigFile;
-use super::{Error, Manifest, Output, api_code, apply, dynamic_api, render_objects};
+use super::{Error, Manifest, ObjectOutput, api_code, apply, dynamic_api, render_objects};
 use crate::propagation::types::{ApiResourceRef, default_type, federated_type_of};
 
 /// Annotations that are noise, not intent (no warning when dropped).
@@ -52,7 +52,7 @@ pub struct FederateArgs {
     pub context: Option<String>,
     /// Output format.
     #[arg(short = 'o', long, value_enum)]
-    pub output: Option<Output>,
+    pub output: Option<ObjectOutput>,
     /// Create (or update) the federated objects in the host instead of printing them.
     #[arg(long)]
     pub apply: bool,
@@ -370,7 +370,7 @@ pub async fn run(args: FederateArgs) -> Result<(), Error> {
     let objects: Vec<Value> = federated.into_iter().map(|(_, f)| f.object).collect();
     print!(
         "{}",
-        render_objects(&objects, args.output.unwrap_or(Output::Yaml))
+        render_objects(&objects, args.output.unwrap_or(ObjectOutput::Yaml))
     );
     Ok(())
 }

@@ -21,7 +21,8 @@ use kube::{Api, Client};
 
 use super::kubeconfig::{ContextInfo, KubeconfigFile};
 use super::{
-    Error, Manifest, Output, api_code, apply, ensure_namespace, parse_duration, render_objects,
+    Error, Manifest, ObjectOutput, api_code, apply, ensure_namespace, parse_duration,
+    render_objects,
 };
 use crate::k8s::crd::{KubeFedCluster, KubeFedClusterSpec, LocalSecretReference};
 
@@ -57,7 +58,7 @@ pub struct JoinArgs {
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
     /// Control-plane namespace, in the host and the member.
-    #[arg(long, default_value = DEFAULT_NAMESPACE)]
+    #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
     pub namespace: String,
     /// What the member's ServiceAccount may do.
     #[arg(long, value_enum, default_value_t = JoinScope::Cluster)]
@@ -67,7 +68,7 @@ pub struct JoinArgs {
     pub dry_run: bool,
     /// Output format of --dry-run.
     #[arg(short = 'o', long, value_enum)]
-    pub output: Option<Output>,
+    pub output: Option<ObjectOutput>,
     /// How long to wait for the member's token controller to fill the token Secret.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub token_timeout: Duration,
@@ -400,7 +401,7 @@ pub async fn run(args: JoinArgs) -> Result<(), Error> {
         );
         print!(
             "{}",
-            render_objects(&objects, args.output.unwrap_or(Output::Yaml))
+            render_objects(&objects, args.output.unwrap_or(ObjectOutput::Yaml))
         );
         return Ok(());
     }

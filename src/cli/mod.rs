@@ -118,14 +118,24 @@ pub enum Output {
     Text,
 }
 
+/// How objects are printed by `join`, `enable` and `federate` (`-o yaml|json`; any other value
+/// is rejected by the parser, never ignored).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ObjectOutput {
+    /// A YAML stream, `---` before each object.
+    Yaml,
+    /// One JSON `List` object (`kubectl apply -f` takes it).
+    Json,
+}
+
 /// Objects as a YAML stream or a JSON `v1/List`.
-pub fn render_objects(objects: &[Value], output: Output) -> String {
+pub fn render_objects(objects: &[Value], output: ObjectOutput) -> String {
     match output {
-        Output::Json => {
+        ObjectOutput::Json => {
             let list = json!({"apiVersion": "v1", "kind": "List", "items": objects});
             serde_json::to_string_pretty(&list).unwrap_or_default() + "\n"
         }
-        Output::Yaml | Output::Text => objects
+        ObjectOutput::Yaml => objects
             .iter()
             .map(|o| format!("---\n{}", serde_yaml_ng::to_string(o).unwrap_or_default()))
             .collect(),
@@ -271,34 +281,8 @@ pub async fn delete(
     }
 }
 
-/// Parses a Go-style duration: `30s`, `1m30s`, `500ms`, `2h`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("invalid duration {s:?}: use e.g. 30s, 1m30s, 500ms");
-    let mut total = Duration::ZERO;
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(bad());
-        }
-        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        let unit = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
-        let d = match &rest[..unit] {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n * 60),
-            "h" => Duration::from_secs(n * 3600),
-            _ => return Err(bad()),
-        };
-        total += d;
-        rest = &rest[unit..];
-    }
-    Ok(total)
-}
+/// The one duration syntax of fedns (`30s`, `1m30s`, `1.5s`, `500ms`).
+pub use crate::config::parse_duration;
 
 #[cfg(test)]
 mod tests {
@@ -311,16 +295,17 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert!(parse_duration("30").is_err());
         assert!(parse_duration("").is_err());
-        assert!(parse_duration("3d").is_err());
+        assert!(parse_duration("3 parsecs").is_err());
     }
 
     #[test]
     fn json_output_is_an_applyable_list_and_yaml_a_stream() {
         let objects = vec![json!({"kind": "A"}), json!({"kind": "B"})];
-        let list: Value = serde_json::from_str(&render_objects(&objects, Output::Json)).unwrap();
+        let list: Value =
+            serde_json::from_str(&render_objects(&objects, ObjectOutput::Json)).unwrap();
         assert_eq!(list["kind"], "List");
         assert_eq!(list["items"].as_array().unwrap().len(), 2);
-        let yaml = render_objects(&objects, Output::Yaml);
+        let yaml = render_objects(&objects, ObjectOutput::Yaml);
         assert_eq!(yaml.matches("---\n").count(), 2);
     }
 

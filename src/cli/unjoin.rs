@@ -35,7 +35,7 @@ pub struct UnjoinArgs {
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
     /// Control-plane namespace, in the host and the member.
-    #[arg(long, default_value = DEFAULT_NAMESPACE)]
+    #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
     pub namespace: String,
     /// Also delete the control-plane namespace in the member.
     #[arg(long)]

@@ -1,6 +1,6 @@
 //! The answer path: one query packet in, one response packet out, from the [`RecordStore`] alone.
 //! No locks held beyond a single map read, no allocation when `out` has capacity, no logging.
-//! Protocol behaviour follows `../shared/spec/dns.md` section 6.
+//! Protocol behaviour: the README's *DNS behaviour reference* ("Protocol") and *Concepts*.
 
 use crate::dns::store::{self, RecordStore};
 use crate::dns::wire::{self, Query, Reject, rcode, rtype};

@@ -164,7 +164,7 @@ fn udp_loop(
                 &limits,
                 &mut outs[answers],
             );
-            metrics.observe(answered, started.elapsed());
+            metrics.observe(&packets[i][..len], answered, started.elapsed());
             if answered.is_some() && peer.is_some() {
                 replies[answers] = peer;
                 answers += 1;
@@ -237,7 +237,7 @@ fn udp_loop(
         {
             tracing::debug!(error = %e, %peer, "udp send failed");
         }
-        metrics.observe(answered, started.elapsed());
+        metrics.observe(&packet[..len], answered, started.elapsed());
     }
 }
 
@@ -305,7 +305,7 @@ async fn tcp_connection(
         let started = Instant::now();
         let answered =
             responder::respond(&packet[..len], &store, Transport::Tcp, &limits, &mut out);
-        worker.observe(answered, started.elapsed());
+        worker.observe(&packet[..len], answered, started.elapsed());
         match answered {
             Some(_) => {
                 let mut framed = Vec::with_capacity(out.len() + 2);

@@ -116,6 +116,8 @@ pub struct ZoneDir {
     dir: Option<PathBuf>,
     files: BTreeMap<PathBuf, (SystemTime, u64, Option<StaticZone>)>,
     errors: BTreeMap<PathBuf, ZoneFileError>,
+    /// Loads rejected since [`ZoneDir::take_rejected`] was last called (for the metrics).
+    rejected: u64,
 }
 
 impl ZoneDir {
@@ -181,6 +183,7 @@ impl ZoneDir {
                 }
                 Err(err) => {
                     tracing::error!(error = %err, "zone file rejected; serving its last good content");
+                    self.rejected += 1;
                     let last_good = self.files.remove(&path).and_then(|(_, _, z)| z);
                     self.files
                         .insert(path.clone(), (stamp.0, stamp.1, last_good));
@@ -210,6 +213,11 @@ impl ZoneDir {
 
     pub fn errors(&self) -> Vec<ZoneFileError> {
         self.errors.values().cloned().collect()
+    }
+
+    /// How many file loads were rejected since the last call.
+    pub fn take_rejected(&mut self) -> u64 {
+        std::mem::take(&mut self.rejected)
     }
 }
 

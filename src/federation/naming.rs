@@ -1,4 +1,4 @@
-//! Federation DNS names (`../shared/spec/dns.md` section 2): building the global, regional, zonal and
+//! Federation DNS names (the README's *DNS behaviour reference*, "Names"): building the global, regional, zonal and
 //! prefix names of a ServiceDNSRecord, and validating every label that goes into them.
 
 use hickory_proto::rr::Name;

@@ -1,4 +1,4 @@
-//! Record computation (`../shared/spec/dns.md` sections 3–5): from one ServiceDNSRecord or
+//! Record computation (the README's *DNS behaviour reference*: shard health, record sets, TTLs): from one ServiceDNSRecord or
 //! IngressDNSRecord and the member clusters' shards to the record sets its names carry. Pure: the
 //! caller passes the members, their liveness and the resolved load-balancer hostnames.
 

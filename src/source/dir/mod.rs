@@ -214,6 +214,9 @@ pub async fn watch(
                 return;
             }
         };
+        if !events.is_empty() {
+            tracing::info!(source = %snapshot.root.display(), changes = events.len(), errors = snapshot.errors().len(), "source reloaded");
+        }
         for event in events {
             if tx.send(event).await.is_err() {
                 return;
