@@ -150,6 +150,8 @@ pub async fn run(
     );
     // name → (what it was started for, the running sync)
     let mut running: BTreeMap<String, (String, TypeSync)> = BTreeMap::new();
+    let ftc_api: Api<FederatedTypeConfig> = Api::namespaced(host.clone(), &settings.namespace);
+    let mut leader_changes = leader.clone();
     let _ = ftc_store.wait_until_ready().await;
     loop {
         let config = cfg_store
@@ -203,8 +205,12 @@ pub async fn run(
         for (_, sync) in running.values() {
             let _ = sync.ctx.config.send(config.clone());
         }
+        if *leader_changes.borrow_and_update() {
+            report::write_type_config_statuses(&ftc_api, &ftc_store.state(), &running).await;
+        }
         tokio::select! {
             changed = changed_rx.recv() => if changed.is_none() { break },
+            _ = changed_or_forever(&mut leader_changes) => {}
             _ = shutdown.wait() => break,
         }
         while changed_rx.try_recv().is_ok() {}
