@@ -170,7 +170,8 @@ impl Writer {
             if topologies.get(&member) == Some(&current) {
                 continue;
             }
-            if !topologies.contains_key(&member) {
+            let first = !topologies.contains_key(&member);
+            if first {
                 // First time in this process: write only what the KubeFedCluster does not
                 // already say (a restart rewrites nothing; stale node topology is cleared).
                 match clusters.get_opt(&member).await {
