@@ -9,7 +9,10 @@
 //! * writes to members and to the host during a steady-state resync (every object checked again
 //!   with nothing changed: the goal is zero);
 //! * single-object change → every member has it: p50/p99 over `--changes` (default 100) template
-//!   edits, one at a time, polled straight from the fake servers' stores.
+//!   edits, one at a time, polled straight from the fake servers' stores;
+//! * a restart of fedns (graceful stop, start again against the same servers): time until every
+//!   object is reconciled again, and the writes to members (the goal is zero) and to the host
+//!   that the restart caused.
 //!
 //! Results go to stdout and `bench/out/propagation/results.txt`. The harness and fedns share the
 //! process and its 2 cores, so figures include the fake servers' own cost.
@@ -81,17 +84,34 @@ fn managed_count(member: &FakeCluster) -> usize {
         .count()
 }
 
-async fn metric(admin: std::net::SocketAddr, line: &str) -> bool {
+/// The running fedns's `/metrics` text (empty while it cannot be reached).
+async fn metrics_text(admin: std::net::SocketAddr) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Ok(mut s) = tokio::net::TcpStream::connect(admin).await else {
-        return false;
+        return String::new();
     };
     let _ = s
         .write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
         .await;
     let mut body = String::new();
     let _ = s.read_to_string(&mut body).await;
-    body.contains(line)
+    body
+}
+
+async fn metric(admin: std::net::SocketAddr, line: &str) -> bool {
+    metrics_text(admin).await.contains(line)
+}
+
+/// Objects fully propagated by the running fedns (its `fedns_propagation_objects` gauge).
+async fn propagated(admin: std::net::SocketAddr) -> usize {
+    metrics_text(admin)
+        .await
+        .lines()
+        .filter(|l| {
+            l.starts_with("fedns_propagation_objects{") && l.contains("state=\"propagated\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as usize
 }
 
 fn main() {
@@ -136,7 +156,7 @@ async fn run(o: Options) {
             "spec": {"apiEndpoint": m.url(), "secretRef": {"name": format!("{}-token", m.name())}}}));
     }
     let dir = tempfile::tempdir().unwrap();
-    let args = ServeArgs {
+    let args = || ServeArgs {
         kubeconfig: Some(host.kubeconfig_path()),
         zones: Some(dir.path().to_owned()),
         dns_listen: vec!["127.0.0.1:0".parse().unwrap()],
@@ -147,7 +167,7 @@ async fn run(o: Options) {
         propagation_resync: Some(RESYNC),
         ..Default::default()
     };
-    let running = fedns::app::start(args.resolve().expect("config"))
+    let running = fedns::app::start(args().resolve().expect("config"))
         .await
         .expect("fedns starts");
     let admin = running.admin_addr;
@@ -252,6 +272,42 @@ async fn run(o: Options) {
         latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
         latencies.len()
     ));
+    // 4. A restart: nothing changed, so nothing may be written to members.
+    running.stop(Duration::from_millis(100)).await;
+    for c in members.iter().chain([&host]) {
+        c.reset_requests();
+    }
+    let start = Instant::now();
+    let running = fedns::app::start(args().resolve().expect("config"))
+        .await
+        .expect("fedns starts again");
+    // Every object (and the FederatedNamespace) reconciled to the end by the new process.
+    let wanted = o.objects + 1;
+    while propagated(running.admin_addr).await < wanted {
+        if start.elapsed() > Duration::from_secs(600) {
+            report("restart: gave up after 600 s".into());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let steady = start.elapsed();
+    let member_writes: u64 = members.iter().map(FakeCluster::writes).sum();
+    let host_writes: Vec<String> = host
+        .request_counts()
+        .into_iter()
+        .filter(|((verb, _), _)| matches!(verb.as_str(), "create" | "update" | "patch" | "delete"))
+        .map(|((verb, resource), n)| format!("{n} {verb} {resource}"))
+        .collect();
+    report(format!(
+        "restart -> steady state ({wanted} objects reconciled): {:.2} s; writes: {member_writes} to members, host: {}",
+        steady.as_secs_f64(),
+        if host_writes.is_empty() {
+            "none".to_string()
+        } else {
+            host_writes.join(", ")
+        }
+    ));
+
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/out/propagation");
     let _ = std::fs::create_dir_all(&dir);
     let _ = std::fs::write(dir.join("results.txt"), out);

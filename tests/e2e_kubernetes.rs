@@ -360,6 +360,42 @@ async fn kubernetes_source_end_to_end() {
     )
     .await;
 
+    // Nodes without topology labels: the zones and region fedns reported are cleared.
+    if clusters.members[0].as_fake().is_some() {
+        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(c1_client.clone());
+        nodes
+            .patch(
+                "node-us1",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(json!({"metadata": {"labels": {
+                    "topology.kubernetes.io/zone": null, "topology.kubernetes.io/region": null}}})),
+            )
+            .await
+            .unwrap();
+        let kfcs: Api<kube::api::DynamicObject> = Api::namespaced_with(
+            host.clone(),
+            NS,
+            &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+                "core.kubefed.io",
+                "v1beta1",
+                "KubeFedCluster",
+            )),
+        );
+        let started = Instant::now();
+        loop {
+            let status = kfcs.get("c1").await.unwrap().data["status"].clone();
+            let zones_gone = status["zones"].as_array().is_none_or(|z| z.is_empty());
+            if zones_gone && status["region"].is_null() {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "c1 topology not cleared: {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     // fedns never writes to members.
     for m in &clusters.members {
         if let Some(fake) = m.as_fake() {

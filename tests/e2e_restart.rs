@@ -282,6 +282,27 @@ async fn ten_restarts_with_slow_lists_write_and_delete_nothing_in_members() {
 
     let mut fedns = Fedns::start(&kubeconfig, &context, config.path());
     fedns.wait_steady("first propagation").await;
+    // Each FederatedTypeConfig says, as KubeFed's do, that its propagation runs.
+    let ftcs: Api<DynamicObject> = Api::namespaced_with(
+        host.clone(),
+        NS,
+        &resource(
+            "core.kubefed.io/v1beta1",
+            "FederatedTypeConfig",
+            "federatedtypeconfigs",
+        ),
+    );
+    let running = eventually(Duration::from_secs(15), async || {
+        ftcs.list(&ListParams::default()).await.is_ok_and(|l| {
+            l.items.len() == TYPES.len()
+                && l.items.iter().all(|f| {
+                    f.data["status"]["propagationController"] == "Running"
+                        && f.data["status"]["observedGeneration"] == json!(f.metadata.generation)
+                })
+        })
+    })
+    .await;
+    assert!(running.is_some(), "FederatedTypeConfig status: Running");
     let uids = member_uids(&members).await;
     // 2 namespaces (r0 in 3 members, r1 in 2) and 48 objects (r0 objects in every member they
     // are placed in, r1 objects only where r1 is).

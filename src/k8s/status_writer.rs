@@ -103,6 +103,19 @@ struct Writer {
     rewrite_all: bool,
 }
 
+/// The node topology a KubeFedCluster's status reports (nothing unless fedns wrote it there).
+fn reported_topology(cluster: &KubeFedCluster) -> (Vec<String>, Option<String>) {
+    match &cluster.status {
+        Some(s)
+            if s.topology_source.as_deref()
+                == Some(crate::source::kubernetes::host::TOPOLOGY_FROM_NODES) =>
+        {
+            (s.zones.clone(), s.region.clone())
+        }
+        _ => (Vec::new(), None),
+    }
+}
+
 impl Writer {
     /// One batch: at most [`CHUNK`] records, and members' topology. False when the engine is gone.
     async fn write_batch(
@@ -167,10 +180,28 @@ impl Writer {
             if topologies.get(&member) == Some(&current) {
                 continue;
             }
+            let first = !topologies.contains_key(&member);
+            if first {
+                // First time in this process: write only what the KubeFedCluster does not
+                // already say (a restart rewrites nothing; stale node topology is cleared).
+                match clusters.get_opt(&member).await {
+                    Ok(Some(c)) if reported_topology(&c) == current => {
+                        topologies.insert(member, current);
+                        continue;
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        topologies.insert(member, current);
+                        continue;
+                    }
+                    Err(_) => continue,
+                }
+            }
+            let empty = current.0.is_empty() && current.1.is_none();
             let patch = json!({ "status": {
                 "zones": current.0,
                 "region": current.1,
-                "topologySource": crate::source::kubernetes::host::TOPOLOGY_FROM_NODES,
+                "topologySource": (!empty).then_some(crate::source::kubernetes::host::TOPOLOGY_FROM_NODES),
             } });
             match clusters
                 .patch_status(&member, &crate::k8s::patch_params(), &Patch::Merge(&patch))

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use super::render::aggregate_status;
+use super::types::FederatedTypeConfigStatus;
 
 /// How propagation to one cluster went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -102,6 +103,18 @@ pub fn reports(previous: &Value, problem: &ObjectProblem) -> bool {
         .into_iter()
         .flatten()
         .any(|c| c["type"] == "Propagation" && c["reason"] == reason && c["message"] == message)
+}
+
+/// A `FederatedTypeConfig`'s status as KubeFed writes it: the generation seen, and whether its
+/// propagation controller runs (fedns has no separate status controller: member status is
+/// summed into each federated object).
+pub fn type_config_status(generation: i64, running: bool) -> FederatedTypeConfigStatus {
+    let state = |on: bool| Some(if on { "Running" } else { "NotRunning" }.to_string());
+    FederatedTypeConfigStatus {
+        observed_generation: generation,
+        propagation_controller: state(running),
+        status_controller: state(false),
+    }
 }
 
 /// The new `.status` of a federated object, or `None` when `previous` already says the same.
@@ -266,6 +279,16 @@ mod tests {
         let third = propagation_status(2, &failing, None, &second, "t4").unwrap();
         assert_eq!(third["conditions"][0]["lastTransitionTime"], "t3");
         assert_eq!(third["conditions"][0]["lastUpdateTime"], "t3");
+    }
+
+    #[test]
+    fn type_config_status_says_whether_propagation_runs() {
+        let s = type_config_status(4, true);
+        assert_eq!(s.observed_generation, 4);
+        assert_eq!(s.propagation_controller.as_deref(), Some("Running"));
+        assert_eq!(s.status_controller.as_deref(), Some("NotRunning"));
+        let s = type_config_status(5, false);
+        assert_eq!(s.propagation_controller.as_deref(), Some("NotRunning"));
     }
 
     #[test]

@@ -301,14 +301,13 @@ impl Engine {
             .iter()
             .filter(|(_, m)| m.zones.is_empty() && m.region.is_none())
             .filter_map(|(name, _)| {
+                // Empty too: labels removed from the Nodes clear what was reported before.
                 let slice = self.slices.get(name)?;
-                (!slice.zones.is_empty() || slice.region.is_some()).then(|| {
-                    (
-                        name.clone(),
-                        slice.zones.iter().cloned().collect(),
-                        slice.region.clone(),
-                    )
-                })
+                Some((
+                    name.clone(),
+                    slice.zones.iter().cloned().collect(),
+                    slice.region.clone(),
+                ))
             })
             .collect()
     }

@@ -1,13 +1,18 @@
 //! The sync controller: the I/O shell around [`placement`](super::placement),
-//! [`render`](super::render) and [`status`](super::status).
+//! [`render`](super::render), [`plan`](super::plan) and [`status`](super::status).
 //!
-//! One task watches `FederatedTypeConfig`s and the `KubeFedConfig`, and runs one [`TypeSync`] per
-//! enabled type. A type sync keeps a cache of its federated objects (host) and of the managed
-//! member objects (label `kubefed.io/managed=true`, per member), and a work queue of object keys
-//! fed by every change to either; workers reconcile one key at a time: finalizer, placement,
-//! render, create/update/delete per cluster concurrently, status. Everything that writes runs
-//! only while this replica leads (`leader`), and a reconcile in flight is abandoned the moment
-//! leadership is lost.
+//! This file owns [`run`] (watches `FederatedTypeConfig`s and the `KubeFedConfig`, runs one
+//! [`TypeSync`] per enabled type, writes each FTC's status) and [`TypeSync::start`] (the watches,
+//! queue and workers of one type). A type sync keeps a cache of its federated objects (host) and
+//! of the managed member objects (`caches`), and a work queue of object keys fed by every change
+//! to either; workers reconcile one key at a time (`sync`: finalizer, placement, one
+//! [`plan`](super::plan) action per cluster carried out by `apply`, status and Events by
+//! `report`; `finalize` for objects being deleted). Everything that writes runs only while this
+//! replica leads (`leader`), and a reconcile in flight is abandoned the moment leadership is lost.
+//!
+//! Restart safety: no reconcile starts before the federated objects, the FederatedNamespaces
+//! and the member set have listed, and a cluster whose prober has not judged it or whose member
+//! cache has not listed is waited for; each input, once listed, wakes the whole type again.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -150,6 +155,8 @@ pub async fn run(
     );
     // name → (what it was started for, the running sync)
     let mut running: BTreeMap<String, (String, TypeSync)> = BTreeMap::new();
+    let ftc_api: Api<FederatedTypeConfig> = Api::namespaced(host.clone(), &settings.namespace);
+    let mut leader_changes = leader.clone();
     let _ = ftc_store.wait_until_ready().await;
     loop {
         let config = cfg_store
@@ -203,8 +210,12 @@ pub async fn run(
         for (_, sync) in running.values() {
             let _ = sync.ctx.config.send(config.clone());
         }
+        if *leader_changes.borrow_and_update() {
+            report::write_type_config_statuses(&ftc_api, &ftc_store.state(), &running).await;
+        }
         tokio::select! {
             changed = changed_rx.recv() => if changed.is_none() { break },
+            _ = changed_or_forever(&mut leader_changes) => {}
             _ = shutdown.wait() => break,
         }
         while changed_rx.try_recv().is_ok() {}

@@ -3,12 +3,16 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::api::{DynamicObject, Patch};
+use std::sync::Arc;
+
+use kube::ResourceExt;
+use kube::api::{Api, DynamicObject, Patch};
 use kube::runtime::events::{Event as KubeEvent, EventType};
 use serde_json::{Value, json};
 
 use super::{Key, TypeContext};
 use crate::propagation::status::{self, ClusterOutcome, ClusterState, ObjectProblem};
+use crate::propagation::types::FederatedTypeConfig;
 
 impl TypeContext {
     pub(super) async fn write_status(
@@ -99,6 +103,32 @@ impl TypeContext {
         };
         if let Err(error) = self.recorder.publish(&ev, &reference).await {
             tracing::debug!(%error, "event not recorded");
+        }
+    }
+}
+
+/// Writes each `FederatedTypeConfig`'s status where it differs from what it says now (its watch
+/// brings the written status back, equal, so this settles).
+pub(super) async fn write_type_config_statuses<T>(
+    api: &Api<FederatedTypeConfig>,
+    ftcs: &[Arc<FederatedTypeConfig>],
+    running: &BTreeMap<String, T>,
+) {
+    for ftc in ftcs {
+        let name = ftc.name_any();
+        let wanted = status::type_config_status(
+            ftc.metadata.generation.unwrap_or(0),
+            running.contains_key(&name),
+        );
+        if ftc.status.as_ref() == Some(&wanted) {
+            continue;
+        }
+        let patch = json!({"status": wanted});
+        if let Err(error) = api
+            .patch_status(&name, &crate::k8s::patch_params(), &Patch::Merge(&patch))
+            .await
+        {
+            tracing::debug!(ftc = %name, error = %crate::k8s::error_text(&error), "FederatedTypeConfig status not written");
         }
     }
 }
