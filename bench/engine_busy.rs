@@ -106,7 +106,9 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<String> {
 /// One A query over a fresh TCP connection; returns the response length.
 async fn tcp_query(addr: std::net::SocketAddr, packet: &[u8]) -> Result<usize> {
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    stream.write_all(&(packet.len() as u16).to_be_bytes()).await?;
+    stream
+        .write_all(&(packet.len() as u16).to_be_bytes())
+        .await?;
     stream.write_all(packet).await?;
     let mut len = [0u8; 2];
     stream.read_exact(&mut len).await?;
