@@ -7,6 +7,9 @@
 //! `cargo bench --bench engine_busy -- [--clusters 100] [--services 10000] [--seconds 20]`
 //! Everything listens on 127.0.0.1; the tree is written to a temporary directory.
 
+#[path = "../tests/common/generated.rs"]
+mod generated;
+
 use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
@@ -16,6 +19,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::Parser;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::generated::{kubefed_cluster, programming};
 
 /// Latency of /healthz and TCP DNS while the engine recomputes continuously.
 #[derive(Debug, Parser)]
@@ -36,17 +41,6 @@ struct Options {
     bench: bool,
 }
 
-fn member(name: &str, region: usize, ready: bool) -> String {
-    format!(
-        r#"{{"apiVersion": "core.kubefed.io/v1beta1", "kind": "KubeFedCluster",
-  "metadata": {{"name": "{name}"}},
-  "spec": {{"apiEndpoint": "https://{name}:6443", "secretRef": {{"name": "{name}"}}}},
-  "status": {{"conditions": [{{"type": "Ready", "status": "{}"}}],
-    "zones": ["r{region}a", "r{region}b"], "region": "r{region}"}}}}"#,
-        if ready { "True" } else { "False" }
-    )
-}
-
 fn generate(source: &Path, clusters: usize, services: usize) -> Result<()> {
     let mut items = vec![
         r#"{"apiVersion": "multiclusterdns.kubefed.io/v1alpha1", "kind": "Domain",
@@ -61,11 +55,11 @@ fn generate(source: &Path, clusters: usize, services: usize) -> Result<()> {
         ));
     }
     for c in 1..clusters {
-        items.push(member(&format!("c{c}"), c % 5, true));
+        items.push(kubefed_cluster(&format!("c{c}"), c % 5, true));
     }
     let list = format!(r#"{{"kind": "List", "items": [{}]}}"#, items.join(",\n"));
     std::fs::write(source.join("federation.json"), list)?;
-    std::fs::write(source.join("flip.json"), member("c0", 0, true))?;
+    std::fs::write(source.join("flip.json"), kubefed_cluster("c0", 0, true))?;
     let mut per_cluster = vec![String::new(); clusters];
     for s in 0..services {
         for c in [s % clusters, (s + 1) % clusters, (s + 2) % clusters] {
@@ -126,20 +120,6 @@ fn query_packet(name: &str) -> Vec<u8> {
     m.to_vec().unwrap()
 }
 
-fn programming(metrics: &str) -> (f64, f64) {
-    let value = |name: &str| {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0.0)
-    };
-    (
-        value("fedns_dns_programming_duration_seconds_count "),
-        value("fedns_dns_programming_duration_seconds_sum "),
-    )
-}
-
 fn percentiles(label: &str, samples: &mut [Duration]) -> String {
     samples.sort();
     let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
@@ -190,7 +170,7 @@ fn main() -> Result<()> {
         std::thread::spawn(move || {
             let mut ready = false;
             while !stop.load(Ordering::Relaxed) {
-                let _ = std::fs::write(&flip, member("c0", 0, ready));
+                let _ = std::fs::write(&flip, kubefed_cluster("c0", 0, ready));
                 ready = !ready;
                 std::thread::sleep(period);
             }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use common::generated::{kubefed_cluster, programming};
 use common::*;
 use hickory_proto::rr::RecordType;
 
@@ -20,17 +21,6 @@ const SERVICES: usize = 2_000;
 /// debug build (seconds), which is how long a request used to wait behind the engine.
 const PROMPT: Duration = Duration::from_millis(500);
 const WINDOW: Duration = Duration::from_secs(4);
-
-fn kubefed_cluster(name: &str, region: usize, ready: bool) -> String {
-    format!(
-        r#"{{"apiVersion": "core.kubefed.io/v1beta1", "kind": "KubeFedCluster",
-  "metadata": {{"name": "{name}"}},
-  "spec": {{"apiEndpoint": "https://{name}:6443", "secretRef": {{"name": "{name}"}}}},
-  "status": {{"conditions": [{{"type": "Ready", "status": "{}"}}],
-    "zones": ["r{region}a"], "region": "r{region}"}}}}"#,
-        if ready { "True" } else { "False" }
-    )
-}
 
 fn write_federation(source: &Path) {
     let mut items = vec![
@@ -73,22 +63,6 @@ fn write_federation(source: &Path) {
     }
 }
 
-/// `fedns_dns_programming_duration_seconds` count and sum: one sample per engine batch of source
-/// events, from the oldest event's arrival to the end of its flush.
-fn programmed(metrics: &str) -> (f64, f64) {
-    let value = |name: &str| {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0.0)
-    };
-    (
-        value("fedns_dns_programming_duration_seconds_count "),
-        value("fedns_dns_programming_duration_seconds_sum "),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_and_tcp_dns_answer_promptly_while_the_engine_recomputes_everything() {
     let server = Arc::new(Server::start_with(|source, _| write_federation(source)).await);
@@ -96,7 +70,7 @@ async fn healthz_and_tcp_dns_answer_promptly_while_the_engine_recomputes_everyth
     let mut tcp = server.tcp_client().await;
     let first = summary(&ask(&mut tcp, name, RecordType::A).await);
     assert!(first.starts_with("NoError A "), "{first}");
-    let before = programmed(&server.admin_get("/metrics").await.1);
+    let before = programming(&server.admin_get("/metrics").await.1);
 
     let stop = Arc::new(AtomicBool::new(false));
     // Every flip of c0's readiness recomputes all records.
@@ -143,7 +117,7 @@ async fn healthz_and_tcp_dns_answer_promptly_while_the_engine_recomputes_everyth
     scraper.await.unwrap();
 
     // The engine really was busy: full recomputations took at least a second of the window.
-    let after = programmed(&server.admin_get("/metrics").await.1);
+    let after = programming(&server.admin_get("/metrics").await.1);
     let (flushes, busy) = (after.0 - before.0, after.1 - before.1);
     assert!(
         flushes >= 1.0 && busy >= 1.0,
