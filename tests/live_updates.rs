@@ -87,6 +87,49 @@ async fn bad_yaml_keeps_the_last_good_state_and_names_the_file_in_status() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_without_domain_ref_is_skipped_and_the_domain_in_its_file_still_answers() {
+    let server = Server::start_with(|source, zones| {
+        copy_tree(&repo().join("deploy/demo"), source);
+        copy_tree(&repo().join("zones"), zones);
+        let file = source.join("federation.yaml");
+        let mut text = std::fs::read_to_string(&file).unwrap();
+        text.push_str(
+            "---\napiVersion: multiclusterdns.kubefed.io/v1alpha1\nkind: ServiceDNSRecord\n\
+             metadata:\n  name: broken\n  namespace: test\nspec:\n  recordTTL: 60\n",
+        );
+        std::fs::write(&file, text).unwrap();
+    })
+    .await;
+    let mut client = server.udp_client().await;
+    let soa = ask(&mut client, "example.com.", RecordType::SOA).await;
+    assert_eq!(rcode(&soa), ResponseCode::NoError, "{}", summary(&soa));
+    assert!(
+        summary(&ask(&mut client, G, RecordType::A).await).starts_with("NoError A "),
+        "the other records of the file are served"
+    );
+    let names_it = |status: &str| {
+        status.lines().any(|line| {
+            line.starts_with("source error:")
+                && line.contains("federation.yaml")
+                && line.contains("(ServiceDNSRecord test/broken)")
+                && line.contains("domainRef")
+        })
+    };
+    let named = eventually(Duration::from_secs(3), async || {
+        names_it(&server.admin_get("/status").await.1)
+    })
+    .await;
+    let (_, status) = server.admin_get("/status").await;
+    assert!(
+        named.is_some(),
+        "status names the file, document and field: {status}"
+    );
+    let metrics = server.admin_get("/metrics").await.1;
+    assert!(metrics.contains("fedns_source_errors 1"), "{metrics}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zone_files_reload_on_change_and_a_broken_edit_keeps_the_last_good_zone() {
     let server = Server::demo().await;
     let mut client = server.udp_client().await;

@@ -4,10 +4,11 @@
 //! [`naming`] the federation names and label validation, [`records`] the pure computation of
 //! health-aware record sets with CNAME fallback and TTL rules, [`engine`] the single writer that
 //! applies source events and publishes into the [`crate::dns::store`], [`explain`] the text of
-//! `fedns explain`, and [`hostnames`] the background resolution of load-balancer hostnames.
+//! `fedns explain`, [`hostnames`] the background resolution of load-balancer hostnames, and
+//! [`worker`] the engine's own thread (its input channel, published view and queries).
 //!
-//! Nothing here but [`hostnames`] does I/O: no socket, no `kube::Client`, no spawned task in
-//! `model`, `naming`, `records`, `engine` or `explain`.
+//! Nothing here but [`hostnames`] and [`worker`] does I/O or starts threads: no socket, no
+//! `kube::Client`, no spawned task in `model`, `naming`, `records`, `engine` or `explain`.
 
 pub mod engine;
 pub mod explain;

@@ -10,8 +10,10 @@
 //!
 //! YAML files may hold several documents; any document may be a `List` with `items`. Hidden entries
 //! and editor leftovers are ignored. [`load`] reads the tree once; [`watch`] follows it and sends
-//! only what changed. A file is applied whole or not at all: a file with an error keeps contributing
-//! what it held at its last good parse, and the error is listed in [`DirectorySnapshot::errors`].
+//! only what changed. A bad document is skipped (an object it held before keeps that last good
+//! version) and the rest of its file is used; a file that cannot be read or parsed as a whole (a
+//! YAML syntax error) keeps contributing what it held at its last good parse. Either way the error
+//! is listed in [`DirectorySnapshot::errors`].
 //!
 //! - `listing`: which files count, where they sit, and their fingerprints;
 //! - `parse`: JSON/YAML decoding with located errors;

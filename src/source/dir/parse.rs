@@ -28,10 +28,21 @@ use crate::source::normalize::{self, NormalizeError};
 pub(super) struct FileObjects {
     pub(super) federation: Vec<FederationObject>,
     pub(super) members: Vec<MemberObject>,
+    /// Objects whose document failed (skipped), by their sort key: the file keeps their last good
+    /// version, if it had one.
+    pub(super) failed: Vec<FailedKey>,
 }
 
+/// (kind rank, namespace, name) of a skipped object, as [`Keyed::sort_key`] would give it.
+pub(super) type FailedKey = (u8, String, String);
+
+/// A file that was read: its good objects, and the errors of the documents that were skipped.
+/// `Err` means the file as a whole failed (unreadable, or a syntax error that stops the document
+/// stream) and keeps contributing what it held at its last good parse.
+pub(super) type ParsedFile = Result<(FileObjects, Vec<String>), Vec<String>>;
+
 /// Parses files on all cores, biggest first; results in input order.
-pub(super) fn parse_files(files: &[(PathBuf, Listed)]) -> Vec<Result<FileObjects, Vec<String>>> {
+pub(super) fn parse_files(files: &[(PathBuf, Listed)]) -> Vec<ParsedFile> {
     let workers = std::thread::available_parallelism()
         .map_or(1, usize::from)
         .min(files.len());
@@ -45,7 +56,7 @@ pub(super) fn parse_files(files: &[(PathBuf, Listed)]) -> Vec<Result<FileObjects
     order.sort_by_key(|&i| std::cmp::Reverse(files[i].1.fingerprint.len));
     let next = AtomicUsize::new(0);
     let dispatch = tracing::dispatcher::get_default(Clone::clone);
-    let mut done: Vec<(usize, Result<FileObjects, Vec<String>>)> = std::thread::scope(|scope| {
+    let mut done: Vec<(usize, ParsedFile)> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..workers)
             .map(|_| {
                 scope.spawn(|| {
@@ -73,27 +84,29 @@ pub(super) fn parse_files(files: &[(PathBuf, Listed)]) -> Vec<Result<FileObjects
     done.into_iter().map(|(_, result)| result).collect()
 }
 
-/// Reads one file: all its objects, or every error found in it.
-fn parse_file(path: &Path, placement: &Placement) -> Result<FileObjects, Vec<String>> {
+/// Reads one file: its good objects and the errors of its bad documents, or (`Err`) the errors
+/// that stopped the whole file.
+fn parse_file(path: &Path, placement: &Placement) -> ParsedFile {
     let text = fs::read_to_string(path).map_err(|err| vec![format!("cannot read: {err}")])?;
     let mut reader = FileReader {
         path,
         placement,
         objects: FileObjects::default(),
         errors: Vec::new(),
+        broken: false,
     };
     if is_json(path) {
         reader.read_json(&text);
     } else {
         reader.read_yaml(&text);
     }
-    if !reader.errors.is_empty() {
+    if reader.broken {
         return Err(reader.errors);
     }
     let mut objects = reader.objects;
     sort_unique(&mut objects.federation, path);
     sort_unique(&mut objects.members, path);
-    Ok(objects)
+    Ok((objects, reader.errors))
 }
 
 /// Sorts by key; of objects defined twice in one file the later definition wins.
@@ -151,6 +164,17 @@ impl Kind {
         }
     }
 
+    /// The first part of the [`Keyed::sort_key`] of an object of this kind.
+    fn key_rank(self) -> u8 {
+        match self {
+            Kind::Service | Kind::Domain => 0,
+            Kind::EndpointSlice | Kind::ServiceDNSRecord => 1,
+            Kind::Endpoints | Kind::IngressDNSRecord => 2,
+            Kind::Ingress | Kind::KubeFedCluster => 3,
+            Kind::Node => 4,
+        }
+    }
+
     fn is_federation(self) -> bool {
         matches!(
             self,
@@ -198,6 +222,8 @@ struct FileReader<'p> {
     placement: &'p Placement,
     objects: FileObjects,
     errors: Vec<String>,
+    /// The document stream itself failed: nothing of the file can be trusted.
+    broken: bool,
 }
 
 impl FileReader<'_> {
@@ -221,6 +247,7 @@ impl FileReader<'_> {
             {
                 let found = "expected a Kubernetes object or List, found an array";
                 self.errors.push(format!("{at}: {found}"));
+                self.broken = true;
                 return;
             }
             match documents.next() {
@@ -237,6 +264,7 @@ impl FileReader<'_> {
                 Some(Err(err)) => {
                     // The stream cannot resume after an error.
                     self.errors.push(format!("{at}: {err}"));
+                    self.broken = true;
                     return;
                 }
             }
@@ -259,6 +287,7 @@ impl FileReader<'_> {
                 Err(err) => {
                     // The YAML deserializer repeats a syntax error forever: stop at the first.
                     self.errors.push(format!("{at}: {err}"));
+                    self.broken = true;
                     return;
                 }
             }
@@ -364,7 +393,25 @@ impl FileReader<'_> {
         match result {
             Ok(Parsed::Member(object)) => self.objects.members.push(object),
             Ok(Parsed::Federation(object)) => self.objects.federation.push(object),
-            Err(err) => self.errors.push(format!("{described}: {err}")),
+            Err(err) => {
+                self.errors.push(format!("{described}: {err}"));
+                if let Some(name) = header.name.as_deref() {
+                    let namespace = match kind {
+                        Kind::Service
+                        | Kind::EndpointSlice
+                        | Kind::Endpoints
+                        | Kind::Ingress
+                        | Kind::ServiceDNSRecord
+                        | Kind::IngressDNSRecord => header
+                            .namespace
+                            .as_deref()
+                            .unwrap_or(normalize::DEFAULT_NAMESPACE),
+                        Kind::Node | Kind::Domain | Kind::KubeFedCluster => "",
+                    };
+                    let key = (kind.key_rank(), namespace.to_owned(), name.to_owned());
+                    self.objects.failed.push(key);
+                }
+            }
         }
     }
 }

@@ -10,6 +10,7 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
 use super::listing::Fingerprint;
+use super::parse::FailedKey;
 use super::snapshot::Change;
 use crate::federation::model::{FederationObject, MemberObject, MemberSpec};
 
@@ -206,6 +207,31 @@ impl<O: Keyed> Scope<O> {
             .iter()
             .filter(|(_, entry)| !entry.implicit)
             .map(|(path, entry)| (path.clone(), entry.fingerprint))
+    }
+
+    /// Adds to `objects` (a new parse of `path`, sorted by key) the last good version of each object
+    /// whose document now fails: a bad edit of one object neither deletes it nor touches the rest.
+    pub(super) fn with_last_good(
+        &self,
+        path: &Path,
+        failed: &[FailedKey],
+        mut objects: Vec<O>,
+    ) -> Vec<O> {
+        let Some(old) = self.files.get(path) else {
+            return objects;
+        };
+        let before = objects.len();
+        for (rank, namespace, name) in failed {
+            let key = (*rank, namespace.as_str(), name.as_str());
+            let parsed = objects.binary_search_by(|o| o.sort_key().cmp(&key)).is_ok();
+            if let (false, Some(object)) = (parsed, old.get(key)) {
+                objects.push(object.clone());
+            }
+        }
+        if objects.len() != before {
+            objects.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+        }
+        objects
     }
 
     /// Marks a file that failed to parse as seen, keeping its last good objects.

@@ -92,8 +92,8 @@ impl DirectorySnapshot {
         let parsed = parse_files(&changed);
         for ((path, listed), result) in changed.into_iter().zip(parsed) {
             let objects = match result {
-                Ok(objects) => {
-                    self.errors.remove(&path);
+                Ok((objects, skipped)) => {
+                    self.record_skipped(&path, skipped);
                     objects
                 }
                 Err(messages) => {
@@ -103,14 +103,18 @@ impl DirectorySnapshot {
             };
             match listed.placement {
                 Placement::Federation => {
-                    let entry = FileEntry::new(listed.fingerprint, objects.federation);
+                    let kept =
+                        self.federation
+                            .with_last_good(&path, &objects.failed, objects.federation);
+                    let entry = FileEntry::new(listed.fingerprint, kept);
                     federation_changes.extend(self.federation.replace(&path, Some(entry)));
                 }
                 Placement::Member(cluster) => {
-                    let entry = FileEntry::new(listed.fingerprint, objects.members);
                     let Some(scope) = self.members.get_mut(&cluster) else {
                         continue;
                     };
+                    let kept = scope.with_last_good(&path, &objects.failed, objects.members);
+                    let entry = FileEntry::new(listed.fingerprint, kept);
                     if added_clusters.contains(&cluster) {
                         // A new cluster is sent whole as a ResetMember: no diff needed.
                         scope.files.insert(path, entry);
@@ -168,19 +172,40 @@ impl DirectorySnapshot {
         events
     }
 
-    /// A file that failed keeps its last good objects; only its fingerprint moves on, so it is
-    /// re-read when it changes again rather than on every rescan.
-    pub(super) fn record_failure(&mut self, path: PathBuf, listed: Listed, messages: Vec<String>) {
+    /// The errors of a file's skipped documents (none: the file is clean again). The rest of the
+    /// file is used.
+    fn record_skipped(&mut self, path: &Path, messages: Vec<String>) {
+        if messages.is_empty() {
+            self.errors.remove(path);
+            return;
+        }
+        let errors = self.report(
+            path,
+            messages,
+            "document skipped; the rest of the file is used",
+        );
+        self.errors.insert(path.to_path_buf(), errors);
+    }
+
+    /// Logs each problem of `path` with what happens because of it.
+    fn report(&self, path: &Path, messages: Vec<String>, outcome: &str) -> Vec<LoadError> {
         let errors: Vec<LoadError> = messages
             .into_iter()
             .map(|message| LoadError {
-                path: path.clone(),
+                path: path.to_path_buf(),
                 message,
             })
             .collect();
         for error in &errors {
-            tracing::error!("{error}");
+            tracing::error!("{error} ({outcome})");
         }
+        errors
+    }
+
+    /// A file that failed keeps its last good objects; only its fingerprint moves on, so it is
+    /// re-read when it changes again rather than on every rescan.
+    pub(super) fn record_failure(&mut self, path: PathBuf, listed: Listed, messages: Vec<String>) {
+        let errors = self.report(&path, messages, "the file keeps its last good content");
         match listed.placement {
             Placement::Federation => self.federation.keep_last_good(&path, listed.fingerprint),
             Placement::Member(cluster) => {

@@ -368,8 +368,120 @@ fn invalid_ip_error_names_file_document_object_and_field() {
             path.display()
         )]
     );
-    // The file is applied whole or not at all.
-    assert_eq!(member_objects(&snapshot, "c1"), []);
+    // The bad document is skipped; the rest of the file is used.
+    assert_eq!(
+        member_objects(&snapshot, "c1"),
+        [lb_service("test", "ok", "10.0.0.1")]
+    );
+}
+
+fn record_yaml(namespace: &str, name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: multiclusterdns.kubefed.io/v1alpha1\nkind: ServiceDNSRecord\n\
+         metadata: {{name: {name}, namespace: {namespace}}}\nspec: {spec}\n"
+    )
+}
+
+#[test]
+fn record_without_domain_ref_is_skipped_and_the_domain_in_its_file_still_loads() {
+    let tree = Tree::new();
+    let path = tree.write(
+        "federation.yaml",
+        &format!(
+            "{}---\n{}",
+            domain_yaml("myfed", "example.com"),
+            record_yaml("test", "nginx", "{recordTTL: 30}")
+        ),
+    );
+    let snapshot = tree.load();
+    let errors = messages(&snapshot);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let expected = format!(
+        "{}: document 2 (ServiceDNSRecord test/nginx): ",
+        path.display()
+    );
+    assert!(
+        errors[0].starts_with(&expected) && errors[0].contains("domainRef"),
+        "{errors:?}"
+    );
+    assert_eq!(
+        federation_objects(&snapshot),
+        [domain("myfed", "example.com")]
+    );
+}
+
+#[test]
+fn bad_edit_of_one_document_keeps_its_last_good_version_and_applies_the_others() {
+    let tree = Tree::new();
+    let two = |first_ip: &str, second_ip: &str| {
+        format!(
+            "{}---\n{}",
+            service_yaml("test", "a", first_ip),
+            service_yaml("test", "b", second_ip)
+        )
+    };
+    let path = tree.write("c1/svc.yaml", &two("10.0.0.1", "10.0.0.2"));
+    let mut snapshot = tree.load();
+
+    tree.write("c1/svc.yaml", &two("10.0.0.11", "10.0.0.x"));
+    assert_eq!(
+        rescan(&mut snapshot, std::slice::from_ref(&path)),
+        [SourceEvent::ApplyMember(
+            "c1".into(),
+            lb_service("test", "a", "10.0.0.11")
+        )]
+    );
+    assert_eq!(snapshot.errors().len(), 1);
+    assert_eq!(
+        member_objects(&snapshot, "c1"),
+        [
+            lb_service("test", "a", "10.0.0.11"),
+            lb_service("test", "b", "10.0.0.2")
+        ]
+    );
+
+    // A bad new object is simply absent; the file's other objects stay.
+    tree.write(
+        "c1/svc.yaml",
+        &format!(
+            "{}---\n{}",
+            two("10.0.0.11", "10.0.0.2"),
+            service_yaml("test", "c", "nope")
+        ),
+    );
+    assert_eq!(rescan(&mut snapshot, std::slice::from_ref(&path)), []);
+    assert_eq!(snapshot.errors().len(), 1);
+}
+
+#[test]
+fn yaml_syntax_error_keeps_the_whole_file_at_its_last_good_content() {
+    let tree = Tree::new();
+    let path = tree.write(
+        "c1/svc.yaml",
+        &format!(
+            "{}---\n{}",
+            service_yaml("test", "a", "10.0.0.1"),
+            service_yaml("test", "b", "10.0.0.2")
+        ),
+    );
+    let mut snapshot = tree.load();
+    // Document 1 changes, document 2 breaks the stream: nothing of the edit is applied.
+    tree.write(
+        "c1/svc.yaml",
+        &format!(
+            "{}---\nkind: Service\nmetadata: {{name: b\n",
+            service_yaml("test", "a", "10.0.0.9")
+        ),
+    );
+    assert_eq!(rescan(&mut snapshot, std::slice::from_ref(&path)), []);
+    assert_eq!(snapshot.errors().len(), 1);
+    assert_eq!(
+        member_objects(&snapshot, "c1"),
+        [
+            lb_service("test", "a", "10.0.0.1"),
+            lb_service("test", "b", "10.0.0.2")
+        ]
+    );
 }
 
 #[test]

@@ -1,0 +1,218 @@
+//! Responsiveness while the engine is busy: fedns (in process, on a 2-thread runtime like
+//! `fedns serve`) serves a generated federation from the directory source; one member's
+//! KubeFedCluster readiness flips every `--flip-ms` (each flip recomputes every record) and
+//! `/metrics` is scraped without pause, while a client on its own thread measures `/healthz` and
+//! TCP DNS latency. Prints p50/p99/max of both and how many flushes ran.
+//!
+//! `cargo bench --bench engine_busy -- [--clusters 100] [--services 10000] [--seconds 20]`
+//! Everything listens on 127.0.0.1; the tree is written to a temporary directory.
+
+#[path = "../tests/common/generated.rs"]
+mod generated;
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::generated::{kubefed_cluster, programming};
+
+/// Latency of /healthz and TCP DNS while the engine recomputes continuously.
+#[derive(Debug, Parser)]
+struct Options {
+    #[arg(long, default_value_t = 100)]
+    clusters: usize,
+    /// Services (one ServiceDNSRecord each), each placed in 3 clusters.
+    #[arg(long, default_value_t = 10_000)]
+    services: usize,
+    /// Measuring time.
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+    /// Readiness flip period of the first member.
+    #[arg(long, default_value_t = 200)]
+    flip_ms: u64,
+    /// Ignored (cargo bench passes it).
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+fn generate(source: &Path, clusters: usize, services: usize) -> Result<()> {
+    let mut items = vec![
+        r#"{"apiVersion": "multiclusterdns.kubefed.io/v1alpha1", "kind": "Domain",
+  "metadata": {"name": "load"}, "domain": "example.com"}"#
+            .to_owned(),
+    ];
+    for s in 0..services {
+        items.push(format!(
+            r#"{{"apiVersion": "multiclusterdns.kubefed.io/v1alpha1", "kind": "ServiceDNSRecord",
+  "metadata": {{"name": "s{s}", "namespace": "load"}},
+  "spec": {{"domainRef": "load", "allowServiceWithoutEndpoints": true}}}}"#
+        ));
+    }
+    for c in 1..clusters {
+        items.push(kubefed_cluster(&format!("c{c}"), c % 5, true));
+    }
+    let list = format!(r#"{{"kind": "List", "items": [{}]}}"#, items.join(",\n"));
+    std::fs::write(source.join("federation.json"), list)?;
+    std::fs::write(source.join("flip.json"), kubefed_cluster("c0", 0, true))?;
+    let mut per_cluster = vec![String::new(); clusters];
+    for s in 0..services {
+        for c in [s % clusters, (s + 1) % clusters, (s + 2) % clusters] {
+            let out = &mut per_cluster[c];
+            if !out.is_empty() {
+                out.push(',');
+            }
+            let _ = write!(
+                out,
+                r#"{{"apiVersion": "v1", "kind": "Service", "metadata": {{"name": "s{s}", "namespace": "load"}},
+  "spec": {{"type": "LoadBalancer"}},
+  "status": {{"loadBalancer": {{"ingress": [{{"ip": "10.{}.{}.{}"}}]}}}}}}"#,
+                c % 250,
+                s / 250 % 250,
+                s % 250 + 1
+            );
+        }
+    }
+    for (c, services) in per_cluster.into_iter().enumerate() {
+        let dir = source.join(format!("c{c}"));
+        std::fs::create_dir_all(&dir)?;
+        let list = format!(r#"{{"kind": "List", "items": [{services}]}}"#);
+        std::fs::write(dir.join("services.json"), list)?;
+    }
+    Ok(())
+}
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<String> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await?;
+    Ok(text)
+}
+
+/// One A query over a fresh TCP connection; returns the response length.
+async fn tcp_query(addr: std::net::SocketAddr, packet: &[u8]) -> Result<usize> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(&(packet.len() as u16).to_be_bytes())
+        .await?;
+    stream.write_all(packet).await?;
+    let mut len = [0u8; 2];
+    stream.read_exact(&mut len).await?;
+    let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+    stream.read_exact(&mut buf).await?;
+    Ok(buf.len())
+}
+
+fn query_packet(name: &str) -> Vec<u8> {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{Name, RecordType};
+    let mut m = Message::query();
+    m.metadata.id = 7;
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+    m.to_vec().unwrap()
+}
+
+fn percentiles(label: &str, samples: &mut [Duration]) -> String {
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
+    format!(
+        "{label:<10} n={:<6} p50={:>9.2?} p99={:>9.2?} max={:>9.2?}",
+        samples.len(),
+        at(0.5),
+        at(0.99),
+        samples[samples.len() - 1]
+    )
+}
+
+fn main() -> Result<()> {
+    let opts = Options::parse();
+    let dir = tempfile::tempdir()?;
+    let source = dir.path().join("source");
+    std::fs::create_dir_all(&source)?;
+    let generated = Instant::now();
+    generate(&source, opts.clusters, opts.services)?;
+    println!(
+        "generated {} clusters × {} services in {:.1?}",
+        opts.clusters,
+        opts.services,
+        generated.elapsed()
+    );
+
+    // The server's runtime: 2 worker threads, as `fedns serve` runs it.
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let args = fedns::config::ServeArgs {
+        source: Some(source.clone()),
+        dns_listen: vec!["127.0.0.1:0".parse()?],
+        admin_listen: Some("127.0.0.1:0".parse()?),
+        udp_workers: Some(1),
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let running = server_rt.block_on(fedns::app::start(args.resolve()?))?;
+    let (dns, admin) = (running.dns_addrs[0], running.admin_addr);
+    println!("serving after {:.1?}", started.elapsed());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let flipper = {
+        let (stop, flip) = (stop.clone(), source.join("flip.json"));
+        let period = Duration::from_millis(opts.flip_ms);
+        std::thread::spawn(move || {
+            let mut ready = false;
+            while !stop.load(Ordering::Relaxed) {
+                let _ = std::fs::write(&flip, kubefed_cluster("c0", 0, ready));
+                ready = !ready;
+                std::thread::sleep(period);
+            }
+        })
+    };
+    let client_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (mut healthz, mut answers, flushes, busy) = client_rt.block_on(async {
+        let scraper = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = http_get(admin, "/metrics").await;
+                }
+            })
+        };
+        let before = programming(&http_get(admin, "/metrics").await?);
+        let packet = query_packet("s1.load.load.svc.example.com.");
+        let (mut healthz, mut answers) = (Vec::new(), Vec::new());
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(opts.seconds) {
+            let t = Instant::now();
+            http_get(admin, "/healthz").await.context("/healthz")?;
+            healthz.push(t.elapsed());
+            let t = Instant::now();
+            tcp_query(dns, &packet).await.context("TCP DNS")?;
+            answers.push(t.elapsed());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stop.store(true, Ordering::Relaxed);
+        let _ = scraper.await;
+        let after = programming(&http_get(admin, "/metrics").await?);
+        anyhow::Ok((healthz, answers, after.0 - before.0, after.1 - before.1))
+    })?;
+    let _ = flipper.join();
+    println!(
+        "{} flushes, {busy:.1}s from source event to published answers in total",
+        flushes
+    );
+    println!("{}", percentiles("/healthz", &mut healthz));
+    println!("{}", percentiles("TCP DNS", &mut answers));
+    server_rt.block_on(running.stop(Duration::ZERO));
+    Ok(())
+}
