@@ -91,6 +91,19 @@ fn explain_from_a_source_directory_needs_no_server() {
     assert!(text.contains("no ready endpoints"), "{text}");
 }
 
+/// Kills a spawned fedns when the test fails before stopping it (it would outlive the test).
+struct KillOnPanic(u32);
+
+impl Drop for KillOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &self.0.to_string()])
+                .status();
+        }
+    }
+}
+
 /// Starts the binary with env vars and a config file, queries it, stops it with SIGTERM.
 #[test]
 fn binary_serves_from_env_and_config_and_stops_on_sigterm() {
@@ -110,6 +123,7 @@ fn binary_serves_from_env_and_config_and_stops_on_sigterm() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let _reaper = KillOnPanic(child.id());
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let started = Instant::now();
     let dns = loop {

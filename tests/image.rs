@@ -24,6 +24,19 @@ use serde_json::Value;
 
 use common::repo;
 
+/// Kills the image's fedns when the test fails before stopping it (it would outlive the test).
+struct KillOnPanic(u32);
+
+impl Drop for KillOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &self.0.to_string()])
+                .status();
+        }
+    }
+}
+
 /// Fails naming the Debian package when a tool is missing (never skips).
 fn require(tool: &str, package: &str) {
     let found = Command::new("sh")
@@ -180,6 +193,7 @@ fn the_image_runs_as_its_user_with_its_entrypoint_and_answers_dig() {
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap();
+    let _reaper = KillOnPanic(child.id());
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let started = Instant::now();
     let startup = loop {
