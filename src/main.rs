@@ -179,8 +179,9 @@ fn run_cli(
 fn init_logging(format: LogFormat) {
     // kube_client logs an ERROR for every refused connection while a member is down; fedns's own
     // watchers already log each failure once (with what it means), so it is quiet by default.
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FEDNS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_client=off"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FEDNS_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,kube_client=off,kube_runtime::watcher=error")
+    });
     use std::io::IsTerminal;
     // Colours only for a person at a terminal, never into files or pipes.
     let builder = tracing_subscriber::fmt()

@@ -2,6 +2,8 @@
 //! clients (hickory's, raw sockets, dig/kdig).
 #![allow(dead_code)]
 
+pub mod federation;
+
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Command;
