@@ -117,6 +117,7 @@ mod registry;
 mod selector;
 mod store;
 mod tls;
+mod watch_events;
 
 use std::collections::BTreeMap;
 use std::collections::hash_map::RandomState;
@@ -146,6 +147,8 @@ pub use clusters::{
 };
 #[allow(unused_imports)] // re-exported for the end-to-end tests
 pub use faults::{Blackhole, RequestClock, kubeconfig_for, refused_url};
+#[allow(unused_imports)] // re-exported for the tests and benches
+pub use watch_events::{expect_event, spawn_watcher};
 
 /// Sizes and periods of a fake cluster.
 #[derive(Clone, Debug)]
