@@ -92,8 +92,7 @@ async fn failing_watchers_back_off_exponentially_and_report_what_fails() {
     assert_eq!(server.admin_get("/ready").await.0, 200);
 
     // Over 12 s a doubling backoff from 200 ms lists at about 0, 0.2, 0.6, 1.4, 3.0, 6.2 and
-    // maybe 11 s: at most 7 LISTs (a fixed 100 ms retry would be 120), each gap longer than the one
-    // before.
+    // maybe 11 s: at most 7 LISTs (a fixed 100 ms retry would be 120).
     let window = Duration::from_secs(12);
     tokio::time::sleep_until((started + window).into()).await;
     let times: Vec<Instant> = lists
@@ -112,12 +111,11 @@ async fn failing_watchers_back_off_exponentially_and_report_what_fails() {
         "{} LISTs in {window:?}: {gaps:?}",
         times.len()
     );
-    for pair in gaps.windows(2) {
-        assert!(
-            pair[1].as_secs_f64() >= 1.2 * pair[0].as_secs_f64(),
-            "gaps grow exponentially: {gaps:?}"
-        );
-    }
+    // Doubling from 200 ms (jittered ×0.8–1.2) makes the fifth gap 10–24 times the first; a fixed
+    // or reset backoff keeps them equal. Request latency on a loaded machine blurs single steps, so
+    // the growth is checked end to end.
+    let (first, last) = (gaps[0].as_secs_f64(), gaps[gaps.len() - 1].as_secs_f64());
+    assert!(last >= 6.0 * first, "gaps grow exponentially: {gaps:?}");
     // Refused connections: the same doubling, capped at 5 s: about 0, 0.2, 0.6, 1.4, 3.0, 6.2,
     // 11 s (a fixed 100 ms retry would be 120 per watcher).
     let metrics = server.admin_get("/metrics").await.1;

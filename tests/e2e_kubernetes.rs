@@ -181,7 +181,16 @@ async fn kubernetes_source_end_to_end() {
             "DNSEndpoint",
         )),
     );
-    let dnsendpoint = endpoints_api.get("service-nginx").await.unwrap();
+    // The DNSEndpoint is written after the status: wait for the one without c1's address.
+    let started = Instant::now();
+    let dnsendpoint = loop {
+        let e = endpoints_api.get("service-nginx").await.unwrap();
+        let text = e.data["spec"]["endpoints"].to_string();
+        if text.contains("CNAME") || started.elapsed() > Duration::from_secs(5) {
+            break e;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let sdr_uid = records.get("nginx").await.unwrap().metadata.uid;
     let owners = dnsendpoint
         .metadata
