@@ -406,7 +406,7 @@ fn explain_from_cluster(
         };
         if !ready {
             eprintln!(
-                "warning: not every member was listed within {wait:?}; explaining what is known"
+                "warning: the host cluster (or a member) was not listed within {wait:?}; explaining what is known"
             );
         }
         let path = format!("/explain?name={}", url_encode(name));
