@@ -19,6 +19,7 @@ use crate::dns::store::RecordStore;
 use crate::federation::worker::{EngineHandle, EngineView};
 use crate::k8s::lease::Leadership;
 use crate::metrics::Metrics;
+use crate::source::kubernetes::watch::WatchHealth;
 
 /// Shared state of the admin handlers.
 #[derive(Debug, Clone)]
@@ -32,6 +33,8 @@ pub struct AdminState {
     pub draining: Arc<AtomicBool>,
     /// Current problems of the sources (bad files), as text lines.
     pub source_errors: watch::Receiver<Vec<String>>,
+    /// The Kubernetes watchers failing right now (empty for the directory source).
+    pub watches: WatchHealth,
     /// Whether this replica writes to the host cluster (it serves DNS either way).
     pub leadership: Leadership,
     /// The Lease and identity this replica is elected with; `None` without election.
@@ -161,6 +164,9 @@ async fn status(State(s): State<AdminState>) -> impl IntoResponse {
     }
     for e in s.source_errors.borrow().iter() {
         let _ = writeln!(out, "source error:     {e}");
+    }
+    for w in s.watches.failing() {
+        let _ = writeln!(out, "watch failing:    {w}");
     }
     (StatusCode::OK, out)
 }

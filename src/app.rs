@@ -24,6 +24,7 @@ use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::source::dir;
 use crate::source::kubernetes::host;
+use crate::source::kubernetes::watch::WatchHealth;
 
 /// Why fedns could not start.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +80,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, StartError> {
     let shutdown = Shutdown::new();
     let draining = Arc::new(AtomicBool::new(false));
     let (errors_tx, errors_rx) = watch::channel(Vec::<String>::new());
+    let watch_health = WatchHealth::default();
     let mut tasks = Vec::new();
 
     // Static zones first, so the first sync already serves them.
@@ -121,14 +123,17 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, StartError> {
             )));
         }
         SourceConfig::Kubernetes(k) => {
-            let host_client = kube_client(k.kubeconfig.as_deref(), k.context.as_deref()).await?;
+            let (host_client, host_url) =
+                kube_client(k.kubeconfig.as_deref(), k.context.as_deref()).await?;
             let mut static_members = Vec::new();
             for m in &k.members {
                 let path = m.kubeconfig.as_deref().or(k.kubeconfig.as_deref());
                 let context = m.context.clone().unwrap_or_else(|| m.name.clone());
+                let (client, url) = kube_client(path, Some(&context)).await?;
                 static_members.push(host::StaticMember {
                     name: m.name.clone(),
-                    client: kube_client(path, Some(&context)).await?,
+                    client,
+                    url,
                     labels: m.labels.clone(),
                     zones: m.zones.clone(),
                     region: m.region.clone(),
@@ -152,6 +157,9 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, StartError> {
                 leadership: leadership.clone(),
                 probe: k.probe,
                 sync_timeout: k.sync_timeout,
+                host_url,
+                health: watch_health.clone(),
+                empty_relist_confirm: k.empty_relist_confirm,
                 static_members,
                 metrics: metrics.clone(),
             };
@@ -265,6 +273,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, StartError> {
         engine: engine.clone(),
         draining: draining.clone(),
         source_errors: errors_rx,
+        watches: watch_health,
         leadership: leadership.clone(),
         election,
     });
@@ -369,11 +378,12 @@ async fn bind_dns(
     }))
 }
 
-/// A client for a kubeconfig file and context, or the inferred config (KUBECONFIG, in-cluster).
+/// A client for a kubeconfig file and context, or the inferred config (KUBECONFIG, in-cluster),
+/// and the API server's URL.
 async fn kube_client(
     path: Option<&std::path::Path>,
     context: Option<&str>,
-) -> Result<kube::Client, StartError> {
+) -> Result<(kube::Client, String), StartError> {
     use kube::config::{KubeConfigOptions, Kubeconfig};
     let options = KubeConfigOptions {
         context: context.map(str::to_owned),
@@ -393,7 +403,9 @@ async fn kube_client(
             .map_err(|e| fail(&e))?,
         (None, None) => kube::Config::infer().await.map_err(|e| fail(&e))?,
     };
-    kube::Client::try_from(config).map_err(|e| StartError::Kube(e.to_string()))
+    let url = config.cluster_url.to_string();
+    let client = kube::Client::try_from(config).map_err(|e| StartError::Kube(e.to_string()))?;
+    Ok((client, url))
 }
 
 async fn zone_loop(

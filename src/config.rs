@@ -111,9 +111,14 @@ pub struct ServeArgs {
     /// Consecutive successful probes before it is ready again [default: 1].
     #[arg(long, env = "FEDNS_PROBE_SUCCESS_THRESHOLD")]
     pub probe_success_threshold: Option<u32>,
-    /// Longest wait for every member's first listing before answering anyway [default: 60s].
+    /// Longest wait for every member's first listing before answering without the members not
+    /// listed yet (the host cluster's first listing is always waited for) [default: 60s].
     #[arg(long, env = "FEDNS_SYNC_TIMEOUT", value_parser = parse_duration)]
     pub sync_timeout: Option<Duration>,
+    /// How long an empty relist of a kind that had objects is distrusted: the old objects are
+    /// kept until a second listing at least this much later is still empty [default: 30s].
+    #[arg(long, env = "FEDNS_EMPTY_RELIST_CONFIRM", value_parser = parse_duration)]
+    pub empty_relist_confirm: Option<Duration>,
     /// Run the propagation controllers (FederatedTypeConfig, Federated<Kind>,
     /// ReplicaSchedulingPreference) beside DNS [default: true].
     #[arg(long, env = "FEDNS_PROPAGATION")]
@@ -178,6 +183,8 @@ pub struct KubeConfig {
     pub namespace: String,
     pub probe: crate::source::kubernetes::host::ProbeSettings,
     pub sync_timeout: Duration,
+    /// `--empty-relist-confirm`.
+    pub empty_relist_confirm: Duration,
     pub members: Vec<MemberConfig>,
     /// Whether the propagation controllers run.
     pub propagation: bool,
@@ -234,6 +241,7 @@ struct FileConfig {
     probe_failure_threshold: Option<u32>,
     probe_success_threshold: Option<u32>,
     sync_timeout: Option<String>,
+    empty_relist_confirm: Option<String>,
     #[serde(default)]
     members: Vec<MemberConfig>,
     leader_elect: Option<bool>,
@@ -445,6 +453,12 @@ impl ServeArgs {
                         &file.sync_timeout,
                         "syncTimeout",
                         Duration::from_secs(60),
+                    )?,
+                    empty_relist_confirm: duration(
+                        self.empty_relist_confirm,
+                        &file.empty_relist_confirm,
+                        "emptyRelistConfirm",
+                        crate::source::kubernetes::watch::EMPTY_RELIST_CONFIRM,
                     )?,
                     members: file.members,
                     leader_election,

@@ -219,10 +219,10 @@ fn init_logging(format: LogFormat, level: Option<&str>) -> anyhow::Result<()> {
     // kube_client logs an ERROR for every refused connection while a member is down; fedns's own
     // watchers already log each failure once (with what it means), so it is quiet by default.
     let quiet = |filter: &str| {
-        if filter.contains("kube_client") {
+        if filter.contains("kube_client") || filter.contains("kube_runtime") {
             filter.to_owned()
         } else {
-            format!("{filter},kube_client=off")
+            format!("{filter},kube_client=off,kube_runtime::watcher=error")
         }
     };
     let filter = match level {
@@ -477,7 +477,7 @@ fn explain_from_cluster(
         };
         if !ready {
             eprintln!(
-                "warning: not every member was listed within {wait:?}; explaining what is known"
+                "warning: the host cluster (or a member) was not listed within {wait:?}; explaining what is known"
             );
         }
         let path = format!("/explain?name={}", url_encode(name));

@@ -92,6 +92,7 @@ pub struct Metrics {
     pub zone_serial: IntGaugeVec,
     pub zone_reloads: IntCounterVec,
     pub watch_restarts: IntCounterVec,
+    pub watch_errors: IntCounterVec,
     pub member_last_sync: IntGaugeVec,
     pub empty_relists: IntCounterVec,
     pub propagation_objects: IntGaugeVec,
@@ -206,6 +207,14 @@ impl Metrics {
                 &["cluster", "kind"],
             )
             .expect("valid metric"),
+            watch_errors: IntCounterVec::new(
+                Opts::new(
+                    "fedns_watch_errors_total",
+                    "Failed list/watch requests of a watcher, by reason (forbidden, unauthorized, not_found, connect, expired, ...)",
+                ),
+                &["cluster", "resource", "reason"],
+            )
+            .expect("valid metric"),
             member_last_sync: IntGaugeVec::new(
                 Opts::new(
                     "fedns_member_last_sync_timestamp_seconds",
@@ -271,6 +280,7 @@ impl Metrics {
             Box::new(m.zone_serial.clone()),
             Box::new(m.zone_reloads.clone()),
             Box::new(m.watch_restarts.clone()),
+            Box::new(m.watch_errors.clone()),
             Box::new(m.member_last_sync.clone()),
             Box::new(m.empty_relists.clone()),
             Box::new(m.propagation_objects.clone()),

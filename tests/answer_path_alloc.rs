@@ -8,7 +8,7 @@ use fedns::dns::responder::{Limits, Transport, respond};
 use fedns::dns::store::RecordStore;
 use fedns::federation::engine::{Engine, Settings};
 use hickory_proto::op::{Edns, Message, Query};
-use hickory_proto::rr::{Name, RecordType};
+use hickory_proto::rr::{Name, RData, RecordType};
 
 fn demo_store() -> Arc<RecordStore> {
     let store = Arc::new(RecordStore::new());
@@ -41,6 +41,7 @@ fn every_kind_of_answer_is_built_without_allocating() {
     let limits = Limits::default();
     let mut formerr = query("example.com.", RecordType::A, false);
     formerr[5] = 2; // two questions
+    // (what, query, the response: rcode then each answer record's type and data).
     let packets = [
         (
             "hit",
@@ -93,7 +94,50 @@ fn every_kind_of_answer_is_built_without_allocating() {
             }
         });
         assert_eq!(info.count_total, 0, "{what} allocated {info:?}");
+        // What was measured is the right answer, not a cheap error.
+        let want = expected(what);
+        assert_eq!(answer(&out), want, "{what}");
     }
+}
+
+/// The response each case must get: the demo federation, whose eu-central shard (10.3.0.10 behind
+/// the load-balancer hostname lb-eu.elb.acme.com) is not served here, as this test resolves no
+/// hostnames.
+fn expected(what: &str) -> &'static str {
+    match what {
+        "hit" => "NoError A 10.1.0.10 A 10.2.0.10",
+        "hit with EDNS" => "NoError A 10.1.0.10",
+        "CNAME chain" => concat!(
+            "NoError CNAME nginx.test.galactic.svc.ap.example.com. ",
+            "CNAME nginx.test.galactic.svc.example.com. ",
+            "A 10.1.0.10 A 10.2.0.10"
+        ),
+        "static vanity chain" => concat!(
+            "NoError CNAME nginx.test.galactic.svc.example.com. ",
+            "A 10.1.0.10 A 10.2.0.10"
+        ),
+        "NXDOMAIN" => "NXDomain",
+        "NODATA" | "empty non-terminal" => "NoError",
+        "apex SOA" => "NoError SOA",
+        "REFUSED" => "Refused",
+        "FORMERR" => "FormErr",
+        other => panic!("no expected answer for {other}"),
+    }
+}
+
+/// The response as one line: rcode, then each answer record's type and data (SOA by type only).
+fn answer(wire: &[u8]) -> String {
+    let m = Message::from_vec(wire).expect("a response that parses");
+    let mut parts = vec![format!("{:?}", m.metadata.response_code)];
+    for r in &m.answers {
+        parts.push(match &r.data {
+            RData::A(a) => format!("A {a}"),
+            RData::AAAA(a) => format!("AAAA {a}"),
+            RData::CNAME(c) => format!("CNAME {}", c.0),
+            _ => format!("{}", r.record_type()),
+        });
+    }
+    parts.join(" ")
 }
 
 #[test]

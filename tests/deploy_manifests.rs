@@ -3,7 +3,8 @@
 //! Rendering uses the real tools: `kubectl kustomize` (kustomize v5, in the machine image) for the
 //! kustomize base, its overlays and the member RBAC, and Helm itself (the Helm library shipped by
 //! the PyPI package `helm-python-sdk`, installed by .ci/run) for the chart, with default values and
-//! with overrides. Missing tools skip those tests, or fail them under `FEDNS_REQUIRE_TOOLS=1` (CI).
+//! with overrides. A missing tool fails those tests naming what to install (`bash .ci/test`
+//! installs them), or marks them ignored under `FEDNS_SKIP_MISSING_TOOLS=1`.
 //!
 //! Every rendered object is then checked:
 //! - core kinds are deserialized into the `k8s-openapi` types (the Kubernetes OpenAPI schema) and
@@ -38,24 +39,13 @@ fn deploy(path: &str) -> PathBuf {
 // Rendering
 // ---------------------------------------------------------------------------------------------
 
-/// Whether the tool can be used; a missing one fails the test under `FEDNS_REQUIRE_TOOLS=1`.
-fn available(name: &str, probe: &mut Command, install: &str) -> bool {
-    let found = probe.output().map(|o| o.status.success()).unwrap_or(false);
-    if !found {
-        if std::env::var("FEDNS_REQUIRE_TOOLS").is_ok_and(|v| v == "1") {
-            panic!("{name} is required (FEDNS_REQUIRE_TOOLS=1) but not usable: {install}");
-        }
-        eprintln!("skipping: {name} not usable ({install})");
-    }
-    found
-}
-
-fn kustomize_available() -> bool {
-    available(
+/// kubectl with kustomize v5 (in the machine image: Debian's kubernetes-client is too old).
+fn require_kustomize() {
+    common::tools::require(
         "kubectl kustomize",
-        Command::new("kubectl").args(["kustomize", "--help"]),
-        "kubectl with kustomize v5",
-    )
+        "kubectl kustomize --help",
+        "kubectl with kustomize v5 (https://kubernetes.io/docs/tasks/tools/)",
+    );
 }
 
 const HELM_PY: &str = r#"
@@ -69,12 +59,12 @@ crds = [f["data"] if isinstance(f, dict) else f for f in c.crds]
 print(json.dumps({"manifests": manifests, "lint": lint, "crds": crds}))
 "#;
 
-fn helm_available() -> bool {
-    available(
+fn require_helm() {
+    common::tools::require(
         "Helm (python3 helm_python)",
-        Command::new("python3").args(["-c", "import helm_python"]),
+        "python3 -c 'import helm_python'",
         "python3 -m pip install helm-python-sdk==0.2.2",
-    )
+    );
 }
 
 fn kustomize(dir: &str) -> Vec<Value> {
@@ -1429,20 +1419,24 @@ fn assert_has_the_crds(what: &str, objects: &[Value]) {
 }
 
 #[test]
+#[cfg_attr(
+    fedns_missing_kustomize,
+    ignore = "needs kubectl kustomize / Helm; FEDNS_SKIP_MISSING_TOOLS=1 and missing"
+)]
 fn kustomize_base_renders_and_validates() {
-    if !kustomize_available() {
-        return;
-    }
+    require_kustomize();
     let objects = kustomize("kustomize/base");
     assert_clean("base", &objects, &HOST);
     assert_has_the_crds("base", &objects);
 }
 
 #[test]
+#[cfg_attr(
+    fedns_missing_kustomize,
+    ignore = "needs kubectl kustomize / Helm; FEDNS_SKIP_MISSING_TOOLS=1 and missing"
+)]
 fn single_replica_dev_overlay_is_one_cluster_ip_replica_without_a_pdb() {
-    if !kustomize_available() {
-        return;
-    }
+    require_kustomize();
     let objects = kustomize("kustomize/overlays/single-replica-dev");
     let expect = Expect {
         replicas: Some(1),
@@ -1455,10 +1449,12 @@ fn single_replica_dev_overlay_is_one_cluster_ip_replica_without_a_pdb() {
 }
 
 #[test]
+#[cfg_attr(
+    fedns_missing_kustomize,
+    ignore = "needs kubectl kustomize / Helm; FEDNS_SKIP_MISSING_TOOLS=1 and missing"
+)]
 fn production_overlay_is_three_replicas_spread_over_zones() {
-    if !kustomize_available() {
-        return;
-    }
+    require_kustomize();
     let objects = kustomize("kustomize/overlays/production");
     let expect = Expect {
         replicas: Some(3),
@@ -1480,10 +1476,12 @@ fn production_overlay_is_three_replicas_spread_over_zones() {
 }
 
 #[test]
+#[cfg_attr(
+    fedns_missing_kustomize,
+    ignore = "needs kubectl kustomize / Helm; FEDNS_SKIP_MISSING_TOOLS=1 and missing"
+)]
 fn member_rbac_renders_and_grants_what_the_watchers_and_propagation_need() {
-    if !kustomize_available() {
-        return;
-    }
+    require_kustomize();
     let objects = kustomize("rbac/member");
     assert_clean("member RBAC", &objects, &MEMBER);
     assert!(find(&objects, "ClusterRole", "fedns-member").is_some());
@@ -1498,10 +1496,13 @@ fn rules_of<'a>(objects: &'a [Value], k: &'a str, suffix: &str) -> &'a Value {
 }
 
 #[test]
+#[cfg_attr(
+    any(fedns_missing_helm, fedns_missing_kustomize),
+    ignore = "needs kubectl kustomize / Helm; FEDNS_SKIP_MISSING_TOOLS=1 and missing"
+)]
 fn helm_chart_with_default_values_renders_lints_and_validates() {
-    if !helm_available() {
-        return;
-    }
+    require_helm();
+    require_kustomize();
     let render = helm(json!({}), "fedns", "kube-federation-system");
     let errors: Vec<&Value> = render.lint["messages"]
         .as_array()
@@ -1517,7 +1518,7 @@ fn helm_chart_with_default_values_renders_lints_and_validates() {
     assert_clean("helm defaults", &objects, &HOST);
     assert_has_the_crds("helm chart crds/", &render.crds);
     // The chart grants exactly what the kustomize base grants.
-    if kustomize_available() {
+    {
         let base = kustomize("kustomize/base");
         for k in ["ClusterRole", "Role"] {
             assert_eq!(
@@ -1530,10 +1531,13 @@ fn helm_chart_with_default_values_renders_lints_and_validates() {
 }
 
 #[test]
+#[cfg_attr(
+    any(fedns_missing_helm, fedns_missing_kustomize),
+    ignore = "needs kubectl kustomize / Helm; FEDNS_SKIP_MISSING_TOOLS=1 and missing"
+)]
 fn helm_chart_with_overrides_renders_and_validates() {
-    if !helm_available() {
-        return;
-    }
+    require_helm();
+    require_kustomize();
     let values = json!({
         "replicaCount": 3,
         "fullnameOverride": "dns",
@@ -1573,7 +1577,7 @@ fn helm_chart_with_overrides_renders_and_validates() {
     );
     assert!(find(&objects, "ClusterRole", "dns-member").is_some());
     // The member ClusterRole of the chart is the one of deploy/rbac/member.
-    if kustomize_available() {
+    {
         let member = kustomize("rbac/member");
         assert_eq!(
             rules_of(&objects, "ClusterRole", "-member"),
@@ -1596,9 +1600,7 @@ nginx IN CNAME nginx.test.galactic.svc.example.com.\n";
 
 #[test]
 fn helm_chart_serves_zone_files_and_takes_extra_args_volumes_a_digest_a_monitor_and_dual_stack() {
-    if !helm_available() {
-        return;
-    }
+    require_helm();
     let digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
     let values = json!({
         "image": {"digest": digest},
@@ -1696,9 +1698,7 @@ fn helm_chart_serves_zone_files_and_takes_extra_args_volumes_a_digest_a_monitor_
 
 #[test]
 fn helm_notes_refer_to_nothing_in_the_repository() {
-    if !helm_available() {
-        return;
-    }
+    require_helm();
     let notes = helm(json!({}), "fedns", "kube-federation-system").notes;
     assert!(notes.contains("fedns join"), "{notes}");
     for path in ["deploy/", "tests/", "README", "examples", ".yaml"] {
@@ -1742,9 +1742,7 @@ fn mounted_config_map(objects: &[Value]) -> String {
 
 #[test]
 fn a_kustomize_config_change_renames_the_config_map_and_so_rolls_the_pods() {
-    if !kustomize_available() {
-        return;
-    }
+    require_kustomize();
     let before = kustomize_base_with_config(str::to_owned);
     let name = mounted_config_map(&before);
     assert!(

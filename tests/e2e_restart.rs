@@ -78,7 +78,7 @@ impl Fedns {
             let line = lines.next().expect("fedns logs").unwrap();
             if line.contains("fedns serving") {
                 let v: Value = serde_json::from_str(&line).unwrap();
-                break v["fields"]["admin"].as_str().unwrap().parse().unwrap();
+                break v["admin"].as_str().unwrap().parse().unwrap();
             }
         };
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));

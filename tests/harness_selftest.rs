@@ -7,7 +7,7 @@ mod harness;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use harness::{Clusters, FakeCluster};
+use harness::{Clusters, FakeCluster, expect_event, spawn_watcher};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -15,12 +15,11 @@ use kube::api::{
     Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions, WatchEvent,
     WatchParams,
 };
-use kube::runtime::{WatchStreamExt, conditions, wait::await_condition, watcher};
+use kube::runtime::{conditions, wait::await_condition, watcher};
 use kube::{CustomResource, CustomResourceExt, ResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio::sync::mpsc;
 
 fn service(name: &str, labels: serde_json::Value) -> Service {
     serde_json::from_value(json!({
@@ -40,50 +39,6 @@ fn api_code<T: std::fmt::Debug>(result: Result<T, kube::Error>) -> (u16, String)
     match result {
         Err(kube::Error::Api(status)) => (status.code, status.reason.clone()),
         other => panic!("expected an API error, got {other:?}"),
-    }
-}
-
-/// Runs a kube-rs watcher (with its default backoff) and reports events as short strings:
-/// `Init`, `InitApply(name)`, `InitDone`, `Apply(name)`, `Delete(name)`, `Error`.
-fn spawn_watcher<K>(api: Api<K>, config: watcher::Config) -> mpsc::UnboundedReceiver<String>
-where
-    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
-{
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut stream = watcher(api, config).default_backoff().boxed();
-        while let Some(event) = stream.next().await {
-            let text = match event {
-                Ok(watcher::Event::Init) => "Init".to_string(),
-                Ok(watcher::Event::InitApply(o)) => format!("InitApply({})", o.name_any()),
-                Ok(watcher::Event::InitDone) => "InitDone".to_string(),
-                Ok(watcher::Event::Apply(o)) => format!("Apply({})", o.name_any()),
-                Ok(watcher::Event::Delete(o)) => format!("Delete({})", o.name_any()),
-                Err(_) => "Error".to_string(),
-            };
-            if tx.send(text).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
-
-/// Waits for an event equal to `wanted`, returning the events seen before it.
-async fn expect_event(
-    rx: &mut mpsc::UnboundedReceiver<String>,
-    wanted: &str,
-    within: Duration,
-) -> Vec<String> {
-    let mut seen = Vec::new();
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(event)) if event == wanted => return seen,
-            Ok(Some(event)) => seen.push(event),
-            Ok(None) => panic!("watcher ended while waiting for {wanted}; saw {seen:?}"),
-            Err(_) => panic!("no {wanted} within {within:?}; saw {seen:?}"),
-        }
     }
 }
 
@@ -1025,115 +980,4 @@ async fn kubeconfig_clusters_have_no_controls_and_skip_when_too_few() {
         .unwrap();
     let maps: Api<ConfigMap> = Api::namespaced(client, "default");
     assert!(maps.get_opt("via-kubeconfig").await.unwrap().is_none());
-}
-
-/// The scale the benchmarks need: 100 clusters × (1,000 Services + 1,000 EndpointSlices), one
-/// watcher per collection. Run with `cargo test --release --test harness_selftest -- --ignored`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "scale check, ~1 minute in debug builds; run: cargo test --release --test harness_selftest -- --ignored"]
-async fn a_hundred_clusters_of_two_thousand_objects_each() {
-    let started = Instant::now();
-    let mut clusters = Vec::new();
-    for i in 0..100 {
-        let cluster = FakeCluster::start(&format!("member-{i}")).await;
-        cluster.apply_all((0..1000).flat_map(|s| {
-            [
-                json!({
-                    "apiVersion": "v1", "kind": "Service",
-                    "metadata": {"name": format!("svc-{s}"), "namespace": "apps", "labels": {"app": format!("svc-{s}")}},
-                    "spec": {"type": "LoadBalancer", "ports": [{"port": 80, "protocol": "TCP"}]},
-                    "status": {"loadBalancer": {"ingress": [{"ip": format!("10.{i}.{}.{}", s / 250, s % 250)}]}},
-                }),
-                json!({
-                    "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-                    "metadata": {"name": format!("svc-{s}-abcde"), "namespace": "apps", "labels": {"kubernetes.io/service-name": format!("svc-{s}")}},
-                    "addressType": "IPv4",
-                    "endpoints": [{"addresses": [format!("172.16.{}.{}", s / 250, s % 250)], "conditions": {"ready": true}}],
-                }),
-            ]
-        }));
-        clusters.push(cluster);
-    }
-    eprintln!("seeded 100 × 2,000 objects in {:?}", started.elapsed());
-    eprintln!("memory after seeding: {}", rss());
-
-    let synced = Instant::now();
-    let mut receivers = Vec::new();
-    for cluster in &clusters {
-        let client = cluster.client().await;
-        receivers.push(spawn_watcher(
-            Api::<Service>::all(client.clone()),
-            watcher::Config::default(),
-        ));
-        receivers.push(spawn_watcher(
-            Api::<EndpointSlice>::all(client),
-            watcher::Config::default(),
-        ));
-    }
-    for rx in &mut receivers {
-        expect_event(rx, "InitDone", Duration::from_secs(120)).await;
-    }
-    eprintln!(
-        "200 watchers listed 200,000 objects in {:?}",
-        synced.elapsed()
-    );
-
-    let changed = Instant::now();
-    for cluster in &clusters {
-        cluster.apply_json(json!({
-            "apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": "svc-0", "namespace": "apps", "labels": {"app": "svc-0", "changed": "yes"}},
-            "spec": {"type": "LoadBalancer", "ports": [{"port": 80, "protocol": "TCP"}]},
-        }));
-    }
-    for rx in receivers.iter_mut().step_by(2) {
-        expect_event(rx, "Apply(svc-0)", Duration::from_secs(30)).await;
-    }
-    eprintln!(
-        "100 changes seen by their watchers in {:?}",
-        changed.elapsed()
-    );
-    eprintln!("memory at the end: {}", rss());
-}
-
-/// Resident memory of this process, from /proc.
-fn rss() -> String {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .unwrap_or_default();
-    line.trim_start_matches("VmRSS:").trim().to_string()
-}
-
-/// How long kube-rs's default watcher backoff takes to re-sync after outages of several lengths
-/// (the figure fedns's own backoff has to beat). Run with `-- --ignored --nocapture`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "measurement, ~1.5 minutes; run: cargo test --release --test harness_selftest -- --ignored --nocapture"]
-async fn watcher_recovery_time_after_outages() {
-    for outage in [1u64, 5, 15] {
-        let cluster = FakeCluster::start("outage").await;
-        let services: Api<Service> = Api::namespaced(cluster.client().await, "default");
-        let mut events = spawn_watcher(services, watcher::Config::default());
-        expect_event(&mut events, "InitDone", Duration::from_secs(5)).await;
-        while cluster.open_watches() == 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        cluster.stop().await;
-        tokio::time::sleep(Duration::from_secs(outage)).await;
-        cluster.apply_json(serde_json::to_value(service("while-down", json!({}))).unwrap());
-        let restarted = Instant::now();
-        cluster.restart().await;
-        let seen = expect_event(
-            &mut events,
-            "InitApply(while-down)",
-            Duration::from_secs(120),
-        )
-        .await;
-        let errors = seen.iter().filter(|e| *e == "Error").count();
-        eprintln!(
-            "outage {outage:>2} s: re-synced {:.1} s after the restart ({errors} watcher errors)",
-            restarted.elapsed().as_secs_f64()
-        );
-    }
 }

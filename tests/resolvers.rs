@@ -5,8 +5,8 @@
 //!
 //! The resolvers never send a packet off this machine: only `example.com` is resolvable (unbound
 //! refuses every other name; both have root hints that point at 127.0.0.1) and the tests ask for
-//! nothing else. A missing resolver skips the test with a notice, or fails it under
-//! `FEDNS_REQUIRE_TOOLS=1` (CI installs `unbound` and `bind9`).
+//! nothing else. A missing resolver fails the test naming its Debian package (`bash .ci/test`
+//! installs `unbound` and `bind9`), or marks it ignored under `FEDNS_SKIP_MISSING_TOOLS=1`.
 
 mod common;
 
@@ -59,24 +59,17 @@ impl Kind {
 }
 
 /// The resolver's executable: on PATH or in the sbin directories (not on a user's PATH on Debian).
-/// `None` when missing and not required (after a notice); panics under `FEDNS_REQUIRE_TOOLS=1`.
-fn find_daemon(kind: Kind) -> Option<PathBuf> {
+/// A missing one fails the test naming its Debian package.
+fn find_daemon(kind: Kind) -> PathBuf {
     let name = kind.binary();
     let path = std::env::var_os("PATH").unwrap_or_default();
     let found = std::env::split_paths(&path)
         .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
         .map(|dir| dir.join(name))
         .find(|p| p.is_file());
-    if found.is_none() {
-        if std::env::var("FEDNS_REQUIRE_TOOLS").is_ok_and(|v| v == "1") {
-            panic!("{name} is required (FEDNS_REQUIRE_TOOLS=1) but not installed");
-        }
-        eprintln!(
-            "skipping: {name} not installed (apt-get install {})",
-            kind.package()
-        );
-    }
-    found
+    found.unwrap_or_else(|| {
+        common::tools::missing(name, &format!("apt-get install {}", kind.package()))
+    })
 }
 
 /// A loopback port free for both UDP and TCP right now.
@@ -365,9 +358,9 @@ fn assert_recursive_answer(m: &Message, what: &str) {
 
 /// fedns on a copy of the demo (nginx's recordTTL set to `ttl` when given), once every shard's
 /// targets are known (eu-central's load-balancer hostname is resolved in the background); then
-/// the resolver, or `None` when it is not installed.
-async fn start(kind: Kind, ttl: Option<u32>) -> Option<(Server, Resolver)> {
-    let daemon = find_daemon(kind)?;
+/// the resolver.
+async fn start(kind: Kind, ttl: Option<u32>) -> (Server, Resolver) {
+    let daemon = find_daemon(kind);
     let server = Server::start_with(|source, zones| {
         copy_tree(&repo().join("deploy/demo"), source);
         copy_tree(&repo().join("zones"), zones);
@@ -390,7 +383,7 @@ async fn start(kind: Kind, ttl: Option<u32>) -> Option<(Server, Resolver)> {
     .await
     .expect("fedns answers the global name with all three shards");
     let resolver = Resolver::start(kind, &daemon, server.dns).await;
-    Some((server, resolver))
+    (server, resolver)
 }
 
 /// The sum of `fedns_dns_requests_total` over transports, once the workers' batched counters are
@@ -417,9 +410,7 @@ async fn fedns_requests(server: &Server) -> u64 {
 // ---- the scenarios, each run through both resolvers ----
 
 async fn global_regional_and_zonal_names_resolve(kind: Kind) {
-    let Some((server, resolver)) = start(kind, None).await else {
-        return;
-    };
+    let (server, resolver) = start(kind, None).await;
     let m = resolver.ask(G, RecordType::A).await;
     assert_recursive_answer(&m, "global");
     assert!(cnames(&m).is_empty(), "{}", summary(&m));
@@ -444,9 +435,7 @@ async fn global_regional_and_zonal_names_resolve(kind: Kind) {
 }
 
 async fn cname_fallback_ends_in_addresses(kind: Kind) {
-    let Some((server, resolver)) = start(kind, None).await else {
-        return;
-    };
+    let (server, resolver) = start(kind, None).await;
     // ap-south has no ready endpoint: zone → region → global.
     let m = resolver.ask(AP1, RecordType::A).await;
     assert_recursive_answer(&m, "fallback");
@@ -472,9 +461,7 @@ async fn cname_fallback_ends_in_addresses(kind: Kind) {
 /// With a 2 s record TTL: the resolver serves its cached answer while it lives, then the fallback.
 async fn unhealthy_shard_fails_over_within_the_ttl(kind: Kind) {
     const TTL: Duration = Duration::from_secs(2);
-    let Some((server, resolver)) = start(kind, Some(TTL.as_secs() as u32)).await else {
-        return;
-    };
+    let (server, resolver) = start(kind, Some(TTL.as_secs() as u32)).await;
     let m = resolver.ask(US1, RecordType::A).await;
     let cached_at = Instant::now();
     assert_recursive_answer(&m, "before");
@@ -547,9 +534,7 @@ fn negative_soa(m: &Message) -> (String, u32) {
 }
 
 async fn nxdomain_is_cached_for_the_negative_ttl(kind: Kind) {
-    let Some((server, resolver)) = start(kind, None).await else {
-        return;
-    };
+    let (server, resolver) = start(kind, None).await;
     let m = resolver.ask(MISSING, RecordType::A).await;
     assert_eq!(rcode(&m), ResponseCode::NXDomain, "{}", summary(&m));
     assert!(m.answers.is_empty(), "{}", summary(&m));
@@ -578,41 +563,73 @@ async fn nxdomain_is_cached_for_the_negative_ttl(kind: Kind) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    fedns_missing_unbound,
+    ignore = "unbound is missing (apt-get install unbound) and FEDNS_SKIP_MISSING_TOOLS=1"
+)]
 async fn unbound_resolves_global_regional_and_zonal_names() {
     global_regional_and_zonal_names_resolve(Kind::Unbound).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    fedns_missing_unbound,
+    ignore = "unbound is missing (apt-get install unbound) and FEDNS_SKIP_MISSING_TOOLS=1"
+)]
 async fn unbound_follows_the_cname_fallback_to_addresses() {
     cname_fallback_ends_in_addresses(Kind::Unbound).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    fedns_missing_unbound,
+    ignore = "unbound is missing (apt-get install unbound) and FEDNS_SKIP_MISSING_TOOLS=1"
+)]
 async fn unbound_fails_over_within_the_record_ttl_when_a_shard_turns_unhealthy() {
     unhealthy_shard_fails_over_within_the_ttl(Kind::Unbound).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    fedns_missing_unbound,
+    ignore = "unbound is missing (apt-get install unbound) and FEDNS_SKIP_MISSING_TOOLS=1"
+)]
 async fn unbound_caches_nxdomain_without_asking_fedns_again() {
     nxdomain_is_cached_for_the_negative_ttl(Kind::Unbound).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    fedns_missing_named,
+    ignore = "named is missing (apt-get install bind9) and FEDNS_SKIP_MISSING_TOOLS=1"
+)]
 async fn bind_resolves_global_regional_and_zonal_names() {
     global_regional_and_zonal_names_resolve(Kind::Bind).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    fedns_missing_named,
+    ignore = "named is missing (apt-get install bind9) and FEDNS_SKIP_MISSING_TOOLS=1"
+)]
 async fn bind_follows_the_cname_fallback_to_addresses() {
     cname_fallback_ends_in_addresses(Kind::Bind).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    fedns_missing_named,
+    ignore = "named is missing (apt-get install bind9) and FEDNS_SKIP_MISSING_TOOLS=1"
+)]
 async fn bind_fails_over_within_the_record_ttl_when_a_shard_turns_unhealthy() {
     unhealthy_shard_fails_over_within_the_ttl(Kind::Bind).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    fedns_missing_named,
+    ignore = "named is missing (apt-get install bind9) and FEDNS_SKIP_MISSING_TOOLS=1"
+)]
 async fn bind_caches_nxdomain_without_asking_fedns_again() {
     nxdomain_is_cached_for_the_negative_ttl(Kind::Bind).await;
 }

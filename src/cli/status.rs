@@ -54,6 +54,8 @@ pub struct AdminStatus {
     pub conflicts: Vec<String>,
     pub problems: Vec<String>,
     pub source_errors: Vec<String>,
+    /// Watchers failing right now: cluster/resource, URL, for how long, the last error.
+    pub failing_watches: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -95,6 +97,7 @@ pub fn parse_admin_status(text: &str) -> AdminStatus {
             "conflict" => s.conflicts.push(value.to_string()),
             "problem" => s.problems.push(value.to_string()),
             "source error" => s.source_errors.push(value.to_string()),
+            "watch failing" => s.failing_watches.push(value.to_string()),
             _ => {}
         }
     }
@@ -450,7 +453,8 @@ mod tests {
         let text = "ready:            true\nmembers:          3 (2 ready)\n\
             service records:  4\ningress records:  1\nnames served:     17\n\
             zone:             example.com. serial 12\n\
-            conflict:         a served from x, y rejected\nproblem:          p1\n";
+            conflict:         a served from x, y rejected\nproblem:          p1\n\
+            watch failing:    c1/nodes http://c1/api/v1/nodes failing for 9s (4 attempts): 403 Forbidden: no\n";
         let s = parse_admin_status(text);
         assert!(s.ready);
         assert_eq!((s.members, s.ready_members), (3, 2));
@@ -467,6 +471,10 @@ mod tests {
         );
         assert_eq!(s.conflicts.len(), 1);
         assert_eq!(s.problems, ["p1"]);
+        assert_eq!(
+            s.failing_watches,
+            ["c1/nodes http://c1/api/v1/nodes failing for 9s (4 attempts): 403 Forbidden: no"]
+        );
     }
 
     fn cluster(name: &str, ready: Option<(&str, &str)>) -> KubeFedCluster {

@@ -2,7 +2,9 @@
 //! clients (hickory's, raw sockets, dig/kdig).
 #![allow(dead_code)]
 
+pub mod federation;
 pub mod generated;
+pub mod tools;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -229,25 +231,19 @@ pub async fn eventually(limit: Duration, mut check: impl AsyncFnMut() -> bool) -
     None
 }
 
-/// Runs an external DNS tool (dig, kdig). `None` when it is not installed and the run does not
-/// require it; with `FEDNS_REQUIRE_TOOLS=1` (set by .ci/run, which installs them) a missing tool
-/// fails the test.
-pub fn tool(name: &str, args: &[String]) -> Option<String> {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {name}"))
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !found {
-        if std::env::var("FEDNS_REQUIRE_TOOLS").is_ok_and(|v| v == "1") {
-            panic!("{name} is required (FEDNS_REQUIRE_TOOLS=1) but not installed");
-        }
-        eprintln!("skipping: {name} not installed (apt-get install dnsutils knot-dnsutils)");
-        return None;
-    }
+/// Runs an external DNS tool (dig, kdig), which must be installed (see [`tools`]).
+pub fn tool(name: &str, args: &[String]) -> String {
+    let package = match name {
+        "kdig" => "knot-dnsutils",
+        _ => "bind9-dnsutils",
+    };
+    tools::require(
+        name,
+        &format!("command -v {name}"),
+        &format!("apt-get install {package}"),
+    );
     let out = Command::new(name).args(args).output().unwrap();
-    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Server-side applies one object (any kind the cluster knows), then its `status` if it has one.

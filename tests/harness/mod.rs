@@ -78,6 +78,9 @@
 //! response; [`FakeCluster::fail_next`] injects error statuses; [`FakeCluster::compact`] expires
 //! the watch history and open watches; [`FakeCluster::close_watches`] ends open watches cleanly;
 //! [`FakeCluster::requests`] and [`FakeCluster::writes`] count requests by verb and resource.
+//! The fault modes of `faults.rs`: [`FakeCluster::forbid`] (a persistent 403 on one resource),
+//! [`refused_url`] (connection refused), [`Blackhole`] (accepts, never answers), and
+//! [`RequestClock`] (when each request of one verb and resource arrived).
 //! The seeding API ([`FakeCluster::apply_json`], [`FakeCluster::apply_all`],
 //! [`FakeCluster::get_json`], [`FakeCluster::delete`]) bypasses HTTP and keeps `.status` as given.
 //!
@@ -109,11 +112,13 @@
 
 mod apiserver;
 mod clusters;
+mod faults;
 mod registry;
 mod selector;
 mod slow;
 mod store;
 mod tls;
+mod watch_events;
 
 use std::collections::BTreeMap;
 use std::collections::hash_map::RandomState;
@@ -141,6 +146,10 @@ use tls::ServerTls;
 pub use clusters::{
     Clusters, KUBECONFIGS_ENV, KubeconfigEntry, TestCluster, client_for, kubeconfig_yaml,
 };
+#[allow(unused_imports)] // re-exported for the end-to-end tests
+pub use faults::{Blackhole, RequestClock, kubeconfig_for, refused_url};
+#[allow(unused_imports)] // re-exported for the tests and benches
+pub use watch_events::{expect_event, spawn_watcher};
 
 /// Sizes and periods of a fake cluster.
 #[derive(Clone, Debug)]

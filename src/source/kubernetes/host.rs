@@ -7,8 +7,11 @@
 //! The prober decides readiness: `/readyz` (falling back to `/healthz`) every period with a timeout,
 //! flipping only after N consecutive failures or M consecutive successes, and writes the
 //! KubeFedCluster's `Ready`/`Offline` conditions. `Synced` is sent once the host kinds and every
-//! member known at start have completed their first listing, or when the sync timeout runs out
-//! (members still unlisted are then reported and treated as unreachable).
+//! member known at start have completed their first listing. The host is waited for however long
+//! it takes (before its Domains are known every answer would be REFUSED); members still unlisted
+//! when the sync timeout runs out are reported and treated as unreachable until they list.
+//! Records are listed after the Domains and KubeFedClusters after their Secrets, so that nothing
+//! is reported missing at start only because it was not listed yet.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -17,6 +20,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Patch;
+use kube::runtime::utils::Backoff as _;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use std::sync::Mutex;
@@ -25,7 +29,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::member::{self, MemberWatchers, WatchNotice};
-use super::watch::{self, Change, Notice};
+use super::watch::{self, CappedBackoff, Change, Notice, WatchHealth, WatchSettings, Watched};
 use crate::federation::model::{
     FederationKind, FederationObject, FederationObjectId, MemberKind, MemberSpec, ObjectKey,
     SourceEvent,
@@ -66,8 +70,15 @@ pub struct HostSettings {
     /// The control-plane namespace (Domains, KubeFedClusters, their Secrets).
     pub namespace: String,
     pub probe: ProbeSettings,
-    /// Longest wait for the first full listing before answering anyway.
+    /// Longest wait for the first full listing of the members before answering without the
+    /// unlisted ones. The host cluster's own first listing is waited for indefinitely.
     pub sync_timeout: Duration,
+    /// The host cluster's URL (for the log and `/status`).
+    pub host_url: String,
+    /// Where failing watchers are listed for `/status`.
+    pub health: WatchHealth,
+    /// How long an empty relist is distrusted (`--empty-relist-confirm`).
+    pub empty_relist_confirm: Duration,
     /// Members given as kubeconfig contexts instead of KubeFedClusters.
     pub static_members: Vec<StaticMember>,
     /// Where watch restarts, last syncs and ignored relists are counted.
@@ -84,6 +95,8 @@ pub struct HostSettings {
 pub struct StaticMember {
     pub name: String,
     pub client: Client,
+    /// The API server's URL (for the log and `/status`).
+    pub url: String,
     /// Labels placement selectors match.
     pub labels: BTreeMap<String, String>,
     pub zones: Vec<String>,
@@ -219,19 +232,46 @@ pub async fn run(host: Client, settings: HostSettings, events: mpsc::Sender<Sour
     let (notices_tx, notices_rx) = mpsc::unbounded_channel::<WatchNotice>();
     let (host_listed_tx, host_listed_rx) = mpsc::unbounded_channel::<&'static str>();
     let ns = settings.namespace.clone();
+    let watch_settings = WatchSettings {
+        health: settings.health.clone(),
+        metrics: settings.metrics.clone(),
+        confirm_empty: settings.empty_relist_confirm,
+    };
+    let watched = |resource: &'static str, url: &str| Watched {
+        cluster: HOST.to_owned(),
+        resource,
+        url: format!("{}{url}", settings.host_url.trim_end_matches('/')),
+        health: settings.health.clone(),
+        metrics: settings.metrics.clone(),
+        confirm_empty: settings.empty_relist_confirm,
+    };
     let mut tasks: Vec<JoinHandle<()>> = Vec::new();
+    let probed = Probed::default();
+
+    // Start-up order: records wait for the Domains' first listing and KubeFedClusters for the
+    // Secrets', so nothing is reported missing only because it was not listed yet.
+    let (domains_listed, domains_listed_rx) = tokio::sync::watch::channel(false);
+    let (secrets_listed, secrets_listed_rx) = tokio::sync::watch::channel(false);
 
     // Federation kinds.
+    let domains = Api::<Domain>::namespaced(host.clone(), &ns);
     tasks.push(tokio::spawn(federation_watch(
-        Api::<Domain>::namespaced(host.clone(), &ns),
+        watched("domains", domains.resource_url()),
+        domains,
         FederationKind::Domain,
         |d: Domain| normalize::domain(d),
         |d: &Domain| d.meta().name.clone().map(FederationObjectId::Domain),
         events.clone(),
         host_listed_tx.clone(),
+        Order {
+            after: None,
+            listed: Some(domains_listed),
+        },
     )));
+    let records = Api::<crate::k8s::crd::ServiceDNSRecord>::all(host.clone());
     tasks.push(tokio::spawn(federation_watch(
-        Api::<crate::k8s::crd::ServiceDNSRecord>::all(host.clone()),
+        watched("servicednsrecords", records.resource_url()),
+        records,
         FederationKind::ServiceRecord,
         normalize::service_dns_record,
         |r: &crate::k8s::crd::ServiceDNSRecord| {
@@ -242,9 +282,15 @@ pub async fn run(host: Client, settings: HostSettings, events: mpsc::Sender<Sour
         },
         events.clone(),
         host_listed_tx.clone(),
+        Order {
+            after: Some(domains_listed_rx.clone()),
+            listed: None,
+        },
     )));
+    let records = Api::<IngressDNSRecord>::all(host.clone());
     tasks.push(tokio::spawn(federation_watch(
-        Api::<IngressDNSRecord>::all(host.clone()),
+        watched("ingressdnsrecords", records.resource_url()),
+        records,
         FederationKind::IngressRecord,
         normalize::ingress_dns_record,
         |r: &IngressDNSRecord| {
@@ -255,6 +301,10 @@ pub async fn run(host: Client, settings: HostSettings, events: mpsc::Sender<Sour
         },
         events.clone(),
         host_listed_tx.clone(),
+        Order {
+            after: Some(domains_listed_rx),
+            listed: None,
+        },
     )));
 
     // Static members: connected once, never from the host.
@@ -287,12 +337,15 @@ pub async fn run(host: Client, settings: HostSettings, events: mpsc::Sender<Sour
         );
         let running = connect(
             &m.name,
+            &m.url,
             m.client.clone(),
             String::new(),
             None,
             &settings,
+            &watch_settings,
             &events,
             &notices_tx,
+            &probed,
         );
         members.running.insert(m.name.clone(), running);
     }
@@ -309,20 +362,30 @@ pub async fn run(host: Client, settings: HostSettings, events: mpsc::Sender<Sour
         mirrored: mirrored.clone(),
         events: events.clone(),
     };
+    let kubefedclusters = Api::<KubeFedCluster>::namespaced(host.clone(), &ns);
     tasks.push(tokio::spawn(ctx.clone().run(
-        Api::<KubeFedCluster>::namespaced(host.clone(), &ns),
-        "kubefedclusters",
+        watched("kubefedclusters", kubefedclusters.resource_url()),
+        kubefedclusters,
         |c: KubeFedCluster| Some((c.meta().name.clone()?, c)),
         clusters.clone(),
+        Order {
+            after: Some(secrets_listed_rx),
+            listed: None,
+        },
     )));
+    let secret_api = Api::<Secret>::namespaced(host.clone(), &settings.namespace);
     tasks.push(tokio::spawn(ctx.run(
-        Api::<Secret>::namespaced(host.clone(), &settings.namespace),
-        "secrets",
+        watched("secrets", secret_api.resource_url()),
+        secret_api,
         |s: Secret| {
             let token = s.data.as_ref()?.get("token")?.0.clone();
             Some((s.meta().name.clone()?, String::from_utf8(token).ok()?))
         },
         secrets.clone(),
+        Order {
+            after: None,
+            listed: Some(secrets_listed),
+        },
     )));
     drop(host_listed_tx);
 
@@ -334,8 +397,8 @@ pub async fn run(host: Client, settings: HostSettings, events: mpsc::Sender<Sour
         events.clone(),
         clusters.clone(),
         settings.metrics.clone(),
+        probed.clone(),
     )));
-
     // Reconcile dynamic members whenever KubeFedClusters or Secrets change.
     while reconcile_rx.recv().await.is_some() {
         while reconcile_rx.try_recv().is_ok() {}
@@ -426,11 +489,13 @@ pub async fn run(host: Client, settings: HostSettings, events: mpsc::Sender<Sour
                 continue;
             }
             let client = member_config(name, &cluster.spec, token).and_then(|config| {
+                let url = config.cluster_url.to_string();
                 Client::try_from(config)
+                    .map(|client| (client, url))
                     .map_err(|e| MemberError::Client(name.clone(), e.to_string()))
             });
             match client {
-                Ok(client) => {
+                Ok((client, url)) => {
                     tracing::info!(cluster = %name, endpoint = %cluster.spec.api_endpoint, "connecting to member");
                     publish(
                         settings.members.as_ref(),
@@ -443,12 +508,15 @@ pub async fn run(host: Client, settings: HostSettings, events: mpsc::Sender<Sour
                     ));
                     let r = connect(
                         name,
+                        &url,
                         client,
                         fingerprint,
                         status_api,
                         &settings,
+                        &watch_settings,
                         &events,
                         &notices_tx,
+                        &probed,
                     );
                     running.running.insert(name.clone(), r);
                 }
@@ -472,6 +540,32 @@ pub async fn run(host: Client, settings: HostSettings, events: mpsc::Sender<Sour
     }
 }
 
+/// The `cluster` label of the host cluster's watchers.
+pub const HOST: &str = "host";
+
+/// Start-up order of one host watcher: what it waits for before its first listing, and what it
+/// announces after its own.
+struct Order {
+    after: Option<tokio::sync::watch::Receiver<bool>>,
+    listed: Option<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Order {
+    /// Waits for the watcher this one comes after; false when that one is gone.
+    async fn wait(&mut self) -> bool {
+        match &mut self.after {
+            Some(after) => after.wait_for(|listed| *listed).await.is_ok(),
+            None => true,
+        }
+    }
+
+    fn listed(&self) {
+        if let Some(listed) = &self.listed {
+            listed.send_replace(true);
+        }
+    }
+}
+
 /// Mirrors one host kind into a map by name and wakes the member reconcile loop on changes.
 #[derive(Clone)]
 struct Mirror {
@@ -485,17 +579,22 @@ struct Mirror {
 impl Mirror {
     async fn run<K, T>(
         self,
+        watched: Watched,
         api: Api<K>,
-        kind: &'static str,
         strip: impl Fn(K) -> Option<(String, T)>,
         map: Arc<Mutex<BTreeMap<String, T>>>,
+        mut order: Order,
     ) where
         K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
         K::DynamicType: Default,
     {
+        if !order.wait().await {
+            return;
+        }
+        let kind = watched.resource;
         watch::run(
             api,
-            &format!("host/{kind}"),
+            &watched,
             strip,
             |object: &K| object.meta().name.clone(),
             |change| {
@@ -517,6 +616,7 @@ impl Mirror {
             },
             |n| {
                 if n == Notice::Listed {
+                    order.listed();
                     let _ = self.listed.send(kind);
                     self.mirrored
                         .lock()
@@ -532,16 +632,27 @@ impl Mirror {
 }
 
 /// Starts a member's watchers and prober.
+#[allow(clippy::too_many_arguments)]
 fn connect(
     name: &str,
+    url: &str,
     client: Client,
     fingerprint: String,
     status_api: Option<Api<KubeFedCluster>>,
     settings: &HostSettings,
+    watch_settings: &WatchSettings,
     events: &mpsc::Sender<SourceEvent>,
     notices: &mpsc::UnboundedSender<WatchNotice>,
+    probed: &Probed,
 ) -> Running {
-    let watchers = member::spawn(name, client.clone(), events.clone(), notices.clone());
+    let watchers = member::spawn(
+        name,
+        url,
+        client.clone(),
+        watch_settings,
+        events.clone(),
+        notices.clone(),
+    );
     let prober = tokio::spawn(probe_loop(
         name.to_owned(),
         client,
@@ -550,6 +661,7 @@ fn connect(
         status_api,
         settings.members.clone(),
         settings.leadership.clone(),
+        probed.clone(),
     ));
     Running {
         fingerprint,
@@ -559,21 +671,26 @@ fn connect(
 }
 
 /// Watches one federation kind and forwards it as model events.
+#[allow(clippy::too_many_arguments)]
 async fn federation_watch<K>(
+    watched: Watched,
     api: Api<K>,
     kind: FederationKind,
     normalize: impl Fn(K) -> Result<FederationObject, normalize::NormalizeError>,
     id: impl Fn(&K) -> Option<FederationObjectId>,
     events: mpsc::Sender<SourceEvent>,
     listed: mpsc::UnboundedSender<&'static str>,
+    mut order: Order,
 ) where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
     K::DynamicType: Default,
 {
-    let label = format!("host/{}", kind.as_str());
+    if !order.wait().await {
+        return;
+    }
     watch::run(
         api,
-        &label,
+        &watched,
         |object| match normalize(object) {
             Ok(o) => Some(o),
             Err(error) => {
@@ -591,6 +708,7 @@ async fn federation_watch<K>(
         },
         |n| {
             if n == Notice::Listed {
+                order.listed();
                 let _ = listed.send(kind.as_str());
             }
         },
@@ -599,7 +717,10 @@ async fn federation_watch<K>(
     .await;
 }
 
-/// Sends `Synced` once the host kinds and the first members are listed, or at the timeout.
+/// Sends `Synced` once the host kinds and the first members are listed. The host cluster is
+/// waited for indefinitely (answering before its first listing would mean REFUSED for zones we
+/// serve); members that have not listed by `timeout` are then treated as unreachable.
+#[allow(clippy::too_many_arguments)]
 async fn sync_gate(
     mut expected: BTreeSet<String>,
     mut host_listed: mpsc::UnboundedReceiver<&'static str>,
@@ -608,24 +729,16 @@ async fn sync_gate(
     events: mpsc::Sender<SourceEvent>,
     clusters: Arc<Mutex<BTreeMap<String, KubeFedCluster>>>,
     metrics: crate::metrics::Metrics,
+    probed: Probed,
 ) {
-    const HOST_KINDS: [&str; 5] = [
-        "domains",
-        "servicednsrecords",
-        "ingressdnsrecords",
-        "kubefedclusters",
-        "secrets",
-    ];
-    let mut host_done: BTreeSet<&str> = BTreeSet::new();
-    let mut listed: BTreeSet<(String, MemberKind)> = BTreeSet::new();
+    let mut gate = SyncGate::default();
     let deadline = tokio::time::sleep(timeout);
     let mut deadline = std::pin::pin!(deadline);
-    let mut synced = false;
     loop {
         tokio::select! {
             kind = host_listed.recv() => {
                 if let Some(kind) = kind {
-                    host_done.insert(kind);
+                    gate.host_listed(kind);
                     if kind == "kubefedclusters" {
                         let names: Vec<String> = clusters
                             .lock()
@@ -639,51 +752,153 @@ async fn sync_gate(
             }
             notice = notices.recv() => {
                 let Some(n) = notice else { return };
-                let labels = [n.cluster.as_str(), n.kind.as_str()];
-                match n.notice {
-                    Notice::Listed => {
-                        let now = std::time::SystemTime::now()
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .map_or(0, |d| d.as_secs() as i64);
-                        metrics.member_last_sync.with_label_values(&[n.cluster.as_str()]).set(now);
-                        listed.insert((n.cluster, n.kind));
+                if n.notice == Notice::Listed {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs() as i64);
+                    metrics.member_last_sync.with_label_values(&[n.cluster.as_str()]).set(now);
+                    let cluster = n.cluster.clone();
+                    if gate.member_listed(n.cluster, n.kind) && probed.get(&cluster) != Some(false) {
+                        tracing::info!(%cluster, "member listed after the sync timeout: reachable again");
+                        let _ = events.send(SourceEvent::MemberReachable(cluster, true)).await;
                     }
-                    Notice::Failed(_) => metrics.watch_restarts.with_label_values(&labels).inc(),
-                    Notice::EmptyRelistIgnored => metrics.empty_relists.with_label_values(&labels).inc(),
                 }
             }
-            _ = &mut deadline, if !synced => {
-                let missing: Vec<&String> = expected
-                    .iter()
-                    .filter(|c| MemberKind::ALL.iter().any(|k| !listed.contains(&((*c).clone(), *k))))
-                    .collect();
-                tracing::warn!(?missing, host = ?host_done, "sync timeout: answering without a first listing of every member");
-                for c in missing {
-                    let _ = events.send(SourceEvent::MemberReachable(c.clone(), false)).await;
+            _ = &mut deadline, if !gate.timed_out => {
+                gate.timed_out = true;
+                let missing = gate.missing_host_kinds();
+                if !missing.is_empty() {
+                    tracing::warn!(
+                        ?missing,
+                        "sync timeout: the host cluster has not been listed yet; not ready, answering SERVFAIL until it is"
+                    );
                 }
-                let _ = events.send(SourceEvent::Synced).await;
-                synced = true;
             }
         }
-        if !synced
-            && HOST_KINDS.iter().all(|k| host_done.contains(k))
-            && expected.iter().all(|c| {
+        match gate.decide(&expected) {
+            SyncDecision::Wait | SyncDecision::Done => {}
+            SyncDecision::Synced(unlisted) => {
+                if unlisted.is_empty() {
+                    tracing::info!(members = expected.len(), "first full listing done");
+                } else {
+                    tracing::warn!(
+                        missing = ?unlisted,
+                        "sync timeout: answering without a first listing of these members (treated as unreachable)"
+                    );
+                }
+                for c in &unlisted {
+                    let _ = events
+                        .send(SourceEvent::MemberReachable(c.clone(), false))
+                        .await;
+                }
+                gate.held_unreachable = unlisted.into_iter().collect();
+                if events.send(SourceEvent::Synced).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The last readiness each member's prober decided, so that a member listed late is not
+/// declared reachable against its prober's judgement.
+#[derive(Debug, Clone, Default)]
+struct Probed(Arc<Mutex<HashMap<String, bool>>>);
+
+impl Probed {
+    fn set(&self, cluster: &str, ready: bool) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(cluster.to_owned(), ready);
+    }
+
+    fn get(&self, cluster: &str) -> Option<bool> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(cluster)
+            .copied()
+    }
+}
+
+/// The host kinds whose first listing readiness waits for, however long it takes.
+const HOST_KINDS: [&str; 5] = [
+    "domains",
+    "servicednsrecords",
+    "ingressdnsrecords",
+    "kubefedclusters",
+    "secrets",
+];
+
+/// What the first listings have covered so far (pure; [`sync_gate`] feeds it).
+#[derive(Debug, Default)]
+struct SyncGate {
+    host_done: BTreeSet<&'static str>,
+    listed: BTreeSet<(String, MemberKind)>,
+    timed_out: bool,
+    synced: bool,
+    /// Members marked unreachable at the timeout because they had not listed.
+    held_unreachable: BTreeSet<String>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum SyncDecision {
+    Wait,
+    /// Send `Synced` now, after marking these members unreachable.
+    Synced(Vec<String>),
+    Done,
+}
+
+impl SyncGate {
+    fn host_listed(&mut self, kind: &'static str) {
+        self.host_done.insert(kind);
+    }
+
+    /// Records a listing; true when it completes the first listing of a member that was
+    /// marked unreachable at the timeout for lack of one (it is reachable after all).
+    fn member_listed(&mut self, cluster: String, kind: MemberKind) -> bool {
+        self.listed.insert((cluster.clone(), kind));
+        let complete = MemberKind::ALL
+            .iter()
+            .all(|k| self.listed.contains(&(cluster.clone(), *k)));
+        complete && self.held_unreachable.remove(&cluster)
+    }
+
+    fn missing_host_kinds(&self) -> Vec<&'static str> {
+        HOST_KINDS
+            .into_iter()
+            .filter(|k| !self.host_done.contains(k))
+            .collect()
+    }
+
+    fn decide(&mut self, expected: &BTreeSet<String>) -> SyncDecision {
+        if self.synced {
+            return SyncDecision::Done;
+        }
+        if !self.missing_host_kinds().is_empty() {
+            return SyncDecision::Wait;
+        }
+        let unlisted: Vec<String> = expected
+            .iter()
+            .filter(|c| {
                 MemberKind::ALL
                     .iter()
-                    .all(|k| listed.contains(&(c.clone(), *k)))
+                    .any(|k| !self.listed.contains(&((*c).clone(), *k)))
             })
-        {
-            tracing::info!(members = expected.len(), "first full listing done");
-            if events.send(SourceEvent::Synced).await.is_err() {
-                return;
-            }
-            synced = true;
+            .cloned()
+            .collect();
+        if !unlisted.is_empty() && !self.timed_out {
+            return SyncDecision::Wait;
         }
+        self.synced = true;
+        SyncDecision::Synced(unlisted)
     }
 }
 
 /// Probes a member until aborted; flips readiness after consecutive failures or successes and,
 /// while this replica leads, writes the KubeFedCluster's conditions.
+#[allow(clippy::too_many_arguments)]
 async fn probe_loop(
     name: String,
     client: Client,
@@ -692,18 +907,35 @@ async fn probe_loop(
     status_api: Option<Api<KubeFedCluster>>,
     members: Option<MemberPublisher>,
     mut leadership: Leadership,
+    probed: Probed,
 ) {
     let mut state = ProbeState::new(settings);
+    // A member found not ready is probed less and less often (period doubling, jittered, up to
+    // the longer of the period and 5 s); the first success resets it.
+    let mut backoff = CappedBackoff::new(
+        settings.period,
+        settings.period.max(watch::RETRY_CAP_CONNECT),
+    );
     // The readiness written and the term it was written in: after a leadership gap another
     // replica may have written something else, so a new term writes again.
     let mut written: Option<(u64, bool)> = None;
     loop {
-        let ok = matches!(
-            tokio::time::timeout(settings.timeout, probe_once(&client)).await,
-            Ok(true)
-        );
+        let result = match tokio::time::timeout(settings.timeout, probe_once(&client)).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("no answer within {:?}", settings.timeout)),
+        };
+        let ok = result.is_ok();
+        if let Err(error) = &result {
+            tracing::debug!(cluster = %name, %error, "member probe failed");
+        }
         if let Some(ready) = state.observe(ok) {
-            tracing::info!(cluster = %name, ready, "member readiness changed");
+            probed.set(&name, ready);
+            match &result {
+                Ok(()) => tracing::info!(cluster = %name, ready, "member readiness changed"),
+                Err(error) => {
+                    tracing::warn!(cluster = %name, ready, %error, "member readiness changed")
+                }
+            }
             publish_change(members.as_ref(), &name, |m| {
                 let changed = m.ready != ready || !m.probed;
                 m.ready = ready;
@@ -731,30 +963,45 @@ async fn probe_loop(
                 }
             }
         }
+        let pause = if ok {
+            backoff.reset();
+            settings.period
+        } else if state.ready == Some(false) {
+            backoff.next_delay(settings.period.max(watch::RETRY_CAP_CONNECT))
+        } else {
+            // Still counting towards the failure threshold: at the normal period.
+            settings.period
+        };
         if leadership.is_leader() {
-            tokio::time::sleep(settings.period).await;
+            tokio::time::sleep(pause).await;
         } else {
             // A new leader writes what it knows at once instead of after a period.
             tokio::select! {
-                _ = tokio::time::sleep(settings.period) => {}
+                _ = tokio::time::sleep(pause) => {}
                 _ = leadership.acquired() => {}
             }
         }
     }
 }
 
-async fn probe_once(client: &Client) -> bool {
+/// One probe: `Err` says why the member is not ready.
+async fn probe_once(client: &Client) -> Result<(), String> {
+    let mut last = String::new();
     for path in ["/readyz", "/healthz"] {
-        let Ok(request) = http::Request::get(path).body(Vec::new()) else {
-            return false;
-        };
+        let request = http::Request::get(path)
+            .body(Vec::new())
+            .map_err(|e| e.to_string())?;
         match client.request_text(request).await {
-            Ok(body) => return body.trim() == "ok",
-            Err(kube::Error::Api(e)) if e.code == 404 => continue,
-            Err(_) => return false,
+            Ok(body) if body.trim() == "ok" => return Ok(()),
+            Ok(body) => return Err(format!("{path} answered {:?}", body.trim())),
+            Err(kube::Error::Api(e)) if e.code == 404 => {
+                last = format!("{path}: 404");
+                continue;
+            }
+            Err(e) => return Err(format!("{path}: {}", watch::Failure::of_client(&e).message)),
         }
     }
-    false
+    Err(last)
 }
 
 /// Consecutive-result thresholds (fedns's fix over KubeFed's flapping on one failure).
@@ -869,6 +1116,66 @@ mod tests {
         assert_eq!(p.observe(false), Some(false));
         assert_eq!(p.observe(true), None);
         assert_eq!(p.observe(true), Some(true));
+    }
+
+    #[test]
+    fn never_synced_before_the_host_is_listed_however_long_it_takes() {
+        let mut gate = SyncGate::default();
+        let expected = BTreeSet::from(["c1".to_string()]);
+        gate.timed_out = true;
+        assert_eq!(gate.decide(&expected), SyncDecision::Wait);
+        for kind in HOST_KINDS.into_iter().skip(1) {
+            gate.host_listed(kind);
+        }
+        assert_eq!(
+            gate.decide(&expected),
+            SyncDecision::Wait,
+            "domains missing"
+        );
+        gate.host_listed("domains");
+        assert_eq!(
+            gate.decide(&expected),
+            SyncDecision::Synced(vec!["c1".into()]),
+            "the timeout applies to members only"
+        );
+        assert_eq!(gate.decide(&expected), SyncDecision::Done);
+    }
+
+    #[test]
+    fn members_are_waited_for_until_the_timeout() {
+        let mut gate = SyncGate::default();
+        let expected = BTreeSet::from(["c1".to_string(), "c2".to_string()]);
+        for kind in HOST_KINDS {
+            gate.host_listed(kind);
+        }
+        for kind in MemberKind::ALL {
+            gate.member_listed("c1".into(), kind);
+        }
+        assert_eq!(gate.decide(&expected), SyncDecision::Wait);
+        for kind in MemberKind::ALL {
+            gate.member_listed("c2".into(), kind);
+        }
+        assert_eq!(gate.decide(&expected), SyncDecision::Synced(vec![]));
+    }
+
+    #[test]
+    fn a_member_listed_after_the_timeout_is_reachable_again() {
+        let mut gate = SyncGate::default();
+        let expected = BTreeSet::from(["c1".to_string()]);
+        for kind in HOST_KINDS {
+            gate.host_listed(kind);
+        }
+        gate.timed_out = true;
+        let SyncDecision::Synced(unlisted) = gate.decide(&expected) else {
+            panic!("synced at the timeout");
+        };
+        gate.held_unreachable = unlisted.into_iter().collect();
+        let (last, first) = MemberKind::ALL.split_last().unwrap();
+        for kind in first {
+            assert!(!gate.member_listed("c1".into(), *kind));
+        }
+        assert!(gate.member_listed("c1".into(), *last));
+        assert!(!gate.member_listed("c1".into(), *last), "only once");
     }
 
     #[test]

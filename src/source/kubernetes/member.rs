@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::watch::{self, Change, Notice};
+use super::watch::{self, Change, Notice, WatchHealth, WatchSettings, Watched};
 use crate::federation::model::{MemberKind, MemberObject, MemberObjectId, ObjectKey, SourceEvent};
 use crate::source::normalize::{self, NormalizeError};
 
@@ -23,9 +23,11 @@ pub struct WatchNotice {
     pub notice: Notice,
 }
 
-/// The running watchers of one member; dropping it stops them.
+/// The running watchers of one member; dropping it stops them (and forgets their failures).
 #[derive(Debug)]
 pub struct MemberWatchers {
+    cluster: String,
+    health: WatchHealth,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -34,18 +36,23 @@ impl Drop for MemberWatchers {
         for task in &self.tasks {
             task.abort();
         }
+        self.health.forget_cluster(&self.cluster);
     }
 }
 
-/// Starts one watcher per [`MemberKind`] for `cluster`.
+/// Starts one watcher per [`MemberKind`] for `cluster`, whose API server is at `url`.
 pub fn spawn(
     cluster: &str,
+    url: &str,
     client: Client,
+    settings: &WatchSettings,
     events: mpsc::Sender<SourceEvent>,
     notices: mpsc::UnboundedSender<WatchNotice>,
 ) -> MemberWatchers {
     let ctx = |kind| Ctx {
         cluster: cluster.to_owned(),
+        url: url.to_owned(),
+        settings: settings.clone(),
         kind,
         events: events.clone(),
         notices: notices.clone(),
@@ -67,12 +74,18 @@ pub fn spawn(
         ),
         tokio::spawn(ctx(MemberKind::Node).run(Api::<Node>::all(client), normalize::node)),
     ];
-    MemberWatchers { tasks }
+    MemberWatchers {
+        cluster: cluster.to_owned(),
+        health: settings.health.clone(),
+        tasks,
+    }
 }
 
 /// One kind in one member.
 struct Ctx {
     cluster: String,
+    url: String,
+    settings: WatchSettings,
     kind: MemberKind,
     events: mpsc::Sender<SourceEvent>,
     notices: mpsc::UnboundedSender<WatchNotice>,
@@ -84,13 +97,19 @@ impl Ctx {
         K: Resource + Clone + std::fmt::Debug + DeserializeOwned + Send + 'static,
         K::DynamicType: Default,
     {
-        let label = format!("{}/{}", self.cluster, self.kind.as_str());
+        let watched = Watched::new(
+            &self.cluster,
+            self.kind.as_str(),
+            &self.url,
+            &api,
+            &self.settings,
+        );
         let cluster = &self.cluster;
         let kind = self.kind;
         let events = &self.events;
         watch::run(
             api,
-            &label,
+            &watched,
             |object| match normalize(object) {
                 Ok(o) => Some(o),
                 Err(error) => {
