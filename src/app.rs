@@ -249,7 +249,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, StartError> {
         tasks.push(tokio::spawn(server::serve_tcp(
             listener,
             store.clone(),
-            cfg.limits,
+            cfg.limits.clone(),
             metrics.clone(),
             shutdown.clone(),
         )));
@@ -339,8 +339,14 @@ async fn bind_dns(
     let attempts = if addr.port() == 0 { 20 } else { 1 };
     let mut last = None;
     for _ in 0..attempts {
-        let workers = UdpWorkers::start(addr, cfg.udp_workers, store.clone(), cfg.limits, metrics)
-            .map_err(|source| StartError::DnsListen { addr, source })?;
+        let workers = UdpWorkers::start(
+            addr,
+            cfg.udp_workers,
+            store.clone(),
+            cfg.limits.clone(),
+            metrics,
+        )
+        .map_err(|source| StartError::DnsListen { addr, source })?;
         let bound = workers.local_addr;
         match tokio::net::TcpListener::bind(bound).await {
             Ok(listener) => return Ok((workers, listener)),

@@ -73,6 +73,13 @@ pub struct ServeArgs {
     /// Largest UDP response and the EDNS payload we advertise [default: 1232].
     #[arg(long, env = "FEDNS_MAX_UDP_PAYLOAD")]
     pub max_udp_payload: Option<u16>,
+    /// Server identity sent as EDNS NSID (RFC 5001) and answered to CH TXT id.server and
+    /// hostname.bind; `hostname` uses the machine's host name [default: none].
+    #[arg(long, env = "FEDNS_NSID")]
+    pub nsid: Option<String>,
+    /// Answer to CH TXT version.bind and version.server [default: none, those are REFUSED].
+    #[arg(long, env = "FEDNS_VERSION_STRING")]
+    pub version_string: Option<String>,
     /// Resolver for load-balancer hostnames outside our zones, ip:port [default: the system's].
     #[arg(long, env = "FEDNS_UPSTREAM_RESOLVER")]
     pub upstream_resolver: Option<SocketAddr>,
@@ -212,6 +219,8 @@ struct FileConfig {
     #[serde(rename = "maxUDPPayload")]
     max_udp_payload: Option<u16>,
     upstream_resolver: Option<SocketAddr>,
+    nsid: Option<String>,
+    version_string: Option<String>,
     log_format: Option<LogFormat>,
     propagation: Option<bool>,
     propagation_resync: Option<String>,
@@ -417,6 +426,17 @@ impl ServeArgs {
                     .max_udp_payload
                     .or(file.max_udp_payload)
                     .unwrap_or(1232),
+                nsid: self
+                    .nsid
+                    .clone()
+                    .or(file.nsid)
+                    .map(|text| server_identity(&text)),
+                version: self
+                    .version_string
+                    .clone()
+                    .or(file.version_string)
+                    .map(|text| text.into_bytes().into()),
+                tcp_keepalive: None,
             },
             upstream_resolver: self.upstream_resolver.or(file.upstream_resolver),
             log_format: self.log_format.or(file.log_format).unwrap_or_default(),
@@ -424,6 +444,20 @@ impl ServeArgs {
         cfg.validate()?;
         Ok(cfg)
     }
+}
+
+/// The NSID bytes for `--nsid`: the text itself, or the machine's host name for `hostname`.
+fn server_identity(text: &str) -> std::sync::Arc<[u8]> {
+    let text = match text {
+        "hostname" => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "hostname".to_owned()),
+        other => other.to_owned(),
+    };
+    text.into_bytes().into()
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -474,6 +508,17 @@ impl ServeConfig {
         }
         if self.limits.max_udp_payload < 512 {
             return invalid("maxUDPPayload", "must be at least 512");
+        }
+        if self
+            .limits
+            .nsid
+            .as_ref()
+            .is_some_and(|n| n.is_empty() || n.len() > 255)
+        {
+            return invalid("nsid", "must be 1 to 255 bytes");
+        }
+        if self.limits.version.as_ref().is_some_and(|v| v.len() > 255) {
+            return invalid("versionString", "must be at most 255 bytes");
         }
         let ttl = self.engine.ttl;
         if ttl.min_ttl > ttl.max_ttl {

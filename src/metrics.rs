@@ -325,6 +325,7 @@ mod tests {
             Some(Answered {
                 rcode: 3,
                 truncated: false,
+                class: crate::dns::responder::ResponseClass::Nxdomain,
             }),
             Duration::from_micros(3),
         );

@@ -55,6 +55,7 @@ impl UdpWorkers {
             .map(|(i, socket)| {
                 let store = store.clone();
                 let stop = stop.clone();
+                let limits = limits.clone();
                 let metrics = metrics.worker(Transport::Udp);
                 std::thread::Builder::new()
                     .name(format!("fedns-udp-{i}"))
@@ -269,6 +270,7 @@ pub async fn serve_tcp(
         let store = store.clone();
         let metrics = metrics.clone();
         let stop = stop.clone();
+        let limits = limits.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let _ = stream.set_nodelay(true);
