@@ -250,6 +250,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, StartError> {
             listener,
             store.clone(),
             cfg.limits.clone(),
+            cfg.tcp,
             metrics.clone(),
             shutdown.clone(),
         )));

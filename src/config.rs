@@ -10,6 +10,7 @@ use clap::Args;
 use serde::Deserialize;
 
 use crate::dns::responder::Limits;
+use crate::dns::server::TcpSettings;
 use crate::federation::engine::Settings;
 use crate::federation::records::TtlPolicy;
 use crate::k8s::lease::LeaseSettings;
@@ -73,6 +74,14 @@ pub struct ServeArgs {
     /// Largest UDP response and the EDNS payload we advertise [default: 1232].
     #[arg(long, env = "FEDNS_MAX_UDP_PAYLOAD")]
     pub max_udp_payload: Option<u16>,
+    /// Open DNS TCP connections; at the cap a new connection closes the one idle longest
+    /// [default: 1024].
+    #[arg(long, env = "FEDNS_TCP_MAX_CONNECTIONS")]
+    pub tcp_max_connections: Option<usize>,
+    /// How long a DNS TCP connection may wait for its next query; shortened automatically past
+    /// half the connection cap [default: 10s].
+    #[arg(long, env = "FEDNS_TCP_IDLE_TIMEOUT", value_parser = parse_duration)]
+    pub tcp_idle_timeout: Option<Duration>,
     /// Server identity sent as EDNS NSID (RFC 5001) and answered to CH TXT id.server and
     /// hostname.bind; `hostname` uses the machine's host name [default: none].
     #[arg(long, env = "FEDNS_NSID")]
@@ -218,6 +227,8 @@ struct FileConfig {
     grace_period: Option<String>,
     #[serde(rename = "maxUDPPayload")]
     max_udp_payload: Option<u16>,
+    tcp_max_connections: Option<usize>,
+    tcp_idle_timeout: Option<String>,
     upstream_resolver: Option<SocketAddr>,
     nsid: Option<String>,
     version_string: Option<String>,
@@ -251,6 +262,7 @@ pub struct ServeConfig {
     pub udp_workers: usize,
     pub engine: Settings,
     pub limits: Limits,
+    pub tcp: TcpSettings,
     pub upstream_resolver: Option<SocketAddr>,
     pub log_format: LogFormat,
 }
@@ -437,6 +449,18 @@ impl ServeArgs {
                     .or(file.version_string)
                     .map(|text| text.into_bytes().into()),
                 tcp_keepalive: None,
+            },
+            tcp: TcpSettings {
+                max_connections: self
+                    .tcp_max_connections
+                    .or(file.tcp_max_connections)
+                    .unwrap_or(TcpSettings::default().max_connections),
+                idle_timeout: duration(
+                    self.tcp_idle_timeout,
+                    &file.tcp_idle_timeout,
+                    "tcpIdleTimeout",
+                    TcpSettings::default().idle_timeout,
+                )?,
             },
             upstream_resolver: self.upstream_resolver.or(file.upstream_resolver),
             log_format: self.log_format.or(file.log_format).unwrap_or_default(),
