@@ -345,6 +345,7 @@ async fn bind_dns(
             cfg.udp_workers,
             store.clone(),
             cfg.limits.clone(),
+            &cfg.rrl,
             metrics,
         )
         .map_err(|source| StartError::DnsListen { addr, source })?;

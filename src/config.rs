@@ -10,6 +10,7 @@ use clap::Args;
 use serde::Deserialize;
 
 use crate::dns::responder::Limits;
+use crate::dns::rrl::{Prefix, RrlSettings};
 use crate::dns::server::TcpSettings;
 use crate::federation::engine::Settings;
 use crate::federation::records::TtlPolicy;
@@ -82,6 +83,21 @@ pub struct ServeArgs {
     /// half the connection cap [default: 10s].
     #[arg(long, env = "FEDNS_TCP_IDLE_TIMEOUT", value_parser = parse_duration)]
     pub tcp_idle_timeout: Option<Duration>,
+    /// Response rate limiting: UDP responses per second per client prefix (/24, /56) and
+    /// response class; 0 turns it off [default: 200].
+    #[arg(long, env = "FEDNS_RRL_RATE")]
+    pub rrl_rate: Option<u32>,
+    /// Every Nth rate-limited response is sent truncated instead of dropped, so real clients
+    /// retry over TCP; 0 drops all [default: 2].
+    #[arg(long, env = "FEDNS_RRL_SLIP")]
+    pub rrl_slip: Option<u32>,
+    /// How long a flooding prefix's excess is remembered, e.g. 15s [default: 15s].
+    #[arg(long, env = "FEDNS_RRL_WINDOW", value_parser = parse_duration)]
+    pub rrl_window: Option<Duration>,
+    /// Client prefixes never rate limited, e.g. 10.0.0.0/8 (the cluster resolvers); repeat or
+    /// comma-separate [default: none].
+    #[arg(long, env = "FEDNS_RRL_EXEMPT", value_delimiter = ',')]
+    pub rrl_exempt: Vec<Prefix>,
     /// Server identity sent as EDNS NSID (RFC 5001) and answered to CH TXT id.server and
     /// hostname.bind; `hostname` uses the machine's host name [default: none].
     #[arg(long, env = "FEDNS_NSID")]
@@ -229,6 +245,10 @@ struct FileConfig {
     max_udp_payload: Option<u16>,
     tcp_max_connections: Option<usize>,
     tcp_idle_timeout: Option<String>,
+    rrl_rate: Option<u32>,
+    rrl_slip: Option<u32>,
+    rrl_window: Option<String>,
+    rrl_exempt: Option<Vec<String>>,
     upstream_resolver: Option<SocketAddr>,
     nsid: Option<String>,
     version_string: Option<String>,
@@ -263,6 +283,7 @@ pub struct ServeConfig {
     pub engine: Settings,
     pub limits: Limits,
     pub tcp: TcpSettings,
+    pub rrl: RrlSettings,
     pub upstream_resolver: Option<SocketAddr>,
     pub log_format: LogFormat,
 }
@@ -461,6 +482,35 @@ impl ServeArgs {
                     "tcpIdleTimeout",
                     TcpSettings::default().idle_timeout,
                 )?,
+            },
+            rrl: RrlSettings {
+                rate: self
+                    .rrl_rate
+                    .or(file.rrl_rate)
+                    .unwrap_or(RrlSettings::default().rate),
+                slip: self
+                    .rrl_slip
+                    .or(file.rrl_slip)
+                    .unwrap_or(RrlSettings::default().slip),
+                window: duration(
+                    self.rrl_window,
+                    &file.rrl_window,
+                    "rrlWindow",
+                    RrlSettings::default().window,
+                )?,
+                exempt: if !self.rrl_exempt.is_empty() {
+                    self.rrl_exempt.clone()
+                } else {
+                    file.rrl_exempt
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|p| p.parse())
+                        .collect::<Result<_, _>>()
+                        .map_err(|message| ConfigError::Invalid {
+                            field: "rrlExempt",
+                            message,
+                        })?
+                },
             },
             upstream_resolver: self.upstream_resolver.or(file.upstream_resolver),
             log_format: self.log_format.or(file.log_format).unwrap_or_default(),

@@ -25,6 +25,9 @@ const RCODES: [(u16, &str); 8] = [
     (u16::MAX, "other"),
 ];
 
+/// Rate limiting actions, in [`WorkerMetrics::rate_limited`] order.
+const RRL_ACTIONS: [&str; 2] = ["drop", "slip"];
+
 /// Every metric fedns exports.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -33,6 +36,7 @@ pub struct Metrics {
     responses: IntCounterVec,
     dropped: IntCounter,
     truncated: IntCounter,
+    rrl_actions: IntCounterVec,
     duration: Histogram,
     pub records: IntGauge,
     pub members: IntGauge,
@@ -82,6 +86,14 @@ impl Metrics {
             "UDP responses sent with TC set",
         )
         .expect("valid metric");
+        let rrl_actions = IntCounterVec::new(
+            Opts::new(
+                "fedns_rrl_actions_total",
+                "UDP responses response rate limiting dropped or sent truncated (slip), by action",
+            ),
+            &["action"],
+        )
+        .expect("valid metric");
         let duration = Histogram::with_opts(
             HistogramOpts::new(
                 "fedns_dns_request_duration_seconds",
@@ -108,6 +120,7 @@ impl Metrics {
             responses,
             dropped,
             truncated,
+            rrl_actions,
             duration,
             records: gauge("fedns_records", "Names in the record store"),
             members: gauge("fedns_members", "Member clusters known"),
@@ -201,6 +214,7 @@ impl Metrics {
             Box::new(m.responses.clone()),
             Box::new(m.dropped.clone()),
             Box::new(m.truncated.clone()),
+            Box::new(m.rrl_actions.clone()),
             Box::new(m.duration.clone()),
             Box::new(m.records.clone()),
             Box::new(m.members.clone()),
@@ -222,9 +236,12 @@ impl Metrics {
         ] {
             m.registry.register(c).expect("unique metric");
         }
-        // Show every rcode from the start, so rate() works from the first scrape.
+        // Show every rcode and action from the start, so rate() works from the first scrape.
         for (_, label) in RCODES {
             m.responses.with_label_values(&[label]);
+        }
+        for action in RRL_ACTIONS {
+            m.rrl_actions.with_label_values(&[action]);
         }
         m
     }
@@ -240,6 +257,7 @@ impl Metrics {
             responses: RCODES.map(|(_, l)| self.responses.with_label_values(&[l]).local()),
             dropped: self.dropped.local(),
             truncated: self.truncated.local(),
+            rrl: RRL_ACTIONS.map(|a| self.rrl_actions.with_label_values(&[a]).local()),
             duration: self.duration.local(),
             pending: 0,
         }
@@ -263,6 +281,8 @@ pub struct WorkerMetrics {
     responses: [LocalCounter; RCODES.len()],
     dropped: LocalCounter,
     truncated: LocalCounter,
+    /// Responses rate limiting dropped, and sent truncated (slipped).
+    rrl: [LocalCounter; 2],
     duration: LocalHistogram,
     pending: u32,
 }
@@ -292,6 +312,12 @@ impl WorkerMetrics {
         }
     }
 
+    /// Counts a response that rate limiting dropped (`slipped`: sent truncated instead).
+    #[inline]
+    pub fn rate_limited(&mut self, slipped: bool) {
+        self.rrl[usize::from(slipped)].inc();
+    }
+
     pub fn flush(&mut self) {
         if self.pending == 0 {
             return;
@@ -303,6 +329,9 @@ impl WorkerMetrics {
         }
         self.dropped.flush();
         self.truncated.flush();
+        for c in &self.rrl {
+            c.flush();
+        }
         self.duration.flush();
     }
 }
@@ -326,6 +355,8 @@ mod tests {
                 rcode: 3,
                 truncated: false,
                 class: crate::dns::responder::ResponseClass::Nxdomain,
+                question_end: 12,
+                opt_len: 0,
             }),
             Duration::from_micros(3),
         );

@@ -379,16 +379,10 @@ async fn kdig_gets_the_same_answers_over_udp_and_tcp() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_tcp_client_is_answered_while_many_connections_are_held_open() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let server = Server::start_configured(
-        |source, zones| {
-            copy_tree(&repo().join("deploy/demo"), source);
-            copy_tree(&repo().join("zones"), zones);
-        },
-        |args| {
-            args.tcp_max_connections = Some(64);
-            args.tcp_idle_timeout = Some(Duration::from_secs(30));
-        },
-    )
+    let server = demo_with(|args| {
+        args.tcp_max_connections = Some(64);
+        args.tcp_idle_timeout = Some(Duration::from_secs(30));
+    })
     .await;
     // 300 idle connections from ten client addresses: far past the cap of 64.
     let mut held = Vec::new();
@@ -441,14 +435,7 @@ async fn a_new_tcp_client_is_answered_while_many_connections_are_held_open() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udp_replies_leave_from_the_address_queried_on_a_wildcard_bind() {
-    let server = Server::start_configured(
-        |source, zones| {
-            copy_tree(&repo().join("deploy/demo"), source);
-            copy_tree(&repo().join("zones"), zones);
-        },
-        |args| args.dns_listen = vec!["0.0.0.0:0".parse().unwrap()],
-    )
-    .await;
+    let server = demo_with(|args| args.dns_listen = vec!["0.0.0.0:0".parse().unwrap()]).await;
     let port = server.dns.port();
     for to in ["127.0.0.2", "127.0.0.1", "127.0.0.3"] {
         let target: std::net::SocketAddr = format!("{to}:{port}").parse().unwrap();
@@ -465,4 +452,59 @@ async fn udp_replies_leave_from_the_address_queried_on_a_wildcard_bind() {
         assert_eq!(Message::from_vec(&buf[..n]).unwrap().answers.len(), 3);
     }
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_from_one_prefix_is_rate_limited_with_slips_but_tcp_is_not() {
+    let server = demo_with(|args| {
+        args.rrl_rate = Some(5);
+        args.rrl_slip = Some(2);
+        args.udp_workers = Some(1);
+    })
+    .await;
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let q = query_bytes(G, RecordType::A, true);
+    for _ in 0..40 {
+        socket.send_to(&q, server.dns).unwrap();
+    }
+    let (mut full, mut slipped) = (0, 0);
+    let mut buf = [0u8; 1500];
+    while let Ok((n, _)) = socket.recv_from(&mut buf) {
+        let m = Message::from_vec(&buf[..n]).unwrap();
+        if m.metadata.truncation {
+            assert!(m.answers.is_empty());
+            assert!(m.edns.is_some(), "a slip keeps the OPT");
+            slipped += 1;
+        } else {
+            full += 1;
+        }
+    }
+    // 40 responses within a second or so: about 5 sent, the other 35 limited, every 2nd slipped.
+    assert!((5..=10).contains(&full), "{full} full answers");
+    assert!((15..=18).contains(&slipped), "{slipped} slips");
+    let (_, metrics) = server.admin_get("/metrics").await;
+    let dropped = metrics
+        .lines()
+        .find(|l| l.starts_with("fedns_rrl_actions_total{action=\"drop\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u32>().ok());
+    assert!(dropped.is_some_and(|d| d >= 15), "{metrics}");
+    // TCP is never limited: the slip's retry succeeds.
+    let tcp = Message::from_vec(&raw_tcp(server.dns, &q)).unwrap();
+    assert_eq!(tcp.answers.len(), 3);
+    server.stop().await;
+}
+
+/// The demo with some flags changed.
+async fn demo_with(configure: impl FnOnce(&mut fedns::config::ServeArgs)) -> Server {
+    Server::start_configured(
+        |source, zones| {
+            copy_tree(&repo().join("deploy/demo"), source);
+            copy_tree(&repo().join("zones"), zones);
+        },
+        configure,
+    )
+    .await
 }

@@ -63,6 +63,28 @@ pub struct Answered {
     pub rcode: u16,
     pub truncated: bool,
     pub class: ResponseClass,
+    /// End of the question section in the response.
+    pub question_end: u16,
+    /// Length of the OPT record ending the response (0 without EDNS).
+    pub opt_len: u16,
+}
+
+impl Answered {
+    /// Cuts the response in `out` down to header, question and OPT, with TC set: what a rate
+    /// limiter's slip sends so that a real client retries over TCP.
+    pub fn truncate(&mut self, out: &mut Vec<u8>) {
+        let (question_end, opt_len) = (self.question_end as usize, self.opt_len as usize);
+        if out.len() < question_end + opt_len || out.len() < wire::HEADER_LEN {
+            return;
+        }
+        let opt_at = out.len() - opt_len;
+        out.copy_within(opt_at.., question_end);
+        out.truncate(question_end + opt_len);
+        out[2] |= 0x02;
+        out[6..10].fill(0);
+        out[10..12].copy_from_slice(&u16::from(opt_len > 0).to_be_bytes());
+        self.truncated = true;
+    }
 }
 
 /// Builds the response to `packet` in `out` (cleared first). Returns `None` when the packet must
@@ -98,6 +120,8 @@ pub fn respond(
                 rcode: rcode as u16,
                 truncated: false,
                 class: ResponseClass::Error,
+                question_end: wire::HEADER_LEN as u16,
+                opt_len: (out.len() - wire::HEADER_LEN) as u16,
             });
         }
     };
@@ -371,6 +395,8 @@ fn finish_response(
         rcode: rc,
         truncated,
         class,
+        question_end: question_end as u16,
+        opt_len: opt_len as u16,
     }
 }
 

@@ -13,7 +13,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::dns::responder::{self, Limits, Transport};
+use crate::dns::responder::{self, Answered, Limits, Transport};
+use crate::dns::rrl::{Action, RateLimiter, RrlSettings};
 use crate::dns::store::RecordStore;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
@@ -36,6 +37,7 @@ impl UdpWorkers {
         workers: usize,
         store: Arc<RecordStore>,
         limits: Limits,
+        rrl: &RrlSettings,
         metrics: &Metrics,
     ) -> io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
@@ -52,10 +54,11 @@ impl UdpWorkers {
                 let store = store.clone();
                 let stop = stop.clone();
                 let limits = limits.clone();
+                let limiter = RateLimiter::new(rrl.clone());
                 let metrics = metrics.worker(Transport::Udp);
                 std::thread::Builder::new()
                     .name(format!("fedns-udp-{i}"))
-                    .spawn(move || udp_loop(socket, store, limits, metrics, stop))
+                    .spawn(move || udp_loop(socket, store, limits, limiter, metrics, stop))
             })
             .collect::<io::Result<Vec<_>>>()?;
         Ok(Self {
@@ -98,6 +101,7 @@ fn udp_loop(
     socket: UdpSocket,
     store: Arc<RecordStore>,
     limits: Limits,
+    mut limiter: RateLimiter,
     mut metrics: crate::metrics::WorkerMetrics,
     stop: Arc<AtomicBool>,
 ) {
@@ -138,6 +142,7 @@ fn udp_loop(
         [(0, None, Destination::Bound); BATCH];
     let mut replies: [Option<SockaddrStorage>; BATCH] = [None; BATCH];
     let mut sources: [Destination; BATCH] = [Destination::Bound; BATCH];
+    let epoch = Instant::now();
 
     while !stop.load(Ordering::Relaxed) {
         let count = {
@@ -201,8 +206,21 @@ fn udp_loop(
                 &limits,
                 &mut outs[answers],
             );
+            let Some(client) = peer.as_ref().and_then(ip_of) else {
+                metrics.observe(answered, started.elapsed());
+                continue;
+            };
+            let answered = rate_limit(
+                answered,
+                client,
+                &mut outs[answers],
+                &mut limiter,
+                epoch,
+                started,
+                &mut metrics,
+            );
             metrics.observe(answered, started.elapsed());
-            if answered.is_some() && peer.is_some() {
+            if answered.is_some() {
                 replies[answers] = peer;
                 sources[answers] = destination;
                 answers += 1;
@@ -263,6 +281,42 @@ fn udp_loop(
     }
 }
 
+/// The client address of a datagram.
+#[cfg(target_os = "linux")]
+fn ip_of(addr: &nix::sys::socket::SockaddrStorage) -> Option<IpAddr> {
+    if let Some(v4) = addr.as_sockaddr_in() {
+        return Some(IpAddr::V4(v4.ip()));
+    }
+    addr.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
+}
+
+/// Applies response rate limiting to the response built in `out`: `None` when it is dropped.
+#[inline]
+fn rate_limit(
+    answered: Option<Answered>,
+    client: IpAddr,
+    out: &mut Vec<u8>,
+    limiter: &mut RateLimiter,
+    epoch: Instant,
+    now: Instant,
+    metrics: &mut crate::metrics::WorkerMetrics,
+) -> Option<Answered> {
+    let mut answered = answered?;
+    let second = now.saturating_duration_since(epoch).as_secs() as u32;
+    match limiter.check(client, answered.class, out, second) {
+        Action::Send => Some(answered),
+        Action::Slip => {
+            metrics.rate_limited(true);
+            answered.truncate(out);
+            Some(answered)
+        }
+        Action::Drop => {
+            metrics.rate_limited(false);
+            None
+        }
+    }
+}
+
 /// The address a reply leaves from: the socket's own, or (on a wildcard bind) the address the
 /// query was sent to.
 #[cfg(target_os = "linux")]
@@ -293,9 +347,11 @@ fn udp_loop(
     socket: UdpSocket,
     store: Arc<RecordStore>,
     limits: Limits,
+    mut limiter: RateLimiter,
     mut metrics: crate::metrics::WorkerMetrics,
     stop: Arc<AtomicBool>,
 ) {
+    let epoch = Instant::now();
     let mut packet = [0u8; 4096];
     let mut out = Vec::with_capacity(64 * 1024);
     while !stop.load(Ordering::Relaxed) {
@@ -318,6 +374,15 @@ fn udp_loop(
         let started = Instant::now();
         let answered =
             responder::respond(&packet[..len], &store, Transport::Udp, &limits, &mut out);
+        let answered = rate_limit(
+            answered,
+            peer.ip(),
+            &mut out,
+            &mut limiter,
+            epoch,
+            started,
+            &mut metrics,
+        );
         if answered.is_some()
             && let Err(e) = socket.send_to(&out, peer)
         {
