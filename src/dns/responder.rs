@@ -170,6 +170,10 @@ fn answer_query(
     let mut key_buf = [0u8; wire::MAX_NAME_WIRE];
     let key = wire::lowercase_into(query.qname, &mut key_buf);
     let zones = store.zones();
+    if query.qtype == rtype::AXFR && transport == Transport::Udp {
+        // A zone transfer needs TCP (as NSD and Knot answer it).
+        return finish(out, false, rcode::NOTIMP as u16, [0, 0]);
+    }
     if zones.find(key).is_none() || matches!(query.qtype, rtype::AXFR | rtype::IXFR) {
         return refused(out);
     }
