@@ -7,7 +7,7 @@
 use std::process::Command;
 
 /// cfg name, and a shell command that succeeds when the tool is usable.
-const TOOLS: [(&str, &str); 7] = [
+const TOOLS: [(&str, &str); 8] = [
     ("fedns_missing_dig", "command -v dig"),
     ("fedns_missing_kdig", "command -v kdig"),
     (
@@ -19,6 +19,10 @@ const TOOLS: [(&str, &str); 7] = [
         "command -v named || test -x /usr/sbin/named",
     ),
     ("fedns_missing_promtool", "command -v promtool"),
+    (
+        "fedns_missing_nsd",
+        "command -v nsd || test -x /usr/sbin/nsd",
+    ),
     ("fedns_missing_kustomize", "kubectl kustomize --help"),
     ("fedns_missing_helm", "python3 -c 'import helm_python'"),
 ];

@@ -247,7 +247,8 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, StartError> {
         tasks.push(tokio::spawn(server::serve_tcp(
             listener,
             store.clone(),
-            cfg.limits,
+            cfg.limits.clone(),
+            cfg.tcp,
             metrics.clone(),
             shutdown.clone(),
         )));
@@ -356,8 +357,15 @@ async fn bind_dns(
     let attempts = if addr.port() == 0 { 20 } else { 1 };
     let mut last = None;
     for _ in 0..attempts {
-        let workers = UdpWorkers::start(addr, cfg.udp_workers, store.clone(), cfg.limits, metrics)
-            .map_err(|source| StartError::DnsListen { addr, source })?;
+        let workers = UdpWorkers::start(
+            addr,
+            cfg.udp_workers,
+            store.clone(),
+            cfg.limits.clone(),
+            &cfg.rrl,
+            metrics,
+        )
+        .map_err(|source| StartError::DnsListen { addr, source })?;
         let bound = workers.local_addr;
         match tokio::net::TcpListener::bind(bound).await {
             Ok(listener) => return Ok((workers, listener)),

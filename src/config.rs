@@ -10,6 +10,8 @@ use clap::Args;
 use serde::Deserialize;
 
 use crate::dns::responder::Limits;
+use crate::dns::rrl::{Prefix, RrlSettings};
+use crate::dns::server::TcpSettings;
 use crate::federation::engine::Settings;
 use crate::federation::records::TtlPolicy;
 use crate::k8s::lease::LeaseSettings;
@@ -74,6 +76,36 @@ pub struct ServeArgs {
     /// Largest UDP response and the EDNS payload we advertise [default: 1232].
     #[arg(long, env = "FEDNS_MAX_UDP_PAYLOAD")]
     pub max_udp_payload: Option<u16>,
+    /// Open DNS TCP connections; at the cap a new connection closes the one idle longest
+    /// [default: 1024].
+    #[arg(long, env = "FEDNS_TCP_MAX_CONNECTIONS")]
+    pub tcp_max_connections: Option<usize>,
+    /// How long a DNS TCP connection may wait for its next query; shortened automatically past
+    /// half the connection cap [default: 10s].
+    #[arg(long, env = "FEDNS_TCP_IDLE_TIMEOUT", value_parser = parse_duration)]
+    pub tcp_idle_timeout: Option<Duration>,
+    /// Response rate limiting: UDP responses per second per client prefix (/24, /56) and
+    /// response class; 0 turns it off [default: 200].
+    #[arg(long, env = "FEDNS_RRL_RATE")]
+    pub rrl_rate: Option<u32>,
+    /// Every Nth rate-limited response is sent truncated instead of dropped, so real clients
+    /// retry over TCP; 0 drops all [default: 2].
+    #[arg(long, env = "FEDNS_RRL_SLIP")]
+    pub rrl_slip: Option<u32>,
+    /// How long a flooding prefix's excess is remembered, e.g. 15s [default: 15s].
+    #[arg(long, env = "FEDNS_RRL_WINDOW", value_parser = parse_duration)]
+    pub rrl_window: Option<Duration>,
+    /// Client prefixes never rate limited, e.g. 10.0.0.0/8 (the cluster resolvers); repeat or
+    /// comma-separate [default: none].
+    #[arg(long, env = "FEDNS_RRL_EXEMPT", value_delimiter = ',')]
+    pub rrl_exempt: Vec<Prefix>,
+    /// Server identity sent as EDNS NSID (RFC 5001) and answered to CH TXT id.server and
+    /// hostname.bind; `hostname` uses the machine's host name [default: none].
+    #[arg(long, env = "FEDNS_NSID")]
+    pub nsid: Option<String>,
+    /// Answer to CH TXT version.bind and version.server [default: none, those are REFUSED].
+    #[arg(long, env = "FEDNS_VERSION_STRING")]
+    pub version_string: Option<String>,
     /// Resolver for load-balancer hostnames outside our zones, ip:port [default: the system's].
     #[arg(long, env = "FEDNS_UPSTREAM_RESOLVER")]
     pub upstream_resolver: Option<SocketAddr>,
@@ -227,7 +259,15 @@ struct FileConfig {
     grace_period: Option<String>,
     #[serde(rename = "maxUDPPayload")]
     max_udp_payload: Option<u16>,
+    tcp_max_connections: Option<usize>,
+    tcp_idle_timeout: Option<String>,
+    rrl_rate: Option<u32>,
+    rrl_slip: Option<u32>,
+    rrl_window: Option<String>,
+    rrl_exempt: Option<Vec<String>>,
     upstream_resolver: Option<SocketAddr>,
+    nsid: Option<String>,
+    version_string: Option<String>,
     log_format: Option<LogFormat>,
     log_level: Option<String>,
     shutdown_drain: Option<String>,
@@ -261,6 +301,8 @@ pub struct ServeConfig {
     pub udp_workers: usize,
     pub engine: Settings,
     pub limits: Limits,
+    pub tcp: TcpSettings,
+    pub rrl: RrlSettings,
     pub upstream_resolver: Option<SocketAddr>,
     pub log_format: LogFormat,
     /// The log filter from --log-level / logLevel; `None`: FEDNS_LOG, else info.
@@ -485,6 +527,58 @@ impl ServeArgs {
                     .max_udp_payload
                     .or(file.max_udp_payload)
                     .unwrap_or(1232),
+                nsid: self
+                    .nsid
+                    .clone()
+                    .or(file.nsid)
+                    .map(|text| server_identity(&text)),
+                version: self
+                    .version_string
+                    .clone()
+                    .or(file.version_string)
+                    .map(|text| text.into_bytes().into()),
+                tcp_keepalive: None,
+            },
+            tcp: TcpSettings {
+                max_connections: self
+                    .tcp_max_connections
+                    .or(file.tcp_max_connections)
+                    .unwrap_or(TcpSettings::default().max_connections),
+                idle_timeout: duration(
+                    self.tcp_idle_timeout,
+                    &file.tcp_idle_timeout,
+                    "tcpIdleTimeout",
+                    TcpSettings::default().idle_timeout,
+                )?,
+            },
+            rrl: RrlSettings {
+                rate: self
+                    .rrl_rate
+                    .or(file.rrl_rate)
+                    .unwrap_or(RrlSettings::default().rate),
+                slip: self
+                    .rrl_slip
+                    .or(file.rrl_slip)
+                    .unwrap_or(RrlSettings::default().slip),
+                window: duration(
+                    self.rrl_window,
+                    &file.rrl_window,
+                    "rrlWindow",
+                    RrlSettings::default().window,
+                )?,
+                exempt: if !self.rrl_exempt.is_empty() {
+                    self.rrl_exempt.clone()
+                } else {
+                    file.rrl_exempt
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|p| p.parse())
+                        .collect::<Result<_, _>>()
+                        .map_err(|message| ConfigError::Invalid {
+                            field: "rrlExempt",
+                            message,
+                        })?
+                },
             },
             upstream_resolver: self.upstream_resolver.or(file.upstream_resolver),
             log_format: self.log_format.or(file.log_format).unwrap_or_default(),
@@ -499,6 +593,20 @@ impl ServeArgs {
         cfg.validate()?;
         Ok(cfg)
     }
+}
+
+/// The NSID bytes for `--nsid`: the text itself, or the machine's host name for `hostname`.
+fn server_identity(text: &str) -> std::sync::Arc<[u8]> {
+    let text = match text {
+        "hostname" => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "hostname".to_owned()),
+        other => other.to_owned(),
+    };
+    text.into_bytes().into()
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -549,6 +657,17 @@ impl ServeConfig {
         }
         if self.limits.max_udp_payload < 512 {
             return invalid("maxUDPPayload", "must be at least 512");
+        }
+        if self
+            .limits
+            .nsid
+            .as_ref()
+            .is_some_and(|n| n.is_empty() || n.len() > 255)
+        {
+            return invalid("nsid", "must be 1 to 255 bytes");
+        }
+        if self.limits.version.as_ref().is_some_and(|v| v.len() > 255) {
+            return invalid("versionString", "must be at most 255 bytes");
         }
         let ttl = self.engine.ttl;
         if ttl.min_ttl > ttl.max_ttl {

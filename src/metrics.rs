@@ -72,6 +72,9 @@ fn qtype_index(packet: &[u8]) -> usize {
         .unwrap_or(QTYPES.len() - 1)
 }
 
+/// Rate limiting actions, in [`WorkerMetrics::rate_limited`] order.
+const RRL_ACTIONS: [&str; 2] = ["drop", "slip"];
+
 /// Every metric fedns exports.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -80,6 +83,7 @@ pub struct Metrics {
     responses: IntCounterVec,
     dropped: IntCounter,
     truncated: IntCounter,
+    rrl_actions: IntCounterVec,
     duration: Histogram,
     pub records: IntGauge,
     pub members: IntGauge,
@@ -133,6 +137,14 @@ impl Metrics {
             "UDP responses sent with TC set",
         )
         .expect("valid metric");
+        let rrl_actions = IntCounterVec::new(
+            Opts::new(
+                "fedns_rrl_actions_total",
+                "UDP responses response rate limiting dropped or sent truncated (slip), by action",
+            ),
+            &["action"],
+        )
+        .expect("valid metric");
         let duration = Histogram::with_opts(
             HistogramOpts::new(
                 "fedns_dns_request_duration_seconds",
@@ -159,6 +171,7 @@ impl Metrics {
             responses,
             dropped,
             truncated,
+            rrl_actions,
             duration,
             records: gauge(
                 "fedns_records",
@@ -268,6 +281,7 @@ impl Metrics {
             Box::new(m.responses.clone()),
             Box::new(m.dropped.clone()),
             Box::new(m.truncated.clone()),
+            Box::new(m.rrl_actions.clone()),
             Box::new(m.duration.clone()),
             Box::new(m.records.clone()),
             Box::new(m.members.clone()),
@@ -310,7 +324,7 @@ impl Metrics {
                 prometheus::process_collector::ProcessCollector::for_self(),
             ))
             .expect("unique metric");
-        // Show every rcode, qtype and zone-load result from the start, so rate() works from the
+        // Show every rcode, qtype, zone-load result and rate-limit action from the start, so rate() works from the
         // first scrape.
         for (_, label) in RCODES {
             m.responses.with_label_values(&[label]);
@@ -322,6 +336,9 @@ impl Metrics {
         }
         for result in ["changed", "error"] {
             m.zone_reloads.with_label_values(&[result]);
+        }
+        for action in RRL_ACTIONS {
+            m.rrl_actions.with_label_values(&[action]);
         }
         m
     }
@@ -337,6 +354,7 @@ impl Metrics {
             responses: RCODES.map(|(_, l)| self.responses.with_label_values(&[l]).local()),
             dropped: self.dropped.local(),
             truncated: self.truncated.local(),
+            rrl: RRL_ACTIONS.map(|a| self.rrl_actions.with_label_values(&[a]).local()),
             duration: self.duration.local(),
             pending: 0,
         }
@@ -360,6 +378,8 @@ pub struct WorkerMetrics {
     responses: [LocalCounter; RCODES.len()],
     dropped: LocalCounter,
     truncated: LocalCounter,
+    /// Responses rate limiting dropped, and sent truncated (slipped).
+    rrl: [LocalCounter; 2],
     duration: LocalHistogram,
     pending: u32,
 }
@@ -389,6 +409,12 @@ impl WorkerMetrics {
         }
     }
 
+    /// Counts a response that rate limiting dropped (`slipped`: sent truncated instead).
+    #[inline]
+    pub fn rate_limited(&mut self, slipped: bool) {
+        self.rrl[usize::from(slipped)].inc();
+    }
+
     pub fn flush(&mut self) {
         if self.pending == 0 {
             return;
@@ -402,6 +428,9 @@ impl WorkerMetrics {
         }
         self.dropped.flush();
         self.truncated.flush();
+        for c in &self.rrl {
+            c.flush();
+        }
         self.duration.flush();
     }
 }
@@ -469,6 +498,9 @@ mod tests {
             Some(Answered {
                 rcode: 3,
                 truncated: false,
+                class: crate::dns::responder::ResponseClass::Nxdomain,
+                question_end: 12,
+                opt_len: 0,
             }),
             Duration::from_micros(3),
         );

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use fedns::dns::responder::{Limits, Transport, respond};
+use fedns::dns::rrl::{Action, RateLimiter, RrlSettings};
 use fedns::dns::store::RecordStore;
 use fedns::federation::engine::{Engine, Settings};
 use hickory_proto::op::{Edns, Message, Query};
@@ -85,12 +86,29 @@ fn every_kind_of_answer_is_built_without_allocating() {
         ("FORMERR", formerr),
     ];
     let mut out = Vec::with_capacity(65_535);
+    // Response rate limiting as the UDP workers run it, at a rate this loop exceeds: sends,
+    // slips and drops are all exercised.
+    let mut limiter = RateLimiter::new(RrlSettings {
+        rate: 20,
+        ..RrlSettings::default()
+    });
+    let client = "192.0.2.1".parse().unwrap();
+    let mut actions = [0usize; 3];
     for (what, packet) in &packets {
         // Warm-up (first touch of the zone table guard etc.), then measure.
         respond(packet, &store, Transport::Udp, &limits, &mut out).unwrap();
         let info = allocation_counter::measure(|| {
             for _ in 0..100 {
-                respond(packet, &store, Transport::Udp, &limits, &mut out).unwrap();
+                let mut answered =
+                    respond(packet, &store, Transport::Udp, &limits, &mut out).unwrap();
+                match limiter.check(client, answered.class, &out, 0) {
+                    Action::Send => actions[0] += 1,
+                    Action::Slip => {
+                        answered.truncate(&mut out);
+                        actions[1] += 1;
+                    }
+                    Action::Drop => actions[2] += 1,
+                }
             }
         });
         assert_eq!(info.count_total, 0, "{what} allocated {info:?}");
@@ -98,6 +116,10 @@ fn every_kind_of_answer_is_built_without_allocating() {
         let want = expected(what);
         assert_eq!(answer(&out), want, "{what}");
     }
+    assert!(
+        actions.iter().all(|n| *n > 0),
+        "send, slip, drop: {actions:?}"
+    );
 }
 
 /// The response each case must get: the demo federation, whose eu-central shard (10.3.0.10 behind

@@ -384,3 +384,136 @@ async fn kdig_gets_the_same_answers_over_udp_and_tcp() {
     }
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_tcp_client_is_answered_while_many_connections_are_held_open() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = demo_with(|args| {
+        args.tcp_max_connections = Some(64);
+        args.tcp_idle_timeout = Some(Duration::from_secs(30));
+    })
+    .await;
+    // 300 idle connections from ten client addresses: far past the cap of 64.
+    let mut held = Vec::new();
+    for i in 0..300u32 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(std::net::SocketAddr::from((
+                [127, 0, 0, 2 + (i % 10) as u8],
+                0,
+            )))
+            .unwrap();
+        held.push(socket.connect(server.dns).await.unwrap());
+    }
+    let started = std::time::Instant::now();
+    let mut client = tokio::net::TcpStream::connect(server.dns).await.unwrap();
+    let q = query_bytes(G, RecordType::A, false);
+    client
+        .write_all(&[&(q.len() as u16).to_be_bytes()[..], &q].concat())
+        .await
+        .unwrap();
+    let len = tokio::time::timeout(Duration::from_secs(3), client.read_u16())
+        .await
+        .expect("answered while 300 connections are held open")
+        .unwrap();
+    let mut buf = vec![0u8; len as usize];
+    client.read_exact(&mut buf).await.unwrap();
+    assert_eq!(Message::from_vec(&buf).unwrap().answers.len(), 3);
+    eprintln!("answered in {:?}", started.elapsed());
+    // The idle-longest connections were closed to make room: most held ones see EOF.
+    let mut closed = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while closed < 300 - 63 && std::time::Instant::now() < deadline {
+        let mut still_open = Vec::new();
+        for mut stream in held {
+            let mut byte = [0u8; 1];
+            match tokio::time::timeout(Duration::from_millis(1), stream.read(&mut byte)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => closed += 1,
+                _ => still_open.push(stream),
+            }
+        }
+        held = still_open;
+    }
+    assert_eq!(
+        closed,
+        300 - 63,
+        "idle connections closed to stay at the cap"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_replies_leave_from_the_address_queried_on_a_wildcard_bind() {
+    let server = demo_with(|args| args.dns_listen = vec!["0.0.0.0:0".parse().unwrap()]).await;
+    let port = server.dns.port();
+    for to in ["127.0.0.2", "127.0.0.1", "127.0.0.3"] {
+        let target: std::net::SocketAddr = format!("{to}:{port}").parse().unwrap();
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        socket
+            .send_to(&query_bytes(G, RecordType::A, false), target)
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let (n, from) = socket.recv_from(&mut buf).expect("an answer");
+        assert_eq!(from, target, "the reply to {to} comes from {to}");
+        assert_eq!(Message::from_vec(&buf[..n]).unwrap().answers.len(), 3);
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_from_one_prefix_is_rate_limited_with_slips_but_tcp_is_not() {
+    let server = demo_with(|args| {
+        args.rrl_rate = Some(5);
+        args.rrl_slip = Some(2);
+        args.udp_workers = Some(1);
+    })
+    .await;
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let q = query_bytes(G, RecordType::A, true);
+    for _ in 0..40 {
+        socket.send_to(&q, server.dns).unwrap();
+    }
+    let (mut full, mut slipped) = (0, 0);
+    let mut buf = [0u8; 1500];
+    while let Ok((n, _)) = socket.recv_from(&mut buf) {
+        let m = Message::from_vec(&buf[..n]).unwrap();
+        if m.metadata.truncation {
+            assert!(m.answers.is_empty());
+            assert!(m.edns.is_some(), "a slip keeps the OPT");
+            slipped += 1;
+        } else {
+            full += 1;
+        }
+    }
+    // 40 responses within a second or so: about 5 sent, the other 35 limited, every 2nd slipped.
+    assert!((5..=10).contains(&full), "{full} full answers");
+    assert!((15..=18).contains(&slipped), "{slipped} slips");
+    let (_, metrics) = server.admin_get("/metrics").await;
+    let dropped = metrics
+        .lines()
+        .find(|l| l.starts_with("fedns_rrl_actions_total{action=\"drop\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u32>().ok());
+    assert!(dropped.is_some_and(|d| d >= 15), "{metrics}");
+    // TCP is never limited: the slip's retry succeeds.
+    let tcp = Message::from_vec(&raw_tcp(server.dns, &q)).unwrap();
+    assert_eq!(tcp.answers.len(), 3);
+    server.stop().await;
+}
+
+/// The demo with some flags changed.
+async fn demo_with(configure: impl FnOnce(&mut fedns::config::ServeArgs)) -> Server {
+    Server::start_configured(
+        |source, zones| {
+            copy_tree(&repo().join("deploy/demo"), source);
+            copy_tree(&repo().join("zones"), zones);
+        },
+        configure,
+    )
+    .await
+}

@@ -7,6 +7,7 @@
 //! map read, allocates nothing and logs nothing per query.
 
 pub mod responder;
+pub mod rrl;
 pub mod server;
 pub mod store;
 pub mod wire;

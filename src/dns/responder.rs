@@ -2,8 +2,10 @@
 //! No locks held beyond a single map read, no allocation when `out` has capacity, no logging.
 //! Protocol behaviour: the README's *DNS behaviour reference* ("Protocol") and *Concepts*.
 
+use std::sync::Arc;
+
 use crate::dns::store::{self, RecordStore};
-use crate::dns::wire::{self, Query, Reject, rcode, rtype};
+use crate::dns::wire::{self, Edns, OptOut, Query, Reject, rcode, rtype};
 
 /// Longest CNAME chain we follow inside our zones.
 const MAX_CHAIN: usize = 8;
@@ -16,18 +18,42 @@ pub enum Transport {
 }
 
 /// Answer-path settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Largest UDP payload we send and advertise with EDNS.
     pub max_udp_payload: u16,
+    /// The server's identity: sent as NSID (RFC 5001) to queries asking for it, and the answer
+    /// to CH TXT `id.server` / `hostname.bind`. `None`: neither.
+    pub nsid: Option<Arc<[u8]>>,
+    /// Answer to CH TXT `version.bind` / `version.server`. `None`: those are REFUSED.
+    pub version: Option<Arc<[u8]>>,
+    /// TCP idle timeout advertised with EDNS keepalive (RFC 7828), in units of 100 ms; set by the
+    /// TCP listener per connection, `None` on UDP.
+    pub tcp_keepalive: Option<u16>,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             max_udp_payload: wire::DEFAULT_EDNS_PAYLOAD,
+            nsid: None,
+            version: None,
+            tcp_keepalive: None,
         }
     }
+}
+
+/// Which kind of response this was, for response rate limiting (the classes NSD, Knot and BIND
+/// limit separately).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseClass {
+    /// Data, NODATA or a CNAME chain.
+    Answer,
+    /// A referral to a delegated child zone.
+    Referral,
+    Nxdomain,
+    /// FORMERR, REFUSED, NOTIMP, BADVERS, SERVFAIL.
+    Error,
 }
 
 /// What was sent, for metrics.
@@ -36,6 +62,29 @@ pub struct Answered {
     /// Full (extended) rcode.
     pub rcode: u16,
     pub truncated: bool,
+    pub class: ResponseClass,
+    /// End of the question section in the response.
+    pub question_end: u16,
+    /// Length of the OPT record ending the response (0 without EDNS).
+    pub opt_len: u16,
+}
+
+impl Answered {
+    /// Cuts the response in `out` down to header, question and OPT, with TC set: what a rate
+    /// limiter's slip sends so that a real client retries over TCP.
+    pub fn truncate(&mut self, out: &mut Vec<u8>) {
+        let (question_end, opt_len) = (self.question_end as usize, self.opt_len as usize);
+        if out.len() < question_end + opt_len || out.len() < wire::HEADER_LEN {
+            return;
+        }
+        let opt_at = out.len() - opt_len;
+        out.copy_within(opt_at.., question_end);
+        out.truncate(question_end + opt_len);
+        out[2] |= 0x02;
+        out[6..10].fill(0);
+        out[10..12].copy_from_slice(&u16::from(opt_len > 0).to_be_bytes());
+        self.truncated = true;
+    }
 }
 
 /// Builds the response to `packet` in `out` (cleared first). Returns `None` when the packet must
@@ -51,12 +100,28 @@ pub fn respond(
     let query = match wire::parse_query(packet) {
         Ok(q) => q,
         Err(Reject::Drop) => return None,
-        Err(Reject::Error { id, flags, rcode }) => {
+        Err(Reject::Error {
+            id,
+            flags,
+            rcode,
+            edns,
+        }) => {
             out.resize(wire::HEADER_LEN, 0);
-            wire::write_header(out, id, flags, false, false, rcode, [0; 4]);
+            let arcount = match edns {
+                Some(edns) => {
+                    let opt = opt_for(&edns, transport, limits, 0);
+                    wire::push_opt(out, limits.max_udp_payload, &opt);
+                    1
+                }
+                None => 0,
+            };
+            wire::write_header(out, id, flags, false, false, rcode, [0, 0, 0, arcount]);
             return Some(Answered {
                 rcode: rcode as u16,
                 truncated: false,
+                class: ResponseClass::Error,
+                question_end: wire::HEADER_LEN as u16,
+                opt_len: (out.len() - wire::HEADER_LEN) as u16,
             });
         }
     };
@@ -80,11 +145,24 @@ fn answer_query(
     let finish = |out: &mut Vec<u8>, aa: bool, rc: u16, counts: [u16; 2]| {
         finish_response(query, transport, limits, out, question_end, aa, rc, counts)
     };
+    let refused = |out: &mut Vec<u8>| finish(out, false, rcode::REFUSED as u16, [0, 0]);
 
     if let Some(edns) = query.edns
         && edns.version > 0
     {
         return finish(out, false, rcode::BADVERS, [0, 0]);
+    }
+    if query.qclass == wire::CLASS_CH {
+        return match chaos_answer(query, limits, out) {
+            true => finish(out, false, rcode::NOERROR as u16, [1, 0]),
+            false => refused(out),
+        };
+    }
+    // Class ANY is answered from IN data, not authoritatively and without negative-caching SOA
+    // (as NSD does: an ANY-class answer is not the complete truth for any one class).
+    let class_any = query.qclass == wire::CLASS_ANY;
+    if query.qclass != wire::CLASS_IN && !class_any {
+        return refused(out);
     }
     if !store.is_synced() {
         return finish(out, false, rcode::SERVFAIL as u16, [0, 0]);
@@ -92,12 +170,22 @@ fn answer_query(
     let mut key_buf = [0u8; wire::MAX_NAME_WIRE];
     let key = wire::lowercase_into(query.qname, &mut key_buf);
     let zones = store.zones();
-    if query.qclass != wire::CLASS_IN || zones.find(key).is_none() {
-        return finish(out, false, rcode::REFUSED as u16, [0, 0]);
+    if query.qtype == rtype::AXFR && transport == Transport::Udp {
+        // A zone transfer needs TCP (as NSD and Knot answer it).
+        return finish(out, false, rcode::NOTIMP as u16, [0, 0]);
     }
-    if matches!(query.qtype, rtype::AXFR | rtype::IXFR) {
-        return finish(out, false, rcode::REFUSED as u16, [0, 0]);
+    if zones.find(key).is_none() || matches!(query.qtype, rtype::AXFR | rtype::IXFR) {
+        return refused(out);
     }
+    let aa = !class_any;
+    // The SOA of a negative answer, unless the class is ANY.
+    let negative_soa = |out: &mut Vec<u8>, zone: &store::Zone, name_at: usize, name_len: usize| {
+        if class_any {
+            return 0;
+        }
+        push_soa_for(out, zone, name_at, name_len);
+        1
+    };
 
     let mut answers: u16 = 0;
     let mut name_at = wire::QNAME_OFFSET;
@@ -112,19 +200,19 @@ fn answer_query(
                 // Not in the store: NXDOMAIN if inside one of our zones, else the chain left them.
                 return match zones.find(key) {
                     Some(zone) => {
-                        push_soa_for(out, zone, name_at, name_len);
-                        finish(out, true, rcode::NXDOMAIN as u16, [answers, 1])
+                        let soa = negative_soa(out, zone, name_at, name_len);
+                        finish(out, aa, rcode::NXDOMAIN as u16, [answers, soa])
                     }
-                    None => finish(out, true, rcode::NOERROR as u16, [answers, 0]),
+                    None => finish(out, aa, rcode::NOERROR as u16, [answers, 0]),
                 };
             }
-            Some(Step::Done(n)) => return finish(out, true, 0, [answers + n, 0]),
+            Some(Step::Done(n)) => return finish(out, aa, 0, [answers + n, 0]),
             Some(Step::NoData) => {
-                if let Some(zone) = zones.find(key) {
-                    push_soa_for(out, zone, name_at, name_len);
-                    return finish(out, true, 0, [answers, 1]);
-                }
-                return finish(out, true, 0, [answers, 0]);
+                let soa = match zones.find(key) {
+                    Some(zone) => negative_soa(out, zone, name_at, name_len),
+                    None => 0,
+                };
+                return finish(out, aa, 0, [answers, soa]);
             }
             Some(Step::Cname { target_at }) => {
                 answers += 1;
@@ -138,7 +226,41 @@ fn answer_query(
         }
     }
     // Chain too long (a loop in static data): answer what we have.
-    finish(out, true, rcode::NOERROR as u16, [answers, 0])
+    finish(out, aa, rcode::NOERROR as u16, [answers, 0])
+}
+
+/// CH TXT `id.server` / `hostname.bind` (the NSID) and `version.bind` / `version.server` (the
+/// version string), when configured; appends the TXT record and returns `true`, else `false`
+/// (REFUSED).
+fn chaos_answer(query: &Query<'_>, limits: &Limits, out: &mut Vec<u8>) -> bool {
+    if !matches!(query.qtype, rtype::TXT | rtype::ANY) {
+        return false;
+    }
+    let mut key_buf = [0u8; wire::MAX_NAME_WIRE];
+    let text = match wire::lowercase_into(query.qname, &mut key_buf) {
+        b"\x02id\x06server\x00" | b"\x08hostname\x04bind\x00" => limits.nsid.as_deref(),
+        b"\x07version\x04bind\x00" | b"\x07version\x06server\x00" => limits.version.as_deref(),
+        _ => None,
+    };
+    let Some(text) = text else {
+        return false;
+    };
+    // One character-string per 255 octets.
+    let strings = text.len().div_ceil(255).max(1);
+    let rdlen = text.len() + strings;
+    out.extend_from_slice(&[0xC0, wire::QNAME_OFFSET as u8]);
+    out.extend_from_slice(&rtype::TXT.to_be_bytes());
+    out.extend_from_slice(&wire::CLASS_CH.to_be_bytes());
+    out.extend_from_slice(&0u32.to_be_bytes());
+    out.extend_from_slice(&(rdlen as u16).to_be_bytes());
+    if text.is_empty() {
+        out.push(0);
+    }
+    for chunk in text.chunks(255) {
+        out.push(chunk.len() as u8);
+        out.extend_from_slice(chunk);
+    }
+    true
 }
 
 enum Step {
@@ -170,11 +292,17 @@ fn append_for_type(
             chosen = Some(set);
         }
     }
-    if let (Some(set), false) = (cname, qtype == rtype::CNAME) {
+    if let Some(set) = cname
+        && qtype != rtype::CNAME
+    {
         let start = out.len();
         out.extend_from_slice(set.records);
         let end = out.len();
         wire::patch_owners(out, start, end, owner_at);
+        // ANY at a CNAME is the CNAME alone (RFC 1034 section 4.3.2, step 3a).
+        if qtype == rtype::ANY {
+            return Step::Done(1);
+        }
         return Step::Cname {
             target_at: start + 12,
         };
@@ -186,7 +314,7 @@ fn append_for_type(
                 return Step::NoData;
             };
             let start = out.len();
-            zone.push_soa(out, zone.soa.ttl);
+            zone.push_soa(out, zone.soa.ttl, Some(owner_at));
             let end = out.len();
             wire::patch_owners(out, start, end, owner_at);
             Step::Done(1)
@@ -207,9 +335,19 @@ fn append_for_type(
 fn push_soa_for(out: &mut Vec<u8>, zone: &store::Zone, name_at: usize, name_len: usize) {
     let apex_at = name_at + name_len - zone.key().len();
     let start = out.len();
-    zone.push_soa(out, zone.negative_ttl());
+    zone.push_soa(out, zone.negative_ttl(), Some(apex_at as u16));
     let end = out.len();
     wire::patch_owners(out, start, end, apex_at as u16);
+}
+
+/// Our OPT record's contents for a query with `edns`.
+fn opt_for<'a>(edns: &Edns, transport: Transport, limits: &'a Limits, rc: u16) -> OptOut<'a> {
+    OptOut {
+        extended_rcode: (rc >> 4) as u8,
+        dnssec_ok: edns.dnssec_ok,
+        nsid: limits.nsid.as_deref().filter(|_| edns.nsid),
+        keepalive: limits.tcp_keepalive.filter(|_| transport == Transport::Tcp),
+    }
 }
 
 /// Writes the header and OPT, truncating to the transport's limit.
@@ -224,7 +362,8 @@ fn finish_response(
     rc: u16,
     counts: [u16; 2],
 ) -> Answered {
-    let opt_len = if query.edns.is_some() { 11 } else { 0 };
+    let opt = query.edns.map(|edns| opt_for(&edns, transport, limits, rc));
+    let opt_len = opt.map_or(0, |o| o.len());
     let limit = match (transport, query.edns) {
         (Transport::Tcp, _) => u16::MAX as usize,
         (Transport::Udp, Some(edns)) => edns.payload.min(limits.max_udp_payload).max(512) as usize,
@@ -237,8 +376,8 @@ fn finish_response(
         counts = [0, 0];
     }
     let mut arcount = 0;
-    if query.edns.is_some() {
-        wire::push_opt(out, limits.max_udp_payload, (rc >> 4) as u8);
+    if let Some(opt) = &opt {
+        wire::push_opt(out, limits.max_udp_payload, opt);
         arcount = 1;
     }
     wire::write_header(
@@ -250,9 +389,18 @@ fn finish_response(
         (rc & 0xF) as u8,
         [1, counts[0], counts[1], arcount],
     );
+    let class = match rc as u8 {
+        _ if rc > 0xF => ResponseClass::Error,
+        rcode::NOERROR => ResponseClass::Answer,
+        rcode::NXDOMAIN => ResponseClass::Nxdomain,
+        _ => ResponseClass::Error,
+    };
     Answered {
         rcode: rc,
         truncated,
+        class,
+        question_end: question_end as u16,
+        opt_len: opt_len as u16,
     }
 }
 
@@ -406,5 +554,206 @@ mod tests {
     fn any_gets_one_rrset() {
         let r = ask(&store(), "web.svc.example.com.", RecordType::ANY);
         assert_eq!(r.answers.len(), 1);
+    }
+
+    /// A raw query: `name` in wire form, with an OPT record carrying `flags` and `options` when
+    /// `edns` is set.
+    fn raw(name: &[u8], qtype: u16, qclass: u16, edns: Option<(u16, &[u8])>) -> Vec<u8> {
+        let mut p = vec![0xAB, 0xCD, 0x01, 0x10, 0, 1, 0, 0, 0, 0, 0, 0];
+        p.extend_from_slice(name);
+        p.extend_from_slice(&qtype.to_be_bytes());
+        p.extend_from_slice(&qclass.to_be_bytes());
+        if let Some((flags, options)) = edns {
+            p[11] = 1;
+            p.extend_from_slice(&[0, 0, 41, 0x04, 0xD0, 0, 0]);
+            p.extend_from_slice(&flags.to_be_bytes());
+            p.extend_from_slice(&(options.len() as u16).to_be_bytes());
+            p.extend_from_slice(options);
+        }
+        p
+    }
+
+    fn send(store: &RecordStore, packet: &[u8], transport: Transport, limits: &Limits) -> Message {
+        let mut out = Vec::new();
+        respond(packet, store, transport, limits, &mut out).unwrap();
+        Message::from_vec(&out).unwrap()
+    }
+
+    const WEB: &[u8] = b"\x03web\x03svc\x07example\x03com\x00";
+
+    #[test]
+    fn do_bit_is_echoed() {
+        let s = store();
+        let r = send(
+            &s,
+            &raw(WEB, 1, 1, Some((0x8000, &[]))),
+            Transport::Udp,
+            &Limits::default(),
+        );
+        assert!(r.edns.as_ref().unwrap().flags().dnssec_ok);
+        let r = send(
+            &s,
+            &raw(WEB, 1, 1, Some((0, &[]))),
+            Transport::Udp,
+            &Limits::default(),
+        );
+        assert!(!r.edns.as_ref().unwrap().flags().dnssec_ok);
+    }
+
+    #[test]
+    fn option_overrunning_the_opt_rdata_is_formerr_with_an_opt() {
+        // An option claiming 10 bytes in a 4-byte RDATA.
+        let packet = raw(WEB, 1, 1, Some((0, &[0, 10, 0, 10])));
+        let r = send(&store(), &packet, Transport::Udp, &Limits::default());
+        assert_eq!(r.metadata.response_code, ResponseCode::FormErr);
+        assert!(r.edns.is_some());
+    }
+
+    #[test]
+    fn notimp_and_refused_carry_an_opt_for_edns_queries() {
+        let mut packet = raw(WEB, 1, 1, Some((0, &[])));
+        packet[2] = (packet[2] & 0x87) | (15 << 3) | 0x01; // opcode 15, RD
+        packet[3] |= 0x10; // CD
+        let mut out = Vec::new();
+        respond(
+            &packet,
+            &store(),
+            Transport::Udp,
+            &Limits::default(),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(out[3] & 0x0F, rcode::NOTIMP);
+        assert_eq!(out[2] & 0x01, 0x01, "RD copied as NSD does");
+        assert_eq!(out[3] & 0x10, 0x10, "CD copied as NSD does");
+        assert_eq!(
+            &out[4..12],
+            &[0, 0, 0, 0, 0, 0, 0, 1],
+            "no question, one OPT"
+        );
+        let r = send(
+            &store(),
+            &raw(b"\x03www\x06google\x03com\x00", 1, 1, Some((0, &[]))),
+            Transport::Udp,
+            &Limits::default(),
+        );
+        assert_eq!(r.metadata.response_code, ResponseCode::Refused);
+        assert!(r.edns.is_some());
+    }
+
+    fn identified() -> Limits {
+        Limits {
+            nsid: Some(b"fedns-1".to_vec().into()),
+            ..Limits::default()
+        }
+    }
+
+    #[test]
+    fn nsid_is_sent_when_asked_for_and_configured() {
+        let s = store();
+        let asked = raw(WEB, 1, 1, Some((0, &[0, 3, 0, 0])));
+        let mut out = Vec::new();
+        respond(&asked, &s, Transport::Udp, &identified(), &mut out).unwrap();
+        assert!(out.ends_with(b"\x00\x03\x00\x07fedns-1"), "{out:?}");
+        respond(&asked, &s, Transport::Udp, &Limits::default(), &mut out).unwrap();
+        assert!(out.ends_with(&[0, 0]), "empty OPT RDATA without --nsid");
+        let not_asked = raw(WEB, 1, 1, Some((0, &[])));
+        respond(&not_asked, &s, Transport::Udp, &identified(), &mut out).unwrap();
+        assert!(out.ends_with(&[0, 0]), "no NSID unless asked");
+    }
+
+    #[test]
+    fn chaos_identity_and_version_only_when_configured() {
+        let s = store();
+        let id = raw(b"\x02id\x06server\x00", rtype::TXT, 3, None);
+        let host = raw(b"\x08HOSTNAME\x04bind\x00", rtype::TXT, 3, None);
+        let version = raw(b"\x07version\x04bind\x00", rtype::TXT, 3, None);
+        for q in [&id, &host, &version] {
+            let r = send(&s, q, Transport::Udp, &Limits::default());
+            assert_eq!(r.metadata.response_code, ResponseCode::Refused);
+        }
+        let limits = Limits {
+            version: Some(b"fedns 1.0".to_vec().into()),
+            ..identified()
+        };
+        for (q, text) in [
+            (&id, "fedns-1"),
+            (&host, "fedns-1"),
+            (&version, "fedns 1.0"),
+        ] {
+            let r = send(&s, q, Transport::Udp, &limits);
+            assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+            assert!(!r.metadata.authoritative);
+            assert_eq!(r.answers.len(), 1);
+            assert_eq!(r.answers[0].data.to_string(), text);
+        }
+        let other = raw(b"\x07authors\x04bind\x00", rtype::TXT, 3, None);
+        let r = send(&s, &other, Transport::Udp, &limits);
+        assert_eq!(r.metadata.response_code, ResponseCode::Refused);
+    }
+
+    #[test]
+    fn keepalive_is_advertised_on_tcp_only() {
+        let s = store();
+        let limits = Limits {
+            tcp_keepalive: Some(100),
+            ..Limits::default()
+        };
+        let q = raw(WEB, 1, 1, Some((0, &[])));
+        let mut out = Vec::new();
+        respond(&q, &s, Transport::Tcp, &limits, &mut out).unwrap();
+        assert!(out.ends_with(&[0, 6, 0, 11, 0, 2, 0, 100]), "{out:?}");
+        respond(&q, &s, Transport::Udp, &limits, &mut out).unwrap();
+        assert!(out.ends_with(&[0, 0]));
+    }
+
+    #[test]
+    fn any_at_a_cname_is_the_cname_alone() {
+        let r = ask(&store(), "web.us.example.com.", RecordType::ANY);
+        assert_eq!(r.answers.len(), 1);
+        assert!(matches!(r.answers[0].data, RData::CNAME(_)));
+    }
+
+    #[test]
+    fn class_any_is_answered_from_in_data_without_aa_or_soa() {
+        let s = store();
+        let r = send(
+            &s,
+            &raw(WEB, 1, 255, None),
+            Transport::Udp,
+            &Limits::default(),
+        );
+        assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+        assert!(!r.metadata.authoritative);
+        assert_eq!(r.answers.len(), 1);
+        let missing = raw(b"\x04nope\x07example\x03com\x00", 1, 255, None);
+        let r = send(&s, &missing, Transport::Udp, &Limits::default());
+        assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
+        assert!(r.authorities.is_empty());
+        let outside = raw(b"\x03www\x06google\x03com\x00", 1, 255, None);
+        let r = send(&s, &outside, Transport::Udp, &Limits::default());
+        assert_eq!(r.metadata.response_code, ResponseCode::Refused);
+    }
+
+    #[test]
+    fn soa_rdata_names_are_compressed_against_the_apex() {
+        let s = store();
+        let q = raw(b"\x07example\x03com\x00", rtype::SOA, 1, None);
+        let mut out = Vec::new();
+        respond(&q, &s, Transport::Udp, &Limits::default(), &mut out).unwrap();
+        // mname ns1 + pointer to the question name (offset 12), rname hostmaster + pointer.
+        assert!(out.windows(6).any(|w| w == b"\x03ns1\xC0\x0C"), "{out:?}");
+        assert!(out.windows(13).any(|w| w == b"\x0Ahostmaster\xC0\x0C"));
+        let r = Message::from_vec(&out).unwrap();
+        let RData::SOA(soa) = &r.answers[0].data else {
+            panic!("not a SOA")
+        };
+        assert_eq!(soa.mname.to_ascii(), "ns1.example.com.");
+        // Negative answers compress against the apex suffix of the query name.
+        let r = ask(&s, "nope.example.com.", RecordType::A);
+        let RData::SOA(soa) = &r.authorities[0].data else {
+            panic!("not a SOA")
+        };
+        assert_eq!(soa.rname.to_ascii(), "hostmaster.example.com.");
     }
 }

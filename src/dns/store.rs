@@ -22,6 +22,21 @@ pub fn push_name(out: &mut Vec<u8>, name: &Name) {
     out.push(0);
 }
 
+/// Appends `name` in wire form with its part at and below `apex` replaced by a compression
+/// pointer placeholder (`C0 00`); names outside the zone stay whole.
+fn push_name_before_apex(out: &mut Vec<u8>, name: &Name, apex: &Name) {
+    if !apex.zone_of(name) {
+        push_name(out, name);
+        return;
+    }
+    let keep = name.num_labels() - apex.num_labels();
+    for label in name.iter().take(keep as usize) {
+        out.push(label.len() as u8);
+        out.extend_from_slice(label);
+    }
+    out.extend_from_slice(&[0xC0, 0x00]);
+}
+
 /// SOA timers of a zone (RFC 1035 3.3.13), and the TTL of the SOA record itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SoaFields {
@@ -43,6 +58,9 @@ pub struct Zone {
     pub soa: SoaFields,
     /// mname and rname in wire form: the fixed part of the SOA rdata.
     soa_names: Box<[u8]>,
+    /// mname and rname with their in-zone suffix replaced by a pointer placeholder to the apex
+    /// (patched at answer time): SOA RDATA names compressed as NSD and Knot do.
+    soa_names_compressed: Box<[u8]>,
     serial: AtomicU32,
 }
 
@@ -51,11 +69,16 @@ impl Zone {
         let mut soa_names = Vec::new();
         push_name(&mut soa_names, &soa.mname);
         push_name(&mut soa_names, &soa.rname);
+        let mut compressed = Vec::new();
+        for name in [&soa.mname, &soa.rname] {
+            push_name_before_apex(&mut compressed, name, &apex);
+        }
         Self {
             key: crate::federation::naming::wire_key(&apex),
             apex,
             soa,
             soa_names: soa_names.into_boxed_slice(),
+            soa_names_compressed: compressed.into_boxed_slice(),
             serial: AtomicU32::new(serial),
         }
     }
@@ -73,15 +96,37 @@ impl Zone {
         self.serial.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Appends the SOA record (owner placeholder) with `ttl`.
-    pub fn push_soa(&self, out: &mut Vec<u8>, ttl: u32) {
-        let rdlen = self.soa_names.len() + 20;
+    /// Appends the SOA record (owner placeholder) with `ttl`. With `apex_at`, the offset of the
+    /// apex name in `out`, the in-zone parts of mname and rname are compressed against it.
+    pub fn push_soa(&self, out: &mut Vec<u8>, ttl: u32, apex_at: Option<u16>) {
+        let names = match apex_at {
+            Some(at) if at <= 0x3FFF => &self.soa_names_compressed[..],
+            _ => &self.soa_names[..],
+        };
+        let rdlen = names.len() + 20;
         out.extend_from_slice(&[0xC0, 0x00]);
         out.extend_from_slice(&rtype::SOA.to_be_bytes());
         out.extend_from_slice(&wire::CLASS_IN.to_be_bytes());
         out.extend_from_slice(&ttl.to_be_bytes());
         out.extend_from_slice(&(rdlen as u16).to_be_bytes());
-        out.extend_from_slice(&self.soa_names);
+        let names_at = out.len();
+        out.extend_from_slice(names);
+        if let Some(at) = apex_at.filter(|at| *at <= 0x3FFF) {
+            // Patch the apex placeholders (0xC0 0x00) to point at the apex.
+            let ptr = (0xC000 | at).to_be_bytes();
+            let mut i = names_at;
+            while i < out.len() {
+                let len = out[i];
+                if len == 0 {
+                    i += 1;
+                } else if len >= 0xC0 {
+                    out[i..i + 2].copy_from_slice(&ptr);
+                    i += 2;
+                } else {
+                    i += 1 + len as usize;
+                }
+            }
+        }
         for v in [
             self.serial(),
             self.soa.refresh,
@@ -355,7 +400,7 @@ mod tests {
         let z = zone("example.com");
         z.bump_serial();
         let mut out = Vec::new();
-        z.push_soa(&mut out, 30);
+        z.push_soa(&mut out, 30, None);
         let serial_at = out.len() - 20;
         assert_eq!(&out[serial_at..serial_at + 4], &2u32.to_be_bytes());
     }

@@ -16,6 +16,7 @@ pub mod rtype {
     pub const NS: u16 = 2;
     pub const CNAME: u16 = 5;
     pub const SOA: u16 = 6;
+    pub const TXT: u16 = 16;
     pub const AAAA: u16 = 28;
     pub const OPT: u16 = 41;
     pub const IXFR: u16 = 251;
@@ -35,14 +36,29 @@ pub mod rcode {
 }
 
 pub const CLASS_IN: u16 = 1;
+/// The CHAOS class: `id.server`, `version.bind` and friends.
+pub const CLASS_CH: u16 = 3;
+/// Class ANY (QCLASS only).
+pub const CLASS_ANY: u16 = 255;
 pub const OPCODE_QUERY: u8 = 0;
+
+/// EDNS option codes we read or write.
+pub mod option {
+    /// RFC 5001 name server identifier.
+    pub const NSID: u16 = 3;
+    /// RFC 7828 TCP keepalive.
+    pub const TCP_KEEPALIVE: u16 = 11;
+}
 
 /// The EDNS(0) options of a query that matter to us.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Edns {
     pub payload: u16,
     pub version: u8,
+    /// The DO bit (RFC 3225), echoed in the response.
     pub dnssec_ok: bool,
+    /// The query carried an (empty) NSID option (RFC 5001).
+    pub nsid: bool,
 }
 
 /// A parsed query. The question name is borrowed from the packet at [`QNAME_OFFSET`].
@@ -73,8 +89,14 @@ impl Query<'_> {
 pub enum Reject {
     /// Not worth an answer: shorter than a header, or a response (QR set) — never reflect.
     Drop,
-    /// Answer with this rcode and no question (the question could not be trusted).
-    Error { id: u16, flags: u16, rcode: u8 },
+    /// Answer with this rcode and no question (the question could not be trusted); with an OPT
+    /// record when the query's OPT record could be read (RFC 6891 section 7).
+    Error {
+        id: u16,
+        flags: u16,
+        rcode: u8,
+        edns: Option<Edns>,
+    },
 }
 
 /// Reads a big-endian u16 at `at`.
@@ -94,55 +116,37 @@ pub fn parse_query(packet: &[u8]) -> Result<Query<'_>, Reject> {
     if flags & 0x8000 != 0 {
         return Err(Reject::Drop);
     }
-    let formerr = Reject::Error {
+    let error = |rcode, edns| Reject::Error {
         id,
         flags,
-        rcode: rcode::FORMERR,
+        rcode,
+        edns,
     };
-    let opcode = ((flags >> 11) & 0xF) as u8;
-    if opcode != OPCODE_QUERY {
-        return Err(Reject::Error {
-            id,
-            flags,
-            rcode: rcode::NOTIMP,
-        });
-    }
     let count = |i: usize| u16::from_be_bytes([packet[4 + 2 * i], packet[5 + 2 * i]]);
     let (qd, an, ns, ar) = (count(0), count(1), count(2), count(3));
-    if qd != 1 {
-        return Err(formerr);
+    let opcode = ((flags >> 11) & 0xF) as u8;
+    if opcode != OPCODE_QUERY || qd != 1 {
+        // Still find the OPT record, so the error carries one when the query had it.
+        let rcode = if opcode != OPCODE_QUERY {
+            rcode::NOTIMP
+        } else {
+            rcode::FORMERR
+        };
+        let mut at = Some(QNAME_OFFSET);
+        for _ in 0..qd {
+            at = at.and_then(|at| skip_name(packet, at)).map(|end| end + 4);
+        }
+        let edns = at.and_then(|at| scan_records(packet, at, [an, ns, ar]).ok().flatten());
+        return Err(error(rcode, edns));
     }
+    let formerr = error(rcode::FORMERR, None);
     let name_end = uncompressed_name_end(packet, QNAME_OFFSET).ok_or(formerr)?;
     let qtype = read_u16(packet, name_end).ok_or(formerr)?;
     let qclass = read_u16(packet, name_end + 2).ok_or(formerr)?;
-    let mut at = name_end + 4;
-    let mut edns = None;
-    for section in [an, ns, ar] {
-        for _ in 0..section {
-            let owner_start = at;
-            at = skip_name(packet, at).ok_or(formerr)?;
-            let rr_type = read_u16(packet, at).ok_or(formerr)?;
-            let class = read_u16(packet, at + 2).ok_or(formerr)?;
-            let ttl_hi = read_u16(packet, at + 4).ok_or(formerr)?;
-            let ttl_lo = read_u16(packet, at + 6).ok_or(formerr)?;
-            let rdlen = read_u16(packet, at + 8).ok_or(formerr)? as usize;
-            at += 10 + rdlen;
-            if at > packet.len() {
-                return Err(formerr);
-            }
-            if rr_type == rtype::OPT {
-                // RFC 6891: one OPT, owned by the root, in the additional section.
-                if edns.is_some() || packet[owner_start] != 0 || section != ar {
-                    return Err(formerr);
-                }
-                edns = Some(Edns {
-                    payload: class.max(512),
-                    version: (ttl_hi & 0xFF) as u8,
-                    dnssec_ok: ttl_lo & 0x8000 != 0,
-                });
-            }
-        }
-    }
+    let edns = match scan_records(packet, name_end + 4, [an, ns, ar]) {
+        Ok(edns) => edns,
+        Err(edns) => return Err(error(rcode::FORMERR, edns)),
+    };
     Ok(Query {
         id,
         flags,
@@ -151,6 +155,69 @@ pub fn parse_query(packet: &[u8]) -> Result<Query<'_>, Reject> {
         qclass,
         edns,
     })
+}
+
+/// Walks the answer, authority and additional records from `at` and reads the OPT record. A
+/// malformed message is `Err`, carrying the OPT record when that much could be read (options that
+/// overrun the OPT RDATA are FORMERR with an OPT, RFC 6891 section 7).
+fn scan_records(
+    packet: &[u8],
+    mut at: usize,
+    counts: [u16; 3],
+) -> Result<Option<Edns>, Option<Edns>> {
+    let mut edns = None;
+    let additional = counts.len() - 1;
+    for (section, count) in counts.into_iter().enumerate() {
+        for _ in 0..count {
+            let owner_start = at;
+            at = skip_name(packet, at).ok_or(edns)?;
+            let rr_type = read_u16(packet, at).ok_or(edns)?;
+            let class = read_u16(packet, at + 2).ok_or(edns)?;
+            let ttl_hi = read_u16(packet, at + 4).ok_or(edns)?;
+            let ttl_lo = read_u16(packet, at + 6).ok_or(edns)?;
+            let rdlen = read_u16(packet, at + 8).ok_or(edns)? as usize;
+            let rdata_at = at + 10;
+            at = rdata_at + rdlen;
+            if at > packet.len() {
+                return Err(edns);
+            }
+            if rr_type == rtype::OPT {
+                // RFC 6891: one OPT, owned by the root, in the additional section.
+                if edns.is_some() || packet[owner_start] != 0 || section != additional {
+                    return Err(edns);
+                }
+                let mut found = Edns {
+                    payload: class.max(512),
+                    version: (ttl_hi & 0xFF) as u8,
+                    dnssec_ok: ttl_lo & 0x8000 != 0,
+                    nsid: false,
+                };
+                let malformed = !read_options(&packet[rdata_at..at], &mut found);
+                edns = Some(found);
+                if malformed {
+                    return Err(edns);
+                }
+            }
+        }
+    }
+    Ok(edns)
+}
+
+/// Reads the options of an OPT RDATA into `edns`; `false` when one overruns the RDATA.
+fn read_options(mut rdata: &[u8], edns: &mut Edns) -> bool {
+    while !rdata.is_empty() {
+        let (Some(code), Some(len)) = (read_u16(rdata, 0), read_u16(rdata, 2)) else {
+            return false;
+        };
+        let Some(rest) = rdata.get(4 + len as usize..) else {
+            return false;
+        };
+        if code == option::NSID {
+            edns.nsid = true;
+        }
+        rdata = rest;
+    }
+    true
 }
 
 /// End (exclusive) of an uncompressed name starting at `at`, or `None` if it is malformed, uses
@@ -271,12 +338,71 @@ pub fn write_header(
     }
 }
 
-/// Appends our OPT record: root owner, payload, extended rcode (for BADVERS), version 0, no flags.
-pub fn push_opt(out: &mut Vec<u8>, payload: u16, extended_rcode: u8) {
+/// What our OPT record carries besides the payload size.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OptOut<'a> {
+    /// Upper 8 bits of the extended rcode (1 for BADVERS).
+    pub extended_rcode: u8,
+    /// Echo of the query's DO bit (RFC 3225).
+    pub dnssec_ok: bool,
+    /// NSID payload, when asked for and configured (RFC 5001).
+    pub nsid: Option<&'a [u8]>,
+    /// TCP idle timeout in units of 100 ms (RFC 7828), on TCP only.
+    pub keepalive: Option<u16>,
+}
+
+impl OptOut<'_> {
+    /// Bytes [`push_opt`] will append.
+    pub fn len(&self) -> usize {
+        11 + self.nsid.map_or(0, |n| 4 + n.len()) + self.keepalive.map_or(0, |_| 6)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+/// Appends our OPT record: root owner, payload, extended rcode, version 0, DO as asked, options.
+pub fn push_opt(out: &mut Vec<u8>, payload: u16, opt: &OptOut<'_>) {
     out.push(0);
     out.extend_from_slice(&rtype::OPT.to_be_bytes());
     out.extend_from_slice(&payload.to_be_bytes());
-    out.extend_from_slice(&[extended_rcode, 0, 0, 0, 0, 0]);
+    let flags: u16 = if opt.dnssec_ok { 0x8000 } else { 0 };
+    out.extend_from_slice(&[opt.extended_rcode, 0]);
+    out.extend_from_slice(&flags.to_be_bytes());
+    let rdlen = opt.len() - 11;
+    out.extend_from_slice(&(rdlen as u16).to_be_bytes());
+    if let Some(nsid) = opt.nsid {
+        out.extend_from_slice(&option::NSID.to_be_bytes());
+        out.extend_from_slice(&(nsid.len() as u16).to_be_bytes());
+        out.extend_from_slice(nsid);
+    }
+    if let Some(timeout) = opt.keepalive {
+        out.extend_from_slice(&option::TCP_KEEPALIVE.to_be_bytes());
+        out.extend_from_slice(&2u16.to_be_bytes());
+        out.extend_from_slice(&timeout.to_be_bytes());
+    }
+}
+
+/// Cuts a response back to its header and question, sets TC and zeroes the other counts: the reply
+/// that makes a client retry over TCP (a truncated answer, or a rate limiter's slip).
+pub fn truncate_to_question(out: &mut Vec<u8>) -> bool {
+    let qd = read_u16(out, 4).unwrap_or(0);
+    let end = if qd == 1 {
+        match uncompressed_name_end(out, QNAME_OFFSET) {
+            Some(end) if end + 4 <= out.len() => end + 4,
+            _ => return false,
+        }
+    } else {
+        HEADER_LEN
+    };
+    if out.len() < end {
+        return false;
+    }
+    out.truncate(end);
+    out[2] |= 0x02;
+    out[6..12].fill(0);
+    true
 }
 
 #[cfg(test)]
