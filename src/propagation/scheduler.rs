@@ -276,14 +276,11 @@ where
     );
     let mut stream = std::pin::pin!(stream);
     while let Some(event) = stream.next().await {
-        match event {
-            Ok(event) => {
-                if !handle(event) {
-                    return;
-                }
-            }
-            // Logged and backed off by `retried`.
-            Err(_) => {}
+        // Failures are logged and backed off by `retried`.
+        if let Ok(event) = event
+            && !handle(event)
+        {
+            return;
         }
     }
 }
