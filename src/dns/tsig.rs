@@ -56,15 +56,12 @@ impl Algorithm {
         }
     }
 
-    /// The algorithm name in wire form.
+    /// The algorithm name in wire form: one label, `hmac-sha256.`.
     fn wire_name(self) -> Vec<u8> {
-        let mut out = Vec::new();
-        let (first, rest) = self.as_str().split_at(4);
-        out.push(first.len() as u8);
-        out.extend_from_slice(first.as_bytes());
-        let rest = &rest[1..];
-        out.push(rest.len() as u8);
-        out.extend_from_slice(rest.as_bytes());
+        let name = self.as_str();
+        let mut out = Vec::with_capacity(name.len() + 2);
+        out.push(name.len() as u8);
+        out.extend_from_slice(name.as_bytes());
         out.push(0);
         out
     }
@@ -596,6 +593,11 @@ mod tests {
                 find(short).map(|t| t.map(|t| verify(short, &t, std::slice::from_ref(&k), 1000)));
         }
         assert!(find(&q[..q.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn the_algorithm_is_one_label_on_the_wire() {
+        assert_eq!(Algorithm::HmacSha256.wire_name(), b"\x0bhmac-sha256\x00");
     }
 
     #[test]
