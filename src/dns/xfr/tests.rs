@@ -202,12 +202,21 @@ fn a_key_bound_rule_needs_the_key_and_a_bad_signature_is_notauth() {
 fn ixfr_sends_only_the_changed_sets_and_falls_back_to_the_whole_zone() {
     let (store, zone) = store(3);
     let t = transfers(&[("127.0.0.0/8", None)]);
+    // h1 also has a TXT set, which does not change.
+    store.insert(
+        wire_key(&name("h1.example.com")),
+        EntryBuilder::new()
+            .rrset(rtype::A, 60, [&[10u8, 0, 0, 1][..]])
+            .rrset(rtype::TXT, 60, [&b"\x02hi"[..]])
+            .finish(),
+    );
     t.commit(&store, std::slice::from_ref(&zone));
     // h1 changes address, h2 goes, h9 comes.
     store.insert(
         wire_key(&name("h1.example.com")),
         EntryBuilder::new()
             .rrset(rtype::A, 60, [&[192u8, 0, 2, 1][..]])
+            .rrset(rtype::TXT, 60, [&b"\x02hi"[..]])
             .finish(),
     );
     store.remove(&wire_key(&name("h2.example.com")));
@@ -253,7 +262,11 @@ fn ixfr_sends_only_the_changed_sets_and_falls_back_to_the_whole_zone() {
         .answer_transfer(&query(RecordType::IXFR, Some(3)), LOCAL)
         .unwrap();
     let records: Vec<_> = parse(&out).into_iter().flat_map(|m| m.answers).collect();
-    assert_eq!(records.len(), 3 + 1 + 2);
+    assert_eq!(
+        records.len(),
+        3 + 1 + 1 + 2,
+        "A records, TXT, NS, SOA twice"
+    );
 }
 
 #[test]
