@@ -290,6 +290,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, StartError> {
         watches: watch_health,
         leadership: leadership.clone(),
         election,
+        transfers: transfers.clone(),
     });
     let stop = shutdown.clone();
     tasks.push(tokio::spawn(async move {

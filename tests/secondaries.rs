@@ -360,6 +360,16 @@ async fn transfers_and_follows_changes(kind: Kind) {
         "{kind:?}: p50 {:?} (all: {times:?})",
         times[times.len() / 2]
     );
+    // /status says what the secondary last did (times are Unix seconds).
+    let (_, status) = server.admin_get("/status").await;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("secondary:        127.0.0.1"))
+        .unwrap_or_else(|| panic!("no secondary in /status:\n{status}"));
+    assert!(
+        line.contains("last transfer") && line.contains("last NOTIFY"),
+        "{line}"
+    );
     let (_, metrics) = server.admin_get("/metrics").await;
     let acked = federation::metric(&metrics, "fedns_notify_sent_total", &[("result", "acked")]);
     assert!(

@@ -8,13 +8,17 @@ use serde::Deserialize;
 use crate::dns::rrl::Prefix;
 use crate::dns::tsig::Key;
 
-/// `tsigKeys:` entries: `{name, algorithm, secret}`, the secret base64 as BIND and NSD write it.
+/// `tsigKeys:` entries: `{name, algorithm, secret}`, the secret base64 as BIND and NSD write it,
+/// or `secretFile`: a file holding it (a mounted Kubernetes Secret).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TsigKeyFile {
     pub name: String,
     pub algorithm: String,
+    #[serde(default)]
     pub secret: String,
+    #[serde(default)]
+    pub secret_file: Option<std::path::PathBuf>,
 }
 
 /// `transfer:` in the config file.
@@ -96,8 +100,24 @@ impl TransferConfig {
         }
         let mut parsed: Vec<Key> = Vec::new();
         for k in keys {
+            let secret = match (&k.secret_file, k.secret.is_empty()) {
+                (Some(path), true) => std::fs::read_to_string(path).map_err(|e| {
+                    format!(
+                        "tsigKeys: key {}: cannot read secretFile {}: {e}",
+                        k.name,
+                        path.display()
+                    )
+                })?,
+                (None, false) => k.secret.clone(),
+                _ => {
+                    return Err(format!(
+                        "tsigKeys: key {}: give either secret or secretFile",
+                        k.name
+                    ));
+                }
+            };
             let key =
-                Key::new(&k.name, &k.algorithm, &k.secret).map_err(|e| format!("tsigKeys: {e}"))?;
+                Key::new(&k.name, &k.algorithm, &secret).map_err(|e| format!("tsigKeys: {e}"))?;
             if parsed.iter().any(|p| p.is_named(&k.name)) {
                 return Err(format!("tsigKeys: key {} is defined twice", k.name));
             }
@@ -174,7 +194,30 @@ mod tests {
             name: "xfr.".into(),
             algorithm: "hmac-sha256".into(),
             secret: "c2VjcmV0c2VjcmV0".into(),
+            secret_file: None,
         }]
+    }
+
+    #[test]
+    fn a_secret_can_come_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        std::fs::write(&path, "c2VjcmV0c2VjcmV0\n").unwrap();
+        let from_file = vec![TsigKeyFile {
+            secret: String::new(),
+            secret_file: Some(path),
+            ..keys()[0].clone()
+        }];
+        let c = TransferConfig::resolve(None, &from_file, Duration::from_secs(1))
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.keys[0].name, "xfr");
+        let neither = vec![TsigKeyFile {
+            secret: String::new(),
+            ..keys()[0].clone()
+        }];
+        let e = TransferConfig::resolve(None, &neither, Duration::from_secs(1)).unwrap_err();
+        assert!(e.contains("secretFile"), "{e}");
     }
 
     #[test]

@@ -27,6 +27,7 @@ fn transfers(allow: &[(&str, Option<&str>)]) -> Transfers {
         name: "xfr".into(),
         algorithm: "hmac-sha256".into(),
         secret: SECRET.into(),
+        secret_file: None,
     }];
     let config = TransferConfig::resolve(Some(&file), &keys, Duration::from_secs(1))
         .unwrap()
