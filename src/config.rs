@@ -164,6 +164,10 @@ pub struct ServeArgs {
     /// [default: true].
     #[arg(long, env = "FEDNS_LEADER_ELECT", num_args = 0..=1, default_missing_value = "true")]
     pub leader_elect: Option<bool>,
+    /// Zone transfers: at most one NOTIFY per zone and secondary this often; changes in between
+    /// are coalesced into the next (transfer.notify in the config file) [default: 1s].
+    #[arg(long, env = "FEDNS_NOTIFY_INTERVAL", value_parser = parse_duration)]
+    pub notify_interval: Option<Duration>,
     /// Name of the Lease [default: fedns].
     #[arg(long, env = "FEDNS_LEASE_NAME")]
     pub lease_name: Option<String>,
@@ -289,6 +293,11 @@ struct FileConfig {
     lease_duration: Option<String>,
     lease_renew_deadline: Option<String>,
     lease_retry_period: Option<String>,
+    notify_interval: Option<String>,
+    /// Zone transfers and NOTIFY (see the README's "Serving through secondaries").
+    transfer: Option<crate::dns::xfr::config::TransferFile>,
+    #[serde(default)]
+    tsig_keys: Vec<crate::dns::xfr::config::TsigKeyFile>,
 }
 
 /// Everything `serve` needs, validated.
@@ -309,6 +318,8 @@ pub struct ServeConfig {
     pub log_level: Option<String>,
     /// How long answers continue after /ready fails on shutdown.
     pub shutdown_drain: Duration,
+    /// Zone transfers, NOTIFY and TSIG keys; `None` when not configured (transfers REFUSED).
+    pub transfer: Option<crate::dns::xfr::TransferConfig>,
 }
 
 /// Parses a duration in the one syntax of every flag, config key and environment variable:
@@ -507,6 +518,21 @@ impl ServeArgs {
                 })
             }
         };
+        let notify_interval = duration(
+            self.notify_interval,
+            &file.notify_interval,
+            "notifyInterval",
+            Duration::from_secs(1),
+        )?;
+        let transfer = crate::dns::xfr::TransferConfig::resolve(
+            file.transfer.as_ref(),
+            &file.tsig_keys,
+            notify_interval,
+        )
+        .map_err(|message| ConfigError::Parse {
+            path: self.config.clone().unwrap_or_default(),
+            message,
+        })?;
         let cfg = ServeConfig {
             source,
             zones: self.zones.clone().or(file.zones),
@@ -589,6 +615,7 @@ impl ServeArgs {
                 "shutdownDrain",
                 Duration::from_secs(2),
             )?,
+            transfer,
         };
         cfg.validate()?;
         Ok(cfg)

@@ -67,6 +67,9 @@ pub struct Answered {
     pub question_end: u16,
     /// Length of the OPT record ending the response (0 without EDNS).
     pub opt_len: u16,
+    /// For the transfer layer ([`crate::dns::xfr`]): the query was TSIG-signed (its answer must
+    /// be signed or rejected) or asked for IXFR.
+    pub transfer: bool,
 }
 
 impl Answered {
@@ -122,6 +125,7 @@ pub fn respond(
                 class: ResponseClass::Error,
                 question_end: wire::HEADER_LEN as u16,
                 opt_len: (out.len() - wire::HEADER_LEN) as u16,
+                transfer: false,
             });
         }
     };
@@ -401,6 +405,7 @@ fn finish_response(
         class,
         question_end: question_end as u16,
         opt_len: opt_len as u16,
+        transfer: query.signed || query.qtype == rtype::IXFR,
     }
 }
 

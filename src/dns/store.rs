@@ -62,6 +62,8 @@ pub struct Zone {
     /// (patched at answer time): SOA RDATA names compressed as NSD and Knot do.
     soa_names_compressed: Box<[u8]>,
     serial: AtomicU32,
+    /// The serial written in the zone file, for zones loaded from one.
+    pub file_serial: Option<u32>,
 }
 
 impl Zone {
@@ -80,7 +82,14 @@ impl Zone {
             soa_names: soa_names.into_boxed_slice(),
             soa_names_compressed: compressed.into_boxed_slice(),
             serial: AtomicU32::new(serial),
+            file_serial: None,
         }
+    }
+
+    /// Marks the zone as loaded from a file with `serial` in its SOA.
+    pub fn with_file_serial(mut self, serial: u32) -> Self {
+        self.file_serial = Some(serial);
+        self
     }
 
     pub fn key(&self) -> &[u8] {
@@ -94,6 +103,12 @@ impl Zone {
     /// Called by the writer after each batch of changes to the zone's content.
     pub fn bump_serial(&self) {
         self.serial.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Called by the writer when the zone's content changed (see the serial rule in
+    /// `federation::engine::zones`).
+    pub fn set_serial(&self, serial: u32) {
+        self.serial.store(serial, Ordering::Relaxed);
     }
 
     /// Appends the SOA record (owner placeholder) with `ttl`. With `apex_at`, the offset of the
@@ -296,6 +311,14 @@ impl RecordStore {
             names: DashMap::with_hasher(FxBuildHasher),
             zones: ArcSwap::from_pointee(ZoneTable::default()),
             synced: AtomicBool::new(false),
+        }
+    }
+
+    /// Calls `f` with every name and entry; for zone transfers and digests, never the answer
+    /// path (it read-locks each shard of the map in turn).
+    pub fn for_each(&self, mut f: impl FnMut(&[u8], &[u8])) {
+        for item in self.names.iter() {
+            f(item.key(), item.value());
         }
     }
 

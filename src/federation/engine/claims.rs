@@ -97,13 +97,19 @@ impl Engine {
         drop(zones);
         self.dirty_zones.insert(zone.key().into());
         let winner = self.claims.get(&key).and_then(|l| l.first());
-        match winner {
+        let old = self
+            .store
+            .with_entry(&key, |e| entry_digest(&key, e))
+            .unwrap_or(0);
+        let new = match winner {
             Some((_, claim)) => {
                 let entry = render(claim);
+                let digest = entry_digest(&key, &entry);
                 self.store.insert(key.clone(), entry);
                 if self.present.insert(key.clone()) {
                     self.adjust_ancestors(&key, zone.key(), 1);
                 }
+                digest
             }
             None => {
                 if self.present.remove(&key) {
@@ -114,8 +120,11 @@ impl Engine {
                 } else {
                     self.store.remove(&key);
                 }
+                0
             }
-        }
+        };
+        let digest = self.digests.entry(zone.key().into()).or_insert(0);
+        *digest = digest.wrapping_sub(old).wrapping_add(new);
     }
 
     pub(super) fn adjust_ancestors(&mut self, key: &[u8], apex: &[u8], delta: i32) {
@@ -221,6 +230,20 @@ pub(super) fn render(claim: &Claim) -> Box<[u8]> {
         }
     }
     b.finish()
+}
+
+/// One name's part of its zone's content digest (summed over the zone's names, so the order
+/// names are published in does not matter); 0 for an empty non-terminal.
+pub(super) fn entry_digest(key: &[u8], entry: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    if entry.is_empty() {
+        return 0;
+    }
+    // SipHash with fixed keys: the same content gives the same digest.
+    let mut h = std::hash::DefaultHasher::new();
+    key.hash(&mut h);
+    entry.hash(&mut h);
+    h.finish()
 }
 
 /// A lowercase wire key as presentation text.

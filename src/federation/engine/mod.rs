@@ -35,6 +35,8 @@ mod slices;
 mod status;
 mod zones;
 
+pub use zones::{next_serial, serial_gt};
+
 pub use claims::key_to_text;
 pub use explain::Explanation;
 use slices::{ClusterSlice, Liveness};
@@ -155,6 +157,19 @@ pub struct Engine {
     dirty_zones: HashSet<Box<[u8]>>,
     /// Records recomputed since the status writer last looked.
     status_dirty: BTreeSet<Owner>,
+    /// Per zone (apex key): an order-independent digest of its non-empty entries, kept as names
+    /// are published, so a serial changes only when content does.
+    digests: HashMap<Box<[u8]>, u64>,
+    /// Per static zone: the digest of its file's content alone.
+    file_digests: HashMap<Box<[u8]>, u64>,
+    /// Per zone: the digest its current serial was given for.
+    numbered: HashMap<Box<[u8]>, u64>,
+    /// A zone changed within the second its serial was set: it is numbered in the next second.
+    serial_pending: bool,
+    /// The wall clock of the flush in progress (seconds since the epoch).
+    clock: u32,
+    /// Zone transfer copies, when transfers are configured.
+    transfers: Option<Arc<crate::dns::xfr::Transfers>>,
 }
 
 impl Engine {
@@ -178,7 +193,18 @@ impl Engine {
             touched: Touched::default(),
             dirty_zones: HashSet::new(),
             status_dirty: BTreeSet::new(),
+            digests: HashMap::new(),
+            file_digests: HashMap::new(),
+            numbered: HashMap::new(),
+            serial_pending: false,
+            clock: 0,
+            transfers: None,
         }
+    }
+
+    /// Keeps `transfers` up to date with each zone's content at each serial.
+    pub fn set_transfers(&mut self, transfers: Arc<crate::dns::xfr::Transfers>) {
+        self.transfers = Some(transfers);
     }
 
     pub fn store(&self) -> &Arc<RecordStore> {
@@ -371,10 +397,17 @@ impl Engine {
             || t.everything
             || t.zones
             || t.synced
+            || self.serial_pending
     }
 
     /// Recomputes what the applied events touched and publishes it to the store.
     pub fn flush(&mut self, now: Instant) {
+        self.flush_at(now, zones::unix_serial());
+    }
+
+    /// [`Engine::flush`] with the wall clock (seconds since the epoch, for serials) given.
+    pub(crate) fn flush_at(&mut self, now: Instant, unix_now: u32) {
+        self.clock = unix_now;
         let touched = std::mem::take(&mut self.touched);
         // Node events are frequent; only a real change of some member's zones or region
         // recomputes every record.
@@ -408,11 +441,11 @@ impl Engine {
                 self.recompute(Owner::Ingress(key), now);
             }
         }
-        let zones = self.store.zones();
-        for key in self.dirty_zones.drain() {
-            if let Some(zone) = zones.iter().find(|z| *z.key() == *key) {
-                zone.bump_serial();
-            }
+        self.dirty_zones.clear();
+        self.serial_pending = false;
+        let renumbered = self.settle_serials(unix_now);
+        if let Some(transfers) = &self.transfers {
+            transfers.commit(&self.store, &renumbered);
         }
         if touched.synced {
             self.store.mark_synced();

@@ -36,6 +36,7 @@ impl Engine {
         self.ent_refs.clear();
         self.problems.clear();
 
+        self.file_digests.clear();
         for zone in self.static_zones.clone() {
             let owner = Owner::Static(zone.apex.to_ascii());
             let claims = zone
@@ -63,7 +64,15 @@ impl Engine {
                         )
                     }),
                 )
-                .collect();
+                .collect::<Vec<_>>();
+            let file_digest = claims.iter().fold(0u64, |sum, (key, claim)| {
+                sum.wrapping_add(super::claims::entry_digest(
+                    key,
+                    &super::claims::render(claim),
+                ))
+            });
+            self.file_digests
+                .insert(naming::wire_key(&zone.apex), file_digest);
             self.set_claims(owner, claims);
         }
         for domain in self.domains.values().cloned().collect::<Vec<_>>() {
@@ -93,6 +102,21 @@ impl Engine {
         for key in fresh {
             self.dirty_zones.remove(&key);
         }
+        // Names may have moved between zones: count every zone's digest afresh.
+        let zones = self.store.zones();
+        let mut digests: std::collections::HashMap<Box<[u8]>, u64> = zones
+            .iter()
+            .map(|z| (Box::<[u8]>::from(z.key()), 0))
+            .collect();
+        self.store.for_each(|key, entry| {
+            if let Some(zone) = zones.find(key)
+                && let Some(sum) = digests.get_mut(zone.key())
+            {
+                *sum = sum.wrapping_add(super::claims::entry_digest(key, entry));
+            }
+        });
+        drop(zones);
+        self.digests = digests;
         for c in self.conflicts() {
             tracing::warn!(name = %c.name, winner = %c.winner, loser = %c.loser, "name conflict: the loser's data is not served");
         }
