@@ -77,14 +77,25 @@ pub struct StaticZone {
     pub serial: u32,
     /// Every name of the zone (the apex included) and its sets; the SOA itself is not among them.
     pub names: BTreeMap<Name, Vec<StaticSet>>,
+    /// Why the zone's file cannot be loaded, when there is no last good content to serve: the
+    /// zone is then answered SERVFAIL (its `soa` and `names` are placeholders).
+    pub error: Option<String>,
 }
 
 /// What a name carries, as claimed by one owner.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
     Record(RecordData),
-    Static { apex: bool, sets: Vec<StaticSet> },
-    Apex { name_servers: Vec<Name>, ttl: u32 },
+    Static {
+        apex: bool,
+        sets: Vec<StaticSet>,
+    },
+    Apex {
+        name_servers: Vec<Name>,
+        ttl: u32,
+        /// Addresses of the (in-zone) name server, sent as additional data with NS answers.
+        addresses: Vec<std::net::IpAddr>,
+    },
 }
 
 /// Settings of the engine.

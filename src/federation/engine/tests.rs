@@ -38,6 +38,7 @@ impl Fixture {
                 namespace: "kube-federation-system".into(),
                 zone: "example.com".into(),
                 name_server: Some("ns1.example.com".into()),
+                name_server_addresses: Vec::new(),
             },
         )));
         f.member("c1", "us", "us1");
@@ -338,6 +339,7 @@ fn static_zone(names: &[(&str, StaticSet)]) -> StaticZone {
         serial: 42,
         apex,
         names: map,
+        error: None,
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use hickory_proto::rr::Name;
 
-use crate::dns::store::{SoaFields, Zone, ZoneTable};
+use crate::dns::store::{SoaFields, Zone, ZoneShape, ZoneTable};
 use crate::federation::model::DomainSpec;
 use crate::federation::naming;
 
@@ -18,16 +18,15 @@ impl Engine {
         let old = self.store.zones();
         let mut by_apex: BTreeMap<Box<[u8]>, Arc<Zone>> = BTreeMap::new();
         let serial_base = unix_serial();
-        let keep_or_new = |apex: &Name, soa: SoaFields, serial: u32| {
+        let keep_or_new = |apex: &Name, soa: SoaFields, serial: u32, shape: ZoneShape| {
             match old.by_apex(apex) {
-                Some(z) if z.soa == soa => z.clone(),
+                Some(z) if z.soa == soa && z.shape == shape => z.clone(),
                 // Serials never go back: secondaries and caches compare them.
-                Some(z) => Arc::new(Zone::new(
-                    apex.clone(),
-                    soa,
-                    serial.max(z.serial().wrapping_add(1)),
-                )),
-                None => Arc::new(Zone::new(apex.clone(), soa, serial)),
+                Some(z) => Arc::new(
+                    Zone::new(apex.clone(), soa, serial.max(z.serial().wrapping_add(1)))
+                        .with_shape(shape),
+                ),
+                None => Arc::new(Zone::new(apex.clone(), soa, serial).with_shape(shape)),
             }
         };
         for domain in self.domains.values() {
@@ -36,11 +35,12 @@ impl Engine {
                 continue;
             };
             let soa = self.domain_soa(domain, &apex);
-            let zone = keep_or_new(&apex, soa, serial_base);
+            let zone = keep_or_new(&apex, soa, serial_base, ZoneShape::default());
             by_apex.insert(naming::wire_key(&apex), zone);
         }
         for zone in &self.static_zones {
-            let z = keep_or_new(&zone.apex, zone.soa.clone(), zone.serial.max(1));
+            let shape = crate::dns::zonefile::shape_of(zone);
+            let z = keep_or_new(&zone.apex, zone.soa.clone(), zone.serial.max(1), shape);
             // A zone file for a Domain's zone replaces its generated SOA and NS.
             by_apex.insert(naming::wire_key(&zone.apex), z);
         }
