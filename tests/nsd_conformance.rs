@@ -1,6 +1,10 @@
-//! Differential conformance against NSD: the same zone file served by fedns and by NSD (Debian
+//! Differential conformance against NSD: the same zone files served by fedns and by NSD (Debian
 //! package `nsd`), the same query table sent to both over UDP, and the responses compared: rcode,
 //! header flags, the answer section, the authority section of negative answers, OPT presence.
+//! The demo's `zones/acme.com.zone` carries the protocol cases; `tests/zones/zonetest.org.zone`
+//! the zone cases (delegations, wildcards, DNAME, record types beyond the common ones), where
+//! referrals, NS answers and negative answers are compared with their authority and additional
+//! sections too (glue included).
 //!
 //! Intended differences (each case states which applies):
 //! - **minimal responses**: NSD adds the apex NS set to the authority section (and its addresses

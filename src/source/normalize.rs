@@ -694,6 +694,31 @@ mod tests {
     }
 
     #[test]
+    fn domain_name_server_addresses_are_parsed_and_a_bad_one_is_named() {
+        let mut d = Domain {
+            metadata: meta(None, "myfed"),
+            domain: "example.com".into(),
+            name_server: Some("ns1.example.com".into()),
+            name_server_addresses: vec!["192.0.2.53".into(), " 2001:db8::53 ".into()],
+        };
+        let FederationObject::Domain(spec) = domain(d.clone()).unwrap() else {
+            panic!("not a Domain")
+        };
+        assert_eq!(
+            spec.name_server_addresses,
+            [
+                "192.0.2.53".parse::<IpAddr>().unwrap(),
+                "2001:db8::53".parse().unwrap()
+            ]
+        );
+        d.name_server_addresses.push("ns1".into());
+        assert_eq!(
+            domain(d).unwrap_err().to_string(),
+            "Domain kube-federation-system/myfed: nameServerAddresses[2]: invalid IP address \"ns1\""
+        );
+    }
+
+    #[test]
     fn domain_with_empty_zone_is_an_error() {
         let d = Domain {
             metadata: meta(None, "myfed"),

@@ -108,6 +108,8 @@ pub struct Settings {
     pub negative_ttl: u32,
     /// TTL of SOA and NS at the apex of Domain zones.
     pub apex_ttl: u32,
+    /// Addresses of the in-zone name server of Domains that give none (`--name-server-addresses`).
+    pub name_server_addresses: Vec<std::net::IpAddr>,
 }
 
 impl Default for Settings {
@@ -117,6 +119,7 @@ impl Default for Settings {
             grace: Duration::ZERO,
             negative_ttl: 30,
             apex_ttl: 3600,
+            name_server_addresses: Vec::new(),
         }
     }
 }

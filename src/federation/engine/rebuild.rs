@@ -78,6 +78,9 @@ impl Engine {
             let ns = name_server(&domain, &apex);
             let in_zone = apex.zone_of(&ns) && ns != apex;
             let addresses = match in_zone {
+                true if domain.name_server_addresses.is_empty() => {
+                    self.settings.name_server_addresses.clone()
+                }
                 true => domain.name_server_addresses.clone(),
                 false => Vec::new(),
             };
