@@ -183,9 +183,10 @@ fn answer_query(
         // A zone transfer needs TCP (as NSD and Knot answer it).
         return finish(out, false, rcode::NOTIMP as u16, [0, 0]);
     }
-    let Some(zone) = zones.find(key) else {
+    let Some(first_zone) = zones.find(key) else {
         return refused(out);
     };
+    let zone = first_zone;
     if zone.shape.broken.is_some() {
         // A zone whose file cannot be loaded: SERVFAIL, never REFUSED (which tells resolvers
         // the server is lame for the zone).
@@ -210,7 +211,12 @@ fn answer_query(
     let mut wild_buf = [0u8; wire::MAX_NAME_WIRE];
     for _ in 0..MAX_CHAIN {
         let key = wire::lowercase_into(&out[name_at..name_at + name_len], &mut key_buf);
-        let Some(zone) = zones.find(key) else {
+        // The question's zone is known; a chain step looks its name's up.
+        let zone = match answers {
+            0 => Some(first_zone),
+            _ => zones.find(key),
+        };
+        let Some(zone) = zone else {
             // The chain left our zones.
             return finish(out, aa, rcode::NOERROR as u16, [answers, 0]);
         };
