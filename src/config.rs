@@ -99,6 +99,11 @@ pub struct ServeArgs {
     /// comma-separate [default: none].
     #[arg(long, env = "FEDNS_RRL_EXEMPT", value_delimiter = ',')]
     pub rrl_exempt: Vec<Prefix>,
+    /// Addresses of the Domains' name server (`nameServer`, else `ns.<zone>`) when it lies in
+    /// its zone, for Domains that give no `nameServerAddresses` of their own: served as its
+    /// A/AAAA records and sent with NS answers; repeat or comma-separate [default: none].
+    #[arg(long, env = "FEDNS_NAME_SERVER_ADDRESSES", value_delimiter = ',')]
+    pub name_server_addresses: Vec<std::net::IpAddr>,
     /// Server identity sent as EDNS NSID (RFC 5001) and answered to CH TXT id.server and
     /// hostname.bind; `hostname` uses the machine's host name [default: none].
     #[arg(long, env = "FEDNS_NSID")]
@@ -269,6 +274,7 @@ struct FileConfig {
     rrl_slip: Option<u32>,
     rrl_window: Option<String>,
     rrl_exempt: Option<Vec<String>>,
+    name_server_addresses: Option<Vec<std::net::IpAddr>>,
     upstream_resolver: Option<SocketAddr>,
     nsid: Option<String>,
     version_string: Option<String>,
@@ -546,6 +552,11 @@ impl ServeArgs {
                 ttl,
                 grace,
                 negative_ttl: self.negative_ttl.or(file.negative_ttl).unwrap_or(30),
+                name_server_addresses: if self.name_server_addresses.is_empty() {
+                    file.name_server_addresses.unwrap_or_default()
+                } else {
+                    self.name_server_addresses.clone()
+                },
                 ..Settings::default()
             },
             limits: Limits {
@@ -743,6 +754,27 @@ mod tests {
         assert_eq!(cfg.engine.grace, Duration::from_secs(30));
         assert_eq!(cfg.engine.ttl.default_ttl, 60);
         assert_eq!(cfg.udp_workers, 1);
+    }
+
+    #[test]
+    fn name_server_addresses_come_from_the_flag_or_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fedns.yaml");
+        std::fs::write(
+            &path,
+            "nameServerAddresses: [192.0.2.53, \"2001:db8::53\"]\n",
+        )
+        .unwrap();
+        let mut a = args();
+        a.config = Some(path);
+        let cfg = a.clone().resolve().unwrap();
+        assert_eq!(cfg.engine.name_server_addresses.len(), 2);
+        a.name_server_addresses = vec!["198.51.100.1".parse().unwrap()];
+        let cfg = a.resolve().unwrap();
+        assert_eq!(
+            cfg.engine.name_server_addresses,
+            ["198.51.100.1".parse::<std::net::IpAddr>().unwrap()]
+        );
     }
 
     #[test]

@@ -211,7 +211,8 @@ impl Metrics {
                 Opts::new(
                 "fedns_zone_file_loads_total",
                 "Zone directory reloads that changed what is served (result=changed) and zone \
-                 file loads rejected (result=error; the last good content is kept)",
+                 file loads rejected (result=error; the last good content is kept, and a zone without \
+                 any answers SERVFAIL)",
             ),
                 &["result"],
             )

@@ -6,6 +6,8 @@
 //! [`crate::federation::engine`] publishes into the store. The answer path takes no lock beyond one
 //! map read, allocates nothing and logs nothing per query.
 
+pub mod masterfile;
+pub mod rdata_text;
 pub mod responder;
 pub mod rrl;
 pub mod server;

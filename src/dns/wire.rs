@@ -17,6 +17,8 @@ pub mod rtype {
     pub const CNAME: u16 = 5;
     pub const SOA: u16 = 6;
     pub const TXT: u16 = 16;
+    pub const DNAME: u16 = 39;
+    pub const DS: u16 = 43;
     pub const AAAA: u16 = 28;
     pub const OPT: u16 = 41;
     pub const TSIG: u16 = 250;
@@ -33,6 +35,7 @@ pub mod rcode {
     pub const NXDOMAIN: u8 = 3;
     pub const NOTIMP: u8 = 4;
     pub const REFUSED: u8 = 5;
+    pub const YXDOMAIN: u8 = 6;
     pub const BADVERS: u16 = 16;
 }
 

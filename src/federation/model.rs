@@ -37,6 +37,9 @@ pub struct DomainSpec {
     pub zone: String,
     /// `nameServer`: the apex NS target; `ns.<zone>` is used when absent.
     pub name_server: Option<String>,
+    /// `nameServerAddresses`: the name server's addresses, served as its A/AAAA records when it
+    /// lies inside the zone and sent as additional data with NS answers.
+    pub name_server_addresses: Vec<std::net::IpAddr>,
 }
 
 /// A `ServiceDNSRecord`: which Service gets federation names, and how.

@@ -521,6 +521,7 @@ pub(crate) mod tests {
             namespace: "kube-federation-system".into(),
             zone: "example.com".into(),
             name_server: None,
+            name_server_addresses: Vec::new(),
         }
     }
 

@@ -581,10 +581,14 @@ impl<'a, 'k> Writer<'a, 'k> {
         self.record(copy.zone.key(), &body);
     }
 
-    /// Every record of `entry` (the apex SOA marker skipped: the SOA is written by the caller).
+    /// Every record of `entry` (the apex SOA marker skipped: the SOA is written by the caller;
+    /// the additional-data pseudo-set skipped: its records are copies of other names' records).
     fn entry(&mut self, key: &[u8], entry: &[u8], keep: impl Fn(&store::SetView<'_>) -> bool) {
         for set in store::sets(entry) {
-            if (set.rtype == rtype::SOA && set.count == 0) || !keep(&set) {
+            if (set.rtype == rtype::SOA && set.count == 0)
+                || set.rtype == store::ADDITIONAL
+                || !keep(&set)
+            {
                 continue;
             }
             let mut at = 0;

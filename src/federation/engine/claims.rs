@@ -216,7 +216,11 @@ pub(super) fn render(claim: &Claim) -> Box<[u8]> {
                 b.rrset(set.rtype, set.ttl, set.rdatas.iter().map(|r| &r[..]));
             }
         }
-        Claim::Apex { name_servers, ttl } => {
+        Claim::Apex {
+            name_servers,
+            ttl,
+            addresses,
+        } => {
             let rdatas: Vec<Vec<u8>> = name_servers
                 .iter()
                 .map(|n| {
@@ -227,6 +231,26 @@ pub(super) fn render(claim: &Claim) -> Box<[u8]> {
                 .collect();
             b.rrset(rtype::NS, *ttl, rdatas.iter().map(|r| &r[..]));
             b.apex_soa();
+            // The name server's addresses, complete records, as additional data.
+            let additional: Vec<Vec<u8>> = name_servers
+                .first()
+                .into_iter()
+                .flat_map(|ns| addresses.iter().map(move |a| (ns, a)))
+                .map(|(ns, a)| {
+                    let (t, data) = match a {
+                        std::net::IpAddr::V4(a) => (rtype::A, a.octets().to_vec()),
+                        std::net::IpAddr::V6(a) => (rtype::AAAA, a.octets().to_vec()),
+                    };
+                    let mut rr = Vec::new();
+                    crate::dns::store::push_full_rr(&mut rr, ns, t, *ttl, &data);
+                    rr
+                })
+                .collect();
+            b.rrset(
+                crate::dns::store::ADDITIONAL,
+                0,
+                additional.iter().map(|r| &r[..]),
+            );
         }
     }
     b.finish()

@@ -79,14 +79,25 @@ pub struct StaticZone {
     pub serial: u32,
     /// Every name of the zone (the apex included) and its sets; the SOA itself is not among them.
     pub names: BTreeMap<Name, Vec<StaticSet>>,
+    /// Why the zone's file cannot be loaded, when there is no last good content to serve: the
+    /// zone is then answered SERVFAIL (its `soa` and `names` are placeholders).
+    pub error: Option<String>,
 }
 
 /// What a name carries, as claimed by one owner.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
     Record(RecordData),
-    Static { apex: bool, sets: Vec<StaticSet> },
-    Apex { name_servers: Vec<Name>, ttl: u32 },
+    Static {
+        apex: bool,
+        sets: Vec<StaticSet>,
+    },
+    Apex {
+        name_servers: Vec<Name>,
+        ttl: u32,
+        /// Addresses of the (in-zone) name server, sent as additional data with NS answers.
+        addresses: Vec<std::net::IpAddr>,
+    },
 }
 
 /// Settings of the engine.
@@ -99,6 +110,8 @@ pub struct Settings {
     pub negative_ttl: u32,
     /// TTL of SOA and NS at the apex of Domain zones.
     pub apex_ttl: u32,
+    /// Addresses of the in-zone name server of Domains that give none (`--name-server-addresses`).
+    pub name_server_addresses: Vec<std::net::IpAddr>,
 }
 
 impl Default for Settings {
@@ -108,6 +121,7 @@ impl Default for Settings {
             grace: Duration::ZERO,
             negative_ttl: 30,
             apex_ttl: 3600,
+            name_server_addresses: Vec::new(),
         }
     }
 }

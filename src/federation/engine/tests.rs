@@ -46,6 +46,7 @@ impl Fixture {
                 namespace: "kube-federation-system".into(),
                 zone: "example.com".into(),
                 name_server: Some("ns1.example.com".into()),
+                name_server_addresses: Vec::new(),
             },
         )));
         f.member("c1", "us", "us1");
@@ -351,6 +352,7 @@ fn static_zone(names: &[(&str, StaticSet)]) -> StaticZone {
         serial: 42,
         apex,
         names: map,
+        error: None,
     }
 }
 
@@ -665,6 +667,7 @@ fn a_static_zone_keeps_its_file_serial_while_other_zones_change() {
             namespace: "kube-federation-system".into(),
             zone: "example.com".into(),
             name_server: Some("ns2.example.com".into()),
+            name_server_addresses: vec![],
         },
     )));
     assert!(serial_gt(f.serial(), before), "the Domain zone changed");
@@ -745,4 +748,51 @@ fn a_change_within_the_second_is_numbered_in_the_next() {
     assert!(serial_gt(f.serial(), first));
     assert!(!f.engine.has_pending());
     assert!(clock > 0);
+}
+
+fn domain_with_name_server(ns: &str, addresses: &[&str]) -> SourceEvent {
+    SourceEvent::ApplyFederation(FederationObject::Domain(DomainSpec {
+        federation: "galactic".into(),
+        namespace: "kube-federation-system".into(),
+        zone: "example.com".into(),
+        name_server: Some(ns.into()),
+        name_server_addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
+    }))
+}
+
+#[test]
+fn in_zone_name_server_addresses_resolve_and_go_with_ns_answers() {
+    let mut f = Fixture::new();
+    let apex_owner = Owner::Apex("example.com.".into());
+    assert!(
+        f.engine.problems()[&apex_owner][0].contains("ns1.example.com."),
+        "an in-zone name server without an address is a problem"
+    );
+    f.send(domain_with_name_server(
+        "ns1.example.com",
+        &["192.0.2.53", "2001:db8::53"],
+    ));
+    assert!(!f.engine.problems().contains_key(&apex_owner));
+    assert_eq!(f.answer("ns1.example.com."), "NoError A 192.0.2.53");
+    let m = f.ask("ns1.example.com.", RecordType::AAAA);
+    assert_eq!(m.answers.len(), 1);
+    let m = f.ask("example.com.", RecordType::NS);
+    assert_eq!(m.answers.len(), 1);
+    let extra: Vec<String> = m
+        .additionals
+        .iter()
+        .map(|r| format!("{} {}", r.name, r.data))
+        .collect();
+    assert_eq!(
+        extra,
+        [
+            "ns1.example.com. 192.0.2.53",
+            "ns1.example.com. 2001:db8::53"
+        ]
+    );
+    // A name server outside the zone needs no address here, and gets none.
+    f.send(domain_with_name_server("ns.elsewhere.net", &["192.0.2.53"]));
+    assert!(!f.engine.problems().contains_key(&apex_owner));
+    assert!(f.ask("example.com.", RecordType::NS).additionals.is_empty());
+    assert_eq!(f.answer("ns1.example.com."), "NXDomain");
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use hickory_proto::rr::Name;
 
-use crate::dns::store::{SoaFields, Zone, ZoneTable};
+use crate::dns::store::{SoaFields, Zone, ZoneShape, ZoneTable};
 use crate::federation::model::DomainSpec;
 use crate::federation::naming;
 
@@ -21,18 +21,24 @@ impl Engine {
         let old = self.store.zones();
         let mut by_apex: BTreeMap<Box<[u8]>, Arc<Zone>> = BTreeMap::new();
         let keep_or_new =
-            |apex: &Name, soa: SoaFields, file_serial: Option<u32>| match old.by_apex(apex) {
-                Some(z) if z.soa == soa && z.file_serial == file_serial => z.clone(),
+            |apex: &Name, soa: SoaFields, file_serial: Option<u32>, shape: ZoneShape| match old
+                .by_apex(apex)
+            {
+                Some(z) if z.soa == soa && z.file_serial == file_serial && z.shape == shape => {
+                    z.clone()
+                }
                 Some(z) => {
-                    let zone = Zone::new(apex.clone(), soa, z.serial());
+                    let zone = Zone::new(apex.clone(), soa, z.serial()).with_shape(shape);
                     Arc::new(match file_serial {
                         Some(f) => zone.with_file_serial(f),
                         None => zone,
                     })
                 }
                 None => Arc::new(match file_serial {
-                    Some(f) => Zone::new(apex.clone(), soa, f).with_file_serial(f),
-                    None => Zone::new(apex.clone(), soa, self.clock),
+                    Some(f) => Zone::new(apex.clone(), soa, f)
+                        .with_file_serial(f)
+                        .with_shape(shape),
+                    None => Zone::new(apex.clone(), soa, self.clock).with_shape(shape),
                 }),
             };
         for domain in self.domains.values() {
@@ -41,11 +47,12 @@ impl Engine {
                 continue;
             };
             let soa = self.domain_soa(domain, &apex);
-            let zone = keep_or_new(&apex, soa, None);
+            let zone = keep_or_new(&apex, soa, None, ZoneShape::default());
             by_apex.insert(naming::wire_key(&apex), zone);
         }
         for zone in &self.static_zones {
-            let z = keep_or_new(&zone.apex, zone.soa.clone(), Some(zone.serial));
+            let shape = crate::dns::zonefile::shape_of(zone);
+            let z = keep_or_new(&zone.apex, zone.soa.clone(), Some(zone.serial), shape);
             // A zone file for a Domain's zone replaces its generated SOA and NS.
             by_apex.insert(naming::wire_key(&zone.apex), z);
         }
