@@ -20,27 +20,9 @@ impl Engine {
     pub(super) fn zone_table(&self) -> ZoneTable {
         let old = self.store.zones();
         let mut by_apex: BTreeMap<Box<[u8]>, Arc<Zone>> = BTreeMap::new();
-        let keep_or_new =
-            |apex: &Name, soa: SoaFields, file_serial: Option<u32>, shape: ZoneShape| match old
-                .by_apex(apex)
-            {
-                Some(z) if z.soa == soa && z.file_serial == file_serial && z.shape == shape => {
-                    z.clone()
-                }
-                Some(z) => {
-                    let zone = Zone::new(apex.clone(), soa, z.serial()).with_shape(shape);
-                    Arc::new(match file_serial {
-                        Some(f) => zone.with_file_serial(f),
-                        None => zone,
-                    })
-                }
-                None => Arc::new(match file_serial {
-                    Some(f) => Zone::new(apex.clone(), soa, f)
-                        .with_file_serial(f)
-                        .with_shape(shape),
-                    None => Zone::new(apex.clone(), soa, self.clock).with_shape(shape),
-                }),
-            };
+        let keep_or_new = |apex: &Name, soa, file_serial, shape| {
+            zone_for(old.by_apex(apex), apex, soa, file_serial, shape, self.clock)
+        };
         for domain in self.domains.values() {
             let Ok(apex) = naming::parse_dotted("domain", &domain.zone) else {
                 tracing::warn!(domain = %domain.federation, zone = %domain.zone, "invalid Domain zone: not served");
@@ -181,5 +163,34 @@ mod tests {
         assert!(serial_gt(1, u32::MAX));
         assert!(!serial_gt(u32::MAX, 1));
         assert!(serial_gt(2_025_010_101, 1_764_000_000));
+    }
+}
+
+/// The zone to serve at `apex`: the one served now when nothing about it changed, else a new
+/// one that keeps the current serial (the engine moves serials on content changes), starting at
+/// the file's serial for a zone loaded from a file, at the clock otherwise.
+fn zone_for(
+    current: Option<&Arc<Zone>>,
+    apex: &Name,
+    soa: SoaFields,
+    file_serial: Option<u32>,
+    shape: ZoneShape,
+    clock: u32,
+) -> Arc<Zone> {
+    match current {
+        Some(z) if z.soa == soa && z.file_serial == file_serial && z.shape == shape => z.clone(),
+        Some(z) => {
+            let zone = Zone::new(apex.clone(), soa, z.serial()).with_shape(shape);
+            Arc::new(match file_serial {
+                Some(f) => zone.with_file_serial(f),
+                None => zone,
+            })
+        }
+        None => Arc::new(match file_serial {
+            Some(f) => Zone::new(apex.clone(), soa, f)
+                .with_file_serial(f)
+                .with_shape(shape),
+            None => Zone::new(apex.clone(), soa, clock).with_shape(shape),
+        }),
     }
 }
