@@ -137,35 +137,6 @@ pub(super) fn unix_serial() -> u32 {
         .map_or(1, |d| d.as_secs() as u32)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn serials_follow_the_clock_at_most_once_a_second() {
-        assert_eq!(next_serial(100, None, 200), Some(200));
-        // A second change within the same second waits for the clock.
-        assert_eq!(next_serial(200, None, 200), None);
-        assert_eq!(next_serial(200, None, 201), Some(201));
-    }
-
-    #[test]
-    fn a_file_serial_ahead_of_the_clock_counts_up() {
-        let date = 2_030_010_100;
-        assert_eq!(next_serial(1_000, Some(date), 1_800_000_000), Some(date));
-        assert_eq!(next_serial(date, Some(date), 1_800_000_000), Some(date + 1));
-        // A file serial behind the clock is passed by the clock.
-        assert_eq!(next_serial(5, Some(7), 1_800_000_000), Some(1_800_000_000));
-    }
-
-    #[test]
-    fn serial_comparison_wraps_as_rfc_1982_says() {
-        assert!(serial_gt(1, u32::MAX));
-        assert!(!serial_gt(u32::MAX, 1));
-        assert!(serial_gt(2_025_010_101, 1_764_000_000));
-    }
-}
-
 /// The zone to serve at `apex`: the one served now when nothing about it changed, else a new
 /// one that keeps the current serial (the engine moves serials on content changes), starting at
 /// the file's serial for a zone loaded from a file, at the clock otherwise.
@@ -192,5 +163,34 @@ fn zone_for(
                 .with_shape(shape),
             None => Zone::new(apex.clone(), soa, clock).with_shape(shape),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serials_follow_the_clock_at_most_once_a_second() {
+        assert_eq!(next_serial(100, None, 200), Some(200));
+        // A second change within the same second waits for the clock.
+        assert_eq!(next_serial(200, None, 200), None);
+        assert_eq!(next_serial(200, None, 201), Some(201));
+    }
+
+    #[test]
+    fn a_file_serial_ahead_of_the_clock_counts_up() {
+        let date = 2_030_010_100;
+        assert_eq!(next_serial(1_000, Some(date), 1_800_000_000), Some(date));
+        assert_eq!(next_serial(date, Some(date), 1_800_000_000), Some(date + 1));
+        // A file serial behind the clock is passed by the clock.
+        assert_eq!(next_serial(5, Some(7), 1_800_000_000), Some(1_800_000_000));
+    }
+
+    #[test]
+    fn serial_comparison_wraps_as_rfc_1982_says() {
+        assert!(serial_gt(1, u32::MAX));
+        assert!(!serial_gt(u32::MAX, 1));
+        assert!(serial_gt(2_025_010_101, 1_764_000_000));
     }
 }
