@@ -2,8 +2,10 @@
 //! optional YAML file (`--config`). Flags and environment win over the file; the file wins over
 //! built-in defaults. Everything is validated before anything starts.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
@@ -13,6 +15,7 @@ use crate::dns::responder::Limits;
 use crate::dns::rrl::{Prefix, RrlSettings};
 use crate::dns::server::TcpSettings;
 use crate::federation::engine::Settings;
+use crate::federation::locality::{ClientNetwork, LocationTable};
 use crate::federation::records::TtlPolicy;
 use crate::k8s::lease::LeaseSettings;
 
@@ -284,6 +287,12 @@ struct FileConfig {
     empty_relist_confirm: Option<String>,
     #[serde(default)]
     members: Vec<MemberConfig>,
+    /// Where clients are: `[{network: 10.1.0.0/16, region: eu, zone: eu1}]`, longest prefix wins.
+    #[serde(default)]
+    client_networks: Vec<ClientNetwork>,
+    /// For `nearest`: the regions to try, in order, when the client's own has no healthy cluster.
+    #[serde(default)]
+    region_preferences: BTreeMap<String, Vec<String>>,
     leader_elect: Option<bool>,
     lease_name: Option<String>,
     lease_duration: Option<String>,
@@ -309,6 +318,8 @@ pub struct ServeConfig {
     pub log_level: Option<String>,
     /// How long answers continue after /ready fails on shutdown.
     pub shutdown_drain: Duration,
+    /// Where clients are (`clientNetworks`, `regionPreferences`); also in `engine` and `limits`.
+    pub locality: Arc<LocationTable>,
 }
 
 /// Parses a duration in the one syntax of every flag, config key and environment variable:
@@ -507,7 +518,16 @@ impl ServeArgs {
                 })
             }
         };
+        let locality = Arc::new(
+            LocationTable::new(&file.client_networks, file.region_preferences).map_err(
+                |message| ConfigError::Invalid {
+                    field: "clientNetworks",
+                    message,
+                },
+            )?,
+        );
         let cfg = ServeConfig {
+            locality: locality.clone(),
             source,
             zones: self.zones.clone().or(file.zones),
             dns_listen,
@@ -520,6 +540,7 @@ impl ServeArgs {
                 ttl,
                 grace,
                 negative_ttl: self.negative_ttl.or(file.negative_ttl).unwrap_or(30),
+                locality: locality.clone(),
                 ..Settings::default()
             },
             limits: Limits {
@@ -538,6 +559,7 @@ impl ServeArgs {
                     .or(file.version_string)
                     .map(|text| text.into_bytes().into()),
                 tcp_keepalive: None,
+                locality: (!locality.is_empty()).then(|| locality.clone()),
             },
             tcp: TcpSettings {
                 max_connections: self
@@ -607,6 +629,20 @@ fn server_identity(text: &str) -> std::sync::Arc<[u8]> {
         other => other.to_owned(),
     };
     text.into_bytes().into()
+}
+
+/// The location table (`clientNetworks`, `regionPreferences`) of a config file; empty without one.
+pub fn locality_from(path: Option<&Path>) -> Result<Arc<LocationTable>, ConfigError> {
+    let Some(path) = path else {
+        return Ok(Arc::default());
+    };
+    let file = read_file(path)?;
+    LocationTable::new(&file.client_networks, file.region_preferences)
+        .map(Arc::new)
+        .map_err(|message| ConfigError::Invalid {
+            field: "clientNetworks",
+            message,
+        })
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {

@@ -1,5 +1,5 @@
 //! DNS transport: UDP answer workers (one OS thread and one `SO_REUSEPORT` socket each, no async
-//! runtime on the hot path) and a TCP listener on tokio. Both call [`responder::respond`].
+//! runtime on the hot path) and a TCP listener on tokio. Both call [`responder::respond_from`].
 
 use std::collections::HashMap;
 use std::io;
@@ -199,14 +199,16 @@ fn udp_loop(
         for i in 0..count {
             let (len, peer, destination) = received[i];
             let started = Instant::now();
-            let answered = responder::respond(
+            let client = peer.as_ref().and_then(ip_of);
+            let answered = responder::respond_from(
                 &packets[i][..len],
                 &store,
                 Transport::Udp,
                 &limits,
+                client,
                 &mut outs[answers],
             );
-            let Some(client) = peer.as_ref().and_then(ip_of) else {
+            let Some(client) = client else {
                 metrics.observe(&packets[i][..len], answered, started.elapsed());
                 continue;
             };
@@ -372,8 +374,14 @@ fn udp_loop(
             }
         };
         let started = Instant::now();
-        let answered =
-            responder::respond(&packet[..len], &store, Transport::Udp, &limits, &mut out);
+        let answered = responder::respond_from(
+            &packet[..len],
+            &store,
+            Transport::Udp,
+            &limits,
+            Some(peer.ip()),
+            &mut out,
+        );
         let answered = rate_limit(
             answered,
             peer.ip(),
@@ -626,8 +634,14 @@ impl TcpConnection<'_> {
             // RFC 7828: tell the client how long it may keep the connection idle.
             self.limits.tcp_keepalive = Some((idle.as_millis() / 100).min(u16::MAX as u128) as u16);
             let started = Instant::now();
-            let answered =
-                responder::respond(&packet, self.store, Transport::Tcp, &self.limits, &mut out);
+            let answered = responder::respond_from(
+                &packet,
+                self.store,
+                Transport::Tcp,
+                &self.limits,
+                Some(self.conn.peer),
+                &mut out,
+            );
             worker.observe(&packet, answered, started.elapsed());
             match answered {
                 Some(_) => {

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use hickory_proto::rr::Name;
 
 use crate::dns::store::{RecordStore, SoaFields};
+use crate::federation::locality::{Localized, LocationTable};
 use crate::federation::model::{
     DomainSpec, FederationKind, FederationObject, FederationObjectId, IngressRecordSpec,
     MemberSpec, ObjectKey, ServiceRecordSpec, SourceEvent,
@@ -36,7 +37,7 @@ mod status;
 mod zones;
 
 pub use claims::key_to_text;
-pub use explain::Explanation;
+pub use explain::{ClientExplanation, Explanation};
 use slices::{ClusterSlice, Liveness};
 
 /// Who put a name in the store. Order is priority: the first claimant of a name wins.
@@ -83,8 +84,17 @@ pub struct StaticZone {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
     Record(RecordData),
-    Static { apex: bool, sets: Vec<StaticSet> },
-    Apex { name_servers: Vec<Name>, ttl: u32 },
+    /// A global name whose answer depends on the client: the data every reader but the answer
+    /// path sees (all healthy targets), and the per-client answers.
+    Localized(RecordData, Localized),
+    Static {
+        apex: bool,
+        sets: Vec<StaticSet>,
+    },
+    Apex {
+        name_servers: Vec<Name>,
+        ttl: u32,
+    },
 }
 
 /// Settings of the engine.
@@ -97,6 +107,8 @@ pub struct Settings {
     pub negative_ttl: u32,
     /// TTL of SOA and NS at the apex of Domain zones.
     pub apex_ttl: u32,
+    /// Where clients are: the locations global names with a strategy pre-render answers for.
+    pub locality: Arc<LocationTable>,
 }
 
 impl Default for Settings {
@@ -106,6 +118,7 @@ impl Default for Settings {
             grace: Duration::ZERO,
             negative_ttl: 30,
             apex_ttl: 3600,
+            locality: Arc::default(),
         }
     }
 }
