@@ -556,3 +556,73 @@ async fn unbound_forwarding_client_subnets_gives_each_loopback_client_its_region
     drop(unbound);
     server.stop().await;
 }
+
+/// `fedns explain <name> --client … --source … --config …`: output, or the failure's stderr.
+fn explain_cli(dir: &Path, client: &str, config: &str) -> (bool, String) {
+    let source = dir.join("source");
+    if !source.exists() {
+        std::fs::create_dir_all(&source).unwrap();
+        federation(&source, &["eu-west"]);
+    }
+    std::fs::write(dir.join("fedns.yaml"), config).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fedns"))
+        .args(["explain", NEAR, "--client", client, "--source"])
+        .arg(&source)
+        .arg("--config")
+        .arg(dir.join("fedns.yaml"))
+        .output()
+        .unwrap();
+    let text = if out.status.success() {
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    } else {
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    (out.status.success(), text)
+}
+
+#[test]
+fn explain_with_a_client_says_where_it_is_and_why_each_cluster_is_in_or_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, text) = explain_cli(dir.path(), "198.51.100.200/25", CONFIG);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains(
+            "location: region eu, zone eu1 (clientNetworks 198.51.100.128/25; ECS scope /25)"
+        ),
+        "{text}"
+    );
+    // eu-west is down: eu clients go to every healthy cluster (eu has no preferences).
+    assert!(text.contains("strategy: nearest -> all"), "{text}");
+    assert!(
+        text.contains("out eu-west          unhealthy: no ready endpoints"),
+        "{text}"
+    );
+    assert!(text.contains("in  us-east"), "{text}");
+    let (ok, text) = explain_cli(dir.path(), "203.0.113.1", CONFIG);
+    assert!(ok, "{text}");
+    assert!(text.contains("strategy: nearest -> region"), "{text}");
+    assert!(
+        text.contains("in  ap-south         in the client's region ap"),
+        "{text}"
+    );
+    assert!(
+        text.contains("out us-east          region us is not the client's"),
+        "{text}"
+    );
+    let (ok, text) = explain_cli(dir.path(), "not-an-address", CONFIG);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("error: \"not-an-address\" is not an address prefix"),
+        "{text}"
+    );
+    let (ok, text) = explain_cli(
+        dir.path(),
+        "10.0.0.1",
+        "clientNetworks:\n- {network: 10.0.0.0/40, region: us}\n",
+    );
+    assert!(!ok);
+    assert!(
+        text.contains("clientNetworks[0]: \"10.0.0.0/40\": prefix length must be 0 to 32"),
+        "{text}"
+    );
+}
