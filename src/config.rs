@@ -769,6 +769,45 @@ mod tests {
     }
 
     #[test]
+    fn client_networks_reach_the_engine_and_the_answer_path_and_bad_rows_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fedns.yaml");
+        std::fs::write(
+            &path,
+            "clientNetworks:\n- {network: 10.1.0.0/16, region: us, zone: us1}\n\
+             regionPreferences: {us: [eu]}\n",
+        )
+        .unwrap();
+        let mut a = args();
+        a.config = Some(path.clone());
+        let cfg = a.resolve().unwrap();
+        let found = cfg.locality.locate("10.1.2.3".parse().unwrap(), 32);
+        assert_eq!(found.scope, 16);
+        assert_eq!(cfg.locality.preferences("us"), ["eu"]);
+        assert_eq!(cfg.limits.locality.as_ref(), Some(&cfg.locality));
+        assert_eq!(cfg.engine.locality, cfg.locality);
+        // Without rows the answer path does not look clients up at all.
+        assert!(args().resolve().unwrap().limits.locality.is_none());
+        std::fs::write(
+            &path,
+            "clientNetworks:\n- {network: 10.1.0.0/99, region: us}\n",
+        )
+        .unwrap();
+        let err = a.resolve().unwrap_err().to_string();
+        assert!(
+            err.starts_with("clientNetworks: clientNetworks[0]: \"10.1.0.0/99\""),
+            "{err}"
+        );
+        std::fs::write(
+            &path,
+            "clientNetworks:\n- {network: 10.1.0.0/16, place: us}\n",
+        )
+        .unwrap();
+        let err = a.resolve().unwrap_err().to_string();
+        assert!(err.contains("place"), "{err}");
+    }
+
+    #[test]
     fn durations_parse_in_go_and_humantime_syntax() {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
