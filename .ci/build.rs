@@ -7,7 +7,7 @@
 use std::process::Command;
 
 /// cfg name, and a shell command that succeeds when the tool is usable.
-const TOOLS: [(&str, &str); 8] = [
+const TOOLS: [(&str, &str); 9] = [
     ("fedns_missing_dig", "command -v dig"),
     ("fedns_missing_kdig", "command -v kdig"),
     (
@@ -22,6 +22,10 @@ const TOOLS: [(&str, &str); 8] = [
     (
         "fedns_missing_nsd",
         "command -v nsd || test -x /usr/sbin/nsd",
+    ),
+    (
+        "fedns_missing_knotd",
+        "command -v knotd || test -x /usr/sbin/knotd",
     ),
     ("fedns_missing_kustomize", "kubectl kustomize --help"),
     ("fedns_missing_helm", "python3 -c 'import helm_python'"),

@@ -39,6 +39,8 @@ pub struct AdminState {
     pub leadership: Leadership,
     /// The Lease and identity this replica is elected with; `None` without election.
     pub election: Option<String>,
+    /// Zone transfers, when configured: what each secondary last did.
+    pub transfers: Option<Arc<crate::dns::xfr::Transfers>>,
 }
 
 impl AdminState {
@@ -169,6 +171,27 @@ async fn status(State(s): State<AdminState>) -> impl IntoResponse {
     }
     for w in s.watches.failing() {
         let _ = writeln!(out, "watch failing:    {w}");
+    }
+    if let Some(transfers) = &s.transfers {
+        for (peer, p) in transfers.peers() {
+            let mut line = format!("secondary:        {peer}");
+            if let Some((zone, kind, serial, at)) = &p.last_transfer {
+                let _ = write!(
+                    line,
+                    "; last transfer {kind} {zone} serial {serial} at {at}"
+                );
+            }
+            if let Some((zone, serial, result, at)) = &p.last_notify {
+                let _ = write!(
+                    line,
+                    "; last NOTIFY {zone} serial {serial} {result} at {at}"
+                );
+            }
+            if let Some(e) = &p.last_error {
+                let _ = write!(line, "; error: {e}");
+            }
+            let _ = writeln!(out, "{line}");
+        }
     }
     (StatusCode::OK, out)
 }

@@ -78,10 +78,22 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, StartError> {
     // Owned here until the start-up state is in, then moved onto its own thread.
     let mut engine = Engine::new(store.clone(), cfg.engine.clone());
     let shutdown = Shutdown::new();
+    // Zone transfers and NOTIFY, when configured: the engine keeps their zone copies.
+    let transfers = cfg
+        .transfer
+        .clone()
+        .map(|c| Arc::new(crate::dns::xfr::Transfers::new(c, metrics.clone())));
     let draining = Arc::new(AtomicBool::new(false));
     let (errors_tx, errors_rx) = watch::channel(Vec::<String>::new());
     let watch_health = WatchHealth::default();
     let mut tasks = Vec::new();
+    if let Some(t) = &transfers {
+        engine.set_transfers(t.clone());
+        tasks.push(tokio::spawn(crate::dns::xfr::notify::run(
+            t.clone(),
+            shutdown.clone(),
+        )));
+    }
 
     // Static zones first, so the first sync already serves them.
     let mut zone_dir = ZoneDir::new(cfg.zones.clone());
@@ -241,7 +253,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, StartError> {
     let mut udp = Vec::new();
     let mut dns_addrs = Vec::new();
     for addr in &cfg.dns_listen {
-        let (workers, listener) = bind_dns(*addr, &cfg, &store, &metrics).await?;
+        let (workers, listener) = bind_dns(*addr, &cfg, &store, &metrics, &transfers).await?;
         let bound = workers.local_addr;
         udp.push(workers);
         tasks.push(tokio::spawn(server::serve_tcp(
@@ -251,6 +263,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, StartError> {
             cfg.tcp,
             metrics.clone(),
             shutdown.clone(),
+            transfers.clone(),
         )));
         dns_addrs.push(bound);
     }
@@ -277,6 +290,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, StartError> {
         watches: watch_health,
         leadership: leadership.clone(),
         election,
+        transfers: transfers.clone(),
     });
     let stop = shutdown.clone();
     tasks.push(tokio::spawn(async move {
@@ -353,6 +367,7 @@ async fn bind_dns(
     cfg: &ServeConfig,
     store: &Arc<RecordStore>,
     metrics: &Metrics,
+    transfers: &Option<Arc<crate::dns::xfr::Transfers>>,
 ) -> Result<(UdpWorkers, tokio::net::TcpListener), StartError> {
     let attempts = if addr.port() == 0 { 20 } else { 1 };
     let mut last = None;
@@ -364,6 +379,7 @@ async fn bind_dns(
             cfg.limits.clone(),
             &cfg.rrl,
             metrics,
+            transfers.clone(),
         )
         .map_err(|source| StartError::DnsListen { addr, source })?;
         let bound = workers.local_addr;

@@ -102,6 +102,11 @@ pub struct ServeArgs {
     /// comma-separate [default: none].
     #[arg(long, env = "FEDNS_RRL_EXEMPT", value_delimiter = ',')]
     pub rrl_exempt: Vec<Prefix>,
+    /// Addresses of the Domains' name server (`nameServer`, else `ns.<zone>`) when it lies in
+    /// its zone, for Domains that give no `nameServerAddresses` of their own: served as its
+    /// A/AAAA records and sent with NS answers; repeat or comma-separate [default: none].
+    #[arg(long, env = "FEDNS_NAME_SERVER_ADDRESSES", value_delimiter = ',')]
+    pub name_server_addresses: Vec<std::net::IpAddr>,
     /// Server identity sent as EDNS NSID (RFC 5001) and answered to CH TXT id.server and
     /// hostname.bind; `hostname` uses the machine's host name [default: none].
     #[arg(long, env = "FEDNS_NSID")]
@@ -167,6 +172,10 @@ pub struct ServeArgs {
     /// [default: true].
     #[arg(long, env = "FEDNS_LEADER_ELECT", num_args = 0..=1, default_missing_value = "true")]
     pub leader_elect: Option<bool>,
+    /// Zone transfers: at most one NOTIFY per zone and secondary this often; changes in between
+    /// are coalesced into the next (transfer.notify in the config file) [default: 1s].
+    #[arg(long, env = "FEDNS_NOTIFY_INTERVAL", value_parser = parse_duration)]
+    pub notify_interval: Option<Duration>,
     /// Name of the Lease [default: fedns].
     #[arg(long, env = "FEDNS_LEASE_NAME")]
     pub lease_name: Option<String>,
@@ -268,6 +277,7 @@ struct FileConfig {
     rrl_slip: Option<u32>,
     rrl_window: Option<String>,
     rrl_exempt: Option<Vec<String>>,
+    name_server_addresses: Option<Vec<std::net::IpAddr>>,
     upstream_resolver: Option<SocketAddr>,
     nsid: Option<String>,
     version_string: Option<String>,
@@ -298,6 +308,11 @@ struct FileConfig {
     lease_duration: Option<String>,
     lease_renew_deadline: Option<String>,
     lease_retry_period: Option<String>,
+    notify_interval: Option<String>,
+    /// Zone transfers and NOTIFY (see the README's "Serving through secondaries").
+    transfer: Option<crate::dns::xfr::config::TransferFile>,
+    #[serde(default)]
+    tsig_keys: Vec<crate::dns::xfr::config::TsigKeyFile>,
 }
 
 /// Everything `serve` needs, validated.
@@ -320,6 +335,8 @@ pub struct ServeConfig {
     pub shutdown_drain: Duration,
     /// Where clients are (`clientNetworks`, `regionPreferences`); also in `engine` and `limits`.
     pub locality: Arc<LocationTable>,
+    /// Zone transfers, NOTIFY and TSIG keys; `None` when not configured (transfers REFUSED).
+    pub transfer: Option<crate::dns::xfr::TransferConfig>,
 }
 
 /// Parses a duration in the one syntax of every flag, config key and environment variable:
@@ -526,6 +543,21 @@ impl ServeArgs {
                 },
             )?,
         );
+        let notify_interval = duration(
+            self.notify_interval,
+            &file.notify_interval,
+            "notifyInterval",
+            Duration::from_secs(1),
+        )?;
+        let transfer = crate::dns::xfr::TransferConfig::resolve(
+            file.transfer.as_ref(),
+            &file.tsig_keys,
+            notify_interval,
+        )
+        .map_err(|message| ConfigError::Parse {
+            path: self.config.clone().unwrap_or_default(),
+            message,
+        })?;
         let cfg = ServeConfig {
             locality: locality.clone(),
             source,
@@ -541,6 +573,11 @@ impl ServeArgs {
                 grace,
                 negative_ttl: self.negative_ttl.or(file.negative_ttl).unwrap_or(30),
                 locality: locality.clone(),
+                name_server_addresses: if self.name_server_addresses.is_empty() {
+                    file.name_server_addresses.unwrap_or_default()
+                } else {
+                    self.name_server_addresses.clone()
+                },
                 ..Settings::default()
             },
             limits: Limits {
@@ -611,6 +648,7 @@ impl ServeArgs {
                 "shutdownDrain",
                 Duration::from_secs(2),
             )?,
+            transfer,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -752,6 +790,27 @@ mod tests {
         assert_eq!(cfg.engine.grace, Duration::from_secs(30));
         assert_eq!(cfg.engine.ttl.default_ttl, 60);
         assert_eq!(cfg.udp_workers, 1);
+    }
+
+    #[test]
+    fn name_server_addresses_come_from_the_flag_or_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fedns.yaml");
+        std::fs::write(
+            &path,
+            "nameServerAddresses: [192.0.2.53, \"2001:db8::53\"]\n",
+        )
+        .unwrap();
+        let mut a = args();
+        a.config = Some(path);
+        let cfg = a.clone().resolve().unwrap();
+        assert_eq!(cfg.engine.name_server_addresses.len(), 2);
+        a.name_server_addresses = vec!["198.51.100.1".parse().unwrap()];
+        let cfg = a.resolve().unwrap();
+        assert_eq!(
+            cfg.engine.name_server_addresses,
+            ["198.51.100.1".parse::<std::net::IpAddr>().unwrap()]
+        );
     }
 
     #[test]

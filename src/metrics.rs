@@ -118,6 +118,10 @@ pub struct Metrics {
     pub propagation_writes: IntCounterVec,
     pub propagation_duration: Histogram,
     pub leader: IntGauge,
+    /// Zone transfer requests by kind (axfr, ixfr, soa: a signed SOA query) and result.
+    pub xfr_requests: IntCounterVec,
+    /// NOTIFY messages sent to secondaries, by result (acked, timeout, error, refused).
+    pub notify_sent: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -232,7 +236,8 @@ impl Metrics {
                 Opts::new(
                 "fedns_zone_file_loads_total",
                 "Zone directory reloads that changed what is served (result=changed) and zone \
-                 file loads rejected (result=error; the last good content is kept)",
+                 file loads rejected (result=error; the last good content is kept, and a zone without \
+                 any answers SERVFAIL)",
             ),
                 &["result"],
             )
@@ -299,6 +304,23 @@ impl Metrics {
                 "fedns_leader",
                 "1 while this replica holds the lease and writes to the host cluster",
             ),
+            xfr_requests: IntCounterVec::new(
+                Opts::new(
+                    "fedns_xfr_requests_total",
+                    "Zone transfer requests (kind=axfr, ixfr, or soa for a TSIG-signed query), by \
+                     result (ok, refused, notauth, formerr)",
+                ),
+                &["kind", "result"],
+            )
+            .expect("valid metric"),
+            notify_sent: IntCounterVec::new(
+                Opts::new(
+                    "fedns_notify_sent_total",
+                    "NOTIFY messages sent to secondaries, by result (acked, timeout, error)",
+                ),
+                &["result"],
+            )
+            .expect("valid metric"),
             registry,
         };
         for c in [
@@ -327,6 +349,8 @@ impl Metrics {
             Box::new(m.propagation_writes.clone()),
             Box::new(m.propagation_duration.clone()),
             Box::new(m.leader.clone()),
+            Box::new(m.xfr_requests.clone()),
+            Box::new(m.notify_sent.clone()),
         ] {
             m.registry.register(c).expect("unique metric");
         }
@@ -540,6 +564,7 @@ mod tests {
                 question_end: 12,
                 opt_len: 0,
                 locality: None,
+                transfer: false,
             }),
             Duration::from_micros(3),
         );

@@ -1683,6 +1683,18 @@ fn helm_chart_serves_zone_files_and_takes_extra_args_volumes_a_digest_a_monitor_
     let dns = find(&objects, "Service", "fedns-dns").unwrap();
     assert_eq!(dns["spec"]["ipFamilyPolicy"], "PreferDualStack");
     assert_eq!(dns["spec"]["ipFamilies"], json!(["IPv4", "IPv6"]));
+    // The DNS Service's fixed address is the in-zone name server's address.
+    let mut fixed = values.clone();
+    fixed["service"]["dns"]["address"] = json!("192.0.2.53");
+    let objects = helm(fixed, "fedns", "kube-federation-system").objects;
+    let dns = find(&objects, "Service", "fedns-dns").unwrap();
+    assert_eq!(dns["spec"]["loadBalancerIP"], "192.0.2.53");
+    let config = find(&objects, "ConfigMap", "fedns-config").unwrap();
+    let config = config["data"]["config.yaml"].as_str().unwrap();
+    assert!(
+        config.contains("nameServerAddresses: [\"192.0.2.53\"]"),
+        "{config}"
+    );
     // Without the values, none of it.
     let plain = helm(json!({}), "fedns", "kube-federation-system");
     assert!(find(&plain.objects, "ServiceMonitor", "fedns").is_none());

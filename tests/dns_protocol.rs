@@ -107,6 +107,12 @@ async fn apex_has_soa_and_ns_and_empty_non_terminals_are_nodata() {
     assert_eq!(m.answers.len(), 1);
     let m = ask(&mut client, "example.com.", RecordType::NS).await;
     assert_eq!(summary(&m), "NoError NS ns1.example.com.");
+    // The in-zone name server resolves (the demo Domain's nameServerAddresses), and its address
+    // goes with the NS answer.
+    let glue: Vec<String> = m.additionals.iter().map(|r| r.data.to_string()).collect();
+    assert_eq!(glue, ["127.0.0.1"]);
+    let m = ask(&mut client, "ns1.example.com.", RecordType::A).await;
+    assert_eq!(summary(&m), "NoError A 127.0.0.1");
     for ent in [
         "svc.example.com.",
         "galactic.svc.example.com.",

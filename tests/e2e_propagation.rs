@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{Server, apply, ask, eventually, install_crds, namespace, summary};
 use fedns::propagation::types::{MANAGED_LABEL, default_type, type_config};
-use harness::Clusters;
+use harness::{Clusters, RequestClock};
 use hickory_proto::rr::RecordType;
 use kube::Api;
 use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
@@ -33,8 +33,14 @@ const MEMBERS: [(&str, &str); 3] = [("c1", "us"), ("c2", "us"), ("c3", "eu")];
 
 impl Federation {
     async fn start() -> Option<Federation> {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Like [`start`](Self::start), with `prepare` run on the clusters before fedns starts.
+    async fn start_with(prepare: impl FnOnce(&Clusters)) -> Option<Federation> {
         let names: Vec<&str> = MEMBERS.iter().map(|(n, _)| *n).collect();
         let clusters = Clusters::start_named("host", &names).await?;
+        prepare(&clusters);
         let host = clusters.host.client().await;
         install_crds(&host).await;
         for ns in [NS, "test"] {
@@ -820,4 +826,73 @@ async fn a_rebuilt_member_with_a_rotated_token_gets_its_objects_back_without_401
     )
     .await;
     assert_eq!(c1.unauthorized(), refused, "no request with the old token");
+}
+
+/// A member whose role lacks the target type (403 on every LIST of it): the other members are
+/// served meanwhile, the status says which member could not be read, and the controller's watch
+/// of that member backs off exponentially instead of retrying at its minimum delay (a relist
+/// used to reset the backoff).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_watch_that_keeps_failing_backs_off_exponentially() {
+    let mut clock = None;
+    let Some(fed) = Federation::start_with(|clusters| {
+        if let Some(c1) = clusters.members[0].as_fake() {
+            c1.forbid("configmaps");
+            clock = Some(RequestClock::start(c1, "list", "configmaps"));
+        }
+    })
+    .await
+    else {
+        return;
+    };
+    let Some(lists) = clock else {
+        eprintln!("fault injection needs the harness: not run against real clusters");
+        return;
+    };
+    apply(
+        &fed.host,
+        json!({
+            "apiVersion": "types.kubefed.io/v1beta1", "kind": "FederatedConfigMap",
+            "metadata": {"name": "backoff", "namespace": "test"},
+            "spec": {"template": {"data": {"a": "1"}},
+                     "placement": {"clusterSelector": {}}}
+        }),
+    )
+    .await;
+    for name in ["c2", "c3"] {
+        until(
+            fed.member(name),
+            &configmaps(),
+            "backoff",
+            "placed in the members that can be listed",
+            managed,
+        )
+        .await;
+    }
+    // The member that cannot be listed is reported, with KubeFed's reason for it.
+    until(
+        &fed.host,
+        &federated("ConfigMap"),
+        "backoff",
+        "status reports c1's cache",
+        |o| {
+            o.is_some_and(|o| {
+                o["status"]["clusters"].as_array().is_some_and(|c| {
+                    c.contains(&json!({"name": "c1", "status": "CachedRetrievalFailed"}))
+                })
+            })
+        },
+    )
+    .await;
+    // A doubling backoff from 200 ms (jittered ×0.8–1.2) lists at about 0, 0.2, 0.6, 1.4, 3.0
+    // and 6.2 s, so the fifth gap is 10–24 times the first; a backoff reset by every relist
+    // keeps the gaps equal (about 0.1 s).
+    let six = eventually(Duration::from_secs(30), async || lists.times().len() >= 6).await;
+    let times = lists.times();
+    assert!(six.is_some(), "c1 ConfigMaps listed {} times", times.len());
+    let gaps: Vec<Duration> = times.windows(2).take(5).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps[4] >= gaps[0] * 6,
+        "gaps between LISTs grow exponentially: {gaps:?}"
+    );
 }

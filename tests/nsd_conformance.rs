@@ -1,6 +1,10 @@
-//! Differential conformance against NSD: the same zone file served by fedns and by NSD (Debian
+//! Differential conformance against NSD: the same zone files served by fedns and by NSD (Debian
 //! package `nsd`), the same query table sent to both over UDP, and the responses compared: rcode,
 //! header flags, the answer section, the authority section of negative answers, OPT presence.
+//! The demo's `zones/acme.com.zone` carries the protocol cases; `tests/zones/zonetest.org.zone`
+//! the zone cases (delegations, wildcards, DNAME, record types beyond the common ones), where
+//! referrals, NS answers and negative answers are compared with their authority and additional
+//! sections too (glue included).
 //!
 //! Intended differences (each case states which applies):
 //! - **minimal responses**: NSD adds the apex NS set to the authority section (and its addresses
@@ -38,6 +42,8 @@ enum Compare {
     IgnoreFlags(u16),
     /// Everything but the question count (the "question on REFUSED" difference).
     IgnoreQuestion,
+    /// Everything, the authority and additional sections included (referrals, NS answers).
+    Sections,
 }
 
 struct Case {
@@ -233,6 +239,144 @@ fn cases() -> Vec<Case> {
             All,
         ),
     ]
+    .into_iter()
+    .chain(zone_cases())
+    .collect()
+}
+
+/// RFC 1034/4592/6672 zone behaviour, on `tests/zones/zonetest.org.zone`.
+fn zone_cases() -> Vec<Case> {
+    let q = |qname: &str, qtype: u16| packet(0, qname, qtype, 1, None);
+    let edns = |qname: &str, qtype: u16| packet(0, qname, qtype, 1, Some((0, &[][..], 0)));
+    let case = |what, packet, compare| Case {
+        what,
+        packet,
+        compare,
+    };
+    use Compare::*;
+    vec![
+        case("apex NS with addresses", q("zonetest.org", 2), Sections),
+        case("MX", q("mx.zonetest.org", 15), All),
+        // Delegations.
+        case("referral at the cut", q("sub.zonetest.org", 1), Sections),
+        case(
+            "referral below the cut",
+            q("www.sub.zonetest.org", 1),
+            Sections,
+        ),
+        case(
+            "referral deep below the cut",
+            q("a.b.sub.zonetest.org", 28),
+            Sections,
+        ),
+        case(
+            "referral for the glue name",
+            q("ns1.sub.zonetest.org", 1),
+            Sections,
+        ),
+        case(
+            "referral for NS at the cut",
+            q("sub.zonetest.org", 2),
+            Sections,
+        ),
+        case("referral, EDNS", edns("www.sub.zonetest.org", 1), Sections),
+        case(
+            "DS at the cut (parent side)",
+            q("sub.zonetest.org", 43),
+            Sections,
+        ),
+        case(
+            "referral to an in-zone server",
+            q("x.other.zonetest.org", 1),
+            Sections,
+        ),
+        // Wildcards.
+        case("wildcard A", q("a.wild.zonetest.org", 1), All),
+        case(
+            "wildcard, query case kept",
+            q("A.Wild.zonetest.org", 1),
+            All,
+        ),
+        case("wildcard deep", q("a.b.c.wild.zonetest.org", 1), All),
+        case("wildcard TXT", q("a.wild.zonetest.org", 16), All),
+        case("wildcard NODATA", q("a.wild.zonetest.org", 28), Sections),
+        case("wildcard ANY", q("a.wild.zonetest.org", 255), All),
+        case(
+            "existing name beats the wildcard",
+            q("host.wild.zonetest.org", 1),
+            All,
+        ),
+        case(
+            "existing name blocks the wildcard",
+            q("x.host.wild.zonetest.org", 1),
+            Sections,
+        ),
+        case(
+            "empty non-terminal blocks the wildcard",
+            q("x.ent.wild.zonetest.org", 1),
+            Sections,
+        ),
+        case(
+            "empty non-terminal under the wildcard",
+            q("ent.wild.zonetest.org", 1),
+            Sections,
+        ),
+        case("the wildcard's parent", q("wild.zonetest.org", 1), Sections),
+        case(
+            "the wildcard asked literally",
+            q("*.wild.zonetest.org", 1),
+            All,
+        ),
+        case("wildcard CNAME followed", q("a.cname.zonetest.org", 1), All),
+        case(
+            "wildcard CNAME asked for",
+            q("a.cname.zonetest.org", 5),
+            All,
+        ),
+        case("no wildcard: NXDOMAIN", q("nope.zonetest.org", 1), Sections),
+        // DNAME.
+        case("DNAME synthesis", q("x.old.zonetest.org", 1), All),
+        case(
+            "DNAME synthesis, case kept",
+            q("X.Old.zonetest.org", 1),
+            All,
+        ),
+        case(
+            "DNAME to a missing name",
+            q("y.old.zonetest.org", 1),
+            Sections,
+        ),
+        case("DNAME, CNAME asked for", q("x.old.zonetest.org", 5), All),
+        case("DNAME leaving the zone", q("a.b.far.zonetest.org", 1), All),
+        case("DNAME asked for", q("old.zonetest.org", 39), All),
+        case("at the DNAME owner", q("old.zonetest.org", 1), Sections),
+        case(
+            "DNAME target too long: YXDOMAIN",
+            q(
+                "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.long.zonetest.org",
+                1,
+            ),
+            Sections,
+        ),
+        case(
+            "CNAME into a delegation",
+            q("tocut.zonetest.org", 1),
+            Sections,
+        ),
+        // Record types served as data.
+        case("LOC", q("loc.zonetest.org", 29), All),
+        case("RP", q("rp.zonetest.org", 17), All),
+        case("SPF", q("spf.zonetest.org", 99), All),
+        case("URI", q("uri.zonetest.org", 256), All),
+        case("AFSDB", q("afsdb.zonetest.org", 18), All),
+        case("APL", q("apl.zonetest.org", 42), All),
+        case("NULL", q("null.zonetest.org", 10), All),
+        case("TYPE65534", q("unknown.zonetest.org", 65534), All),
+        case("A in RFC 3597 form", q("generic.zonetest.org", 1), All),
+        case("CAA", q("caa.zonetest.org", 257), All),
+        case("TXT with two strings", q("txt.zonetest.org", 16), All),
+        case("unknown type at a name", q("loc.zonetest.org", 1), All),
+    ]
 }
 
 /// What is compared of one response.
@@ -283,9 +427,15 @@ fn digest(raw: Option<&[u8]>, compare: Compare) -> String {
     let mut answers: Vec<String> = m.answers.iter().map(record).collect();
     answers.sort();
     out += &format!(" answer [{}]", answers.join("; "));
-    if m.answers.is_empty() {
-        let authority: Vec<String> = m.authorities.iter().map(record).collect();
+    if m.answers.is_empty() || compare == Compare::Sections {
+        let mut authority: Vec<String> = m.authorities.iter().map(record).collect();
+        authority.sort();
         out += &format!(" authority [{}]", authority.join("; "));
+    }
+    if compare == Compare::Sections {
+        let mut additional: Vec<String> = m.additionals.iter().map(record).collect();
+        additional.sort();
+        out += &format!(" additional [{}]", additional.join("; "));
     }
     if compare != Compare::NoOpt {
         out += &match &m.edns {
@@ -298,6 +448,16 @@ fn digest(raw: Option<&[u8]>, compare: Compare) -> String {
         };
     }
     out
+}
+
+/// The zones both servers serve: the demo's `acme.com` and the test's `zonetest.org`.
+fn copy_zones(dir: &std::path::Path) {
+    for (from, to) in [
+        ("zones/acme.com.zone", "acme.com.zone"),
+        ("tests/zones/zonetest.org.zone", "zonetest.org.zone"),
+    ] {
+        std::fs::copy(repo().join(from), dir.join(to)).unwrap();
+    }
 }
 
 fn exchange(server: SocketAddr, packet: &[u8]) -> Option<Vec<u8>> {
@@ -318,11 +478,7 @@ impl Nsd {
             .find(|p| Command::new(p).arg("-v").output().is_ok())
             .unwrap_or_else(|| tools::missing("nsd", "apt-get install nsd"));
         let dir = tempfile::tempdir().unwrap();
-        std::fs::copy(
-            repo().join("zones/acme.com.zone"),
-            dir.path().join("acme.com.zone"),
-        )
-        .unwrap();
+        copy_zones(dir.path());
         let port = UdpSocket::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -337,7 +493,8 @@ impl Nsd {
                  xfrdir: {d}\n  logfile: {d}/nsd.log\n  server-count: 1\n  identity: \"conformance\"\n  \
                  nsid: \"ascii_conformance\"\n  version: \"fedns-conformance\"\n  minimal-responses: no\n  \
                  refuse-any: no\n  rrl-ratelimit: 0\nremote-control:\n  control-enable: no\n\
-                 zone:\n  name: acme.com\n  zonefile: acme.com.zone\n"
+                 zone:\n  name: acme.com\n  zonefile: acme.com.zone\n\
+                 zone:\n  name: zonetest.org\n  zonefile: zonetest.org.zone\n"
             ),
         )
         .unwrap();
@@ -382,13 +539,7 @@ impl Drop for Nsd {
 async fn fedns_answers_the_query_table_as_nsd_does() {
     let nsd = Nsd::start();
     let fedns = Server::start_configured(
-        |_source, zones| {
-            std::fs::copy(
-                repo().join("zones/acme.com.zone"),
-                zones.join("acme.com.zone"),
-            )
-            .unwrap();
-        },
+        |_source, zones| copy_zones(zones),
         |args| {
             args.nsid = Some("conformance".into());
             args.version_string = Some("fedns-conformance".into());

@@ -143,6 +143,7 @@ mod tests {
             zone: zone.into(),
             name_server: None,
             default_strategy: None,
+            name_server_addresses: Vec::new(),
         }
     }
 

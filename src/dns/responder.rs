@@ -77,6 +77,9 @@ pub struct Answered {
     pub opt_len: u16,
     /// Strategy and outcome codes ([`crate::federation::locality`]) of a per-client answer.
     pub locality: Option<(u8, u8)>,
+    /// For the transfer layer ([`crate::dns::xfr`]): the query was TSIG-signed (its answer must
+    /// be signed or rejected) or asked for IXFR.
+    pub transfer: bool,
 }
 
 impl Answered {
@@ -147,6 +150,7 @@ pub fn respond_from(
                 question_end: wire::HEADER_LEN as u16,
                 opt_len: (out.len() - wire::HEADER_LEN) as u16,
                 locality: None,
+                transfer: false,
             });
         }
     };
@@ -177,7 +181,8 @@ fn answer_query(
     let question_end = out.len();
 
     let local = Cell::new(Local::default());
-    let finish = |out: &mut Vec<u8>, aa: bool, rc: u16, counts: [u16; 2]| {
+    // Every response is finished here: the per-client scope and outcome go with it.
+    let finish_local = |out: &mut Vec<u8>, aa: bool, rc: u16, counts: [u16; 3]| {
         let now = local.get();
         let mut answered = finish_response(
             query,
@@ -192,6 +197,9 @@ fn answer_query(
         );
         answered.locality = now.counted;
         answered
+    };
+    let finish = |out: &mut Vec<u8>, aa: bool, rc: u16, counts: [u16; 2]| {
+        finish_local(out, aa, rc, [counts[0], counts[1], 0])
     };
     let refused = |out: &mut Vec<u8>| finish(out, false, rcode::REFUSED as u16, [0, 0]);
 
@@ -222,7 +230,16 @@ fn answer_query(
         // A zone transfer needs TCP (as NSD and Knot answer it).
         return finish(out, false, rcode::NOTIMP as u16, [0, 0]);
     }
-    if zones.find(key).is_none() || matches!(query.qtype, rtype::AXFR | rtype::IXFR) {
+    let Some(first_zone) = zones.find(key) else {
+        return refused(out);
+    };
+    let zone = first_zone;
+    if zone.shape.broken.is_some() {
+        // A zone whose file cannot be loaded: SERVFAIL, never REFUSED (which tells resolvers
+        // the server is lame for the zone).
+        return finish(out, false, rcode::SERVFAIL as u16, [0, 0]);
+    }
+    if matches!(query.qtype, rtype::AXFR | rtype::IXFR) {
         return refused(out);
     }
     let aa = !class_any;
@@ -238,29 +255,92 @@ fn answer_query(
     let mut answers: u16 = 0;
     let mut name_at = wire::QNAME_OFFSET;
     let mut name_len = query.qname.len();
+    let mut wild_buf = [0u8; wire::MAX_NAME_WIRE];
     for _ in 0..MAX_CHAIN {
         let key = wire::lowercase_into(&out[name_at..name_at + name_len], &mut key_buf);
-        let step = store.with_entry(key, |entry| {
+        // The question's zone is known; a chain step looks its name's up.
+        let zone = match answers {
+            0 => Some(first_zone),
+            _ => zones.find(key),
+        };
+        let Some(zone) = zone else {
+            // The chain left our zones.
+            return finish(out, aa, rcode::NOERROR as u16, [answers, 0]);
+        };
+        if zone.shape.broken.is_some() {
+            out.truncate(question_end);
+            return finish(out, false, rcode::SERVFAIL as u16, [0, 0]);
+        }
+        match find_break(zone, key, query.qtype) {
+            Some((store::Break::Cut, cut_len)) => {
+                let cut_at = name_at + name_len - cut_len;
+                let cut = &key[key.len() - cut_len..];
+                let (ns, extra) = store
+                    .with_entry(cut, |entry| append_referral(entry, cut_at as u16, out))
+                    .unwrap_or((0, 0));
+                let mut answered = finish_local(
+                    out,
+                    aa && answers > 0,
+                    rcode::NOERROR as u16,
+                    [answers, ns, extra],
+                );
+                if answers == 0 && answered.rcode == 0 {
+                    answered.class = ResponseClass::Referral;
+                }
+                return answered;
+            }
+            Some((store::Break::Dname, owner_len)) => {
+                let (prefix, owner) = key.split_at(key.len() - owner_len);
+                let owner_at = name_at + name_len - owner_len;
+                let synthesized = store
+                    .with_entry(owner, |entry| {
+                        synthesize_from_dname(entry, name_at, prefix, owner_at, out)
+                    })
+                    .flatten();
+                match synthesized {
+                    Some(Ok(target_at)) => {
+                        answers += 2;
+                        if matches!(query.qtype, rtype::CNAME | rtype::ANY) {
+                            return finish(out, aa, rcode::NOERROR as u16, [answers, 0]);
+                        }
+                        name_len = out.len() - target_at;
+                        name_at = target_at;
+                        if target_at > 0x3FFF {
+                            break;
+                        }
+                        continue;
+                    }
+                    // The synthesized name would be too long (RFC 6672 section 2.2).
+                    Some(Err(())) => {
+                        return finish(out, aa, rcode::YXDOMAIN as u16, [answers + 1, 0]);
+                    }
+                    None => {}
+                }
+            }
+            None => {}
+        }
+        let mut step = store.with_entry(key, |entry| {
             let entry = localize(entry, query, client, limits, &local);
             append_for_type(entry, query.qtype, name_at as u16, out, &zones, key)
         });
+        if step.is_none() && zone.shape.wildcards {
+            // RFC 4592: the wildcard child of the closest encloser answers, owner rewritten.
+            if let Some(source) = wildcard_source(store, key, zone.key().len(), &mut wild_buf) {
+                step = store.with_entry(source, |entry| {
+                    append_for_type(entry, query.qtype, name_at as u16, out, &zones, source)
+                });
+            }
+        }
         match step {
             None => {
-                // Not in the store: NXDOMAIN if inside one of our zones, else the chain left them.
-                return match zones.find(key) {
-                    Some(zone) => {
-                        let soa = negative_soa(out, zone, name_at, name_len);
-                        finish(out, aa, rcode::NXDOMAIN as u16, [answers, soa])
-                    }
-                    None => finish(out, aa, rcode::NOERROR as u16, [answers, 0]),
-                };
+                let soa = negative_soa(out, zone, name_at, name_len);
+                return finish(out, aa, rcode::NXDOMAIN as u16, [answers, soa]);
             }
-            Some(Step::Done(n)) => return finish(out, aa, 0, [answers + n, 0]),
+            Some(Step::Done(n, extra)) => {
+                return finish_local(out, aa, 0, [answers + n, 0, extra]);
+            }
             Some(Step::NoData) => {
-                let soa = match zones.find(key) {
-                    Some(zone) => negative_soa(out, zone, name_at, name_len),
-                    None => 0,
-                };
+                let soa = negative_soa(out, zone, name_at, name_len);
                 return finish(out, aa, 0, [answers, soa]);
             }
             Some(Step::Cname { target_at }) => {
@@ -317,6 +397,112 @@ fn localize<'a>(
     picked.sets
 }
 
+/// The highest zone cut or DNAME owner at or above `key` inside `zone` (a cut at `key` itself
+/// too, except for DS, which the parent side answers; a DNAME only strictly above `key`), with
+/// the length of its key.
+#[inline]
+fn find_break(zone: &store::Zone, key: &[u8], qtype: u16) -> Option<(store::Break, usize)> {
+    let breaks = &zone.shape.breaks;
+    if breaks.is_empty() {
+        return None;
+    }
+    let apex_len = zone.key().len();
+    let mut found = None;
+    let mut at = 0;
+    while at < key.len() && key.len() - at >= apex_len {
+        let suffix = &key[at..];
+        match breaks.get(suffix) {
+            Some(store::Break::Cut) if !(at == 0 && qtype == rtype::DS) => {
+                found = Some((store::Break::Cut, suffix.len()));
+            }
+            Some(store::Break::Dname) if at > 0 => {
+                found = Some((store::Break::Dname, suffix.len()));
+            }
+            _ => {}
+        }
+        at += 1 + key[at] as usize;
+    }
+    found
+}
+
+/// The key of the wildcard that covers the missing name `key` (RFC 4592 section 3.3.1): `*.`
+/// the closest encloser, when that exists.
+fn wildcard_source<'b>(
+    store: &RecordStore,
+    key: &[u8],
+    apex_len: usize,
+    buf: &'b mut [u8; wire::MAX_NAME_WIRE],
+) -> Option<&'b [u8]> {
+    let mut at = 1 + *key.first()? as usize;
+    while at < key.len() && key.len() - at >= apex_len {
+        let encloser = &key[at..];
+        if store.contains(encloser) {
+            let len = 2 + encloser.len();
+            buf[0] = 1;
+            buf[1] = b'*';
+            buf[2..len].copy_from_slice(encloser);
+            return Some(&buf[..len]);
+        }
+        at += 1 + key[at] as usize;
+    }
+    None
+}
+
+/// Appends a referral from the delegation point's entry: its NS set in authority (owner at
+/// `owner_at`), then its glue in additional. Returns the two counts.
+fn append_referral(entry: &[u8], owner_at: u16, out: &mut Vec<u8>) -> (u16, u16) {
+    let (mut ns, mut extra) = (0, 0);
+    if let Some(set) = store::sets(entry).find(|s| s.rtype == rtype::NS) {
+        let start = out.len();
+        out.extend_from_slice(set.records);
+        let end = out.len();
+        wire::patch_owners(out, start, end, owner_at);
+        ns = set.count;
+    }
+    if let Some(set) = store::sets(entry).find(|s| s.rtype == store::ADDITIONAL) {
+        out.extend_from_slice(set.records);
+        extra = set.count;
+    }
+    (ns, extra)
+}
+
+/// RFC 6672: appends the DNAME of `entry` (owner at `owner_at`) and the CNAME it synthesizes for
+/// the name at `name_at` (owner pointing there), whose target (`prefix`, the name's labels below
+/// the DNAME owner in lowercase as NSD writes them, then the DNAME target) ends `out`. Returns
+/// the target's offset, `Err` when the target would exceed 255 octets (the DNAME alone
+/// appended), `None` without a DNAME.
+fn synthesize_from_dname(
+    entry: &[u8],
+    name_at: usize,
+    prefix: &[u8],
+    owner_at: usize,
+    out: &mut Vec<u8>,
+) -> Option<Result<usize, ()>> {
+    let set = store::sets(entry).find(|s| s.rtype == rtype::DNAME)?;
+    let start = out.len();
+    out.extend_from_slice(set.records);
+    let end = out.len();
+    wire::patch_owners(out, start, end, owner_at as u16);
+    // The first DNAME record: owner(2) type(2) class(2) ttl(4) rdlen(2) target.
+    let ttl = start + 6..start + 10;
+    let rdlen = wire::read_u16(out, start + 10)? as usize;
+    let target = start + 12..start + 12 + rdlen;
+    let new_len = prefix.len() + rdlen;
+    if new_len > wire::MAX_NAME_WIRE {
+        return Some(Err(()));
+    }
+    out.extend_from_slice(&[0xC0 | (name_at >> 8) as u8, name_at as u8]);
+    out.extend_from_slice(&rtype::CNAME.to_be_bytes());
+    out.extend_from_slice(&wire::CLASS_IN.to_be_bytes());
+    out.extend_from_within(ttl);
+    out.extend_from_slice(&(new_len as u16).to_be_bytes());
+    let target_at = out.len();
+    out.extend_from_slice(prefix);
+    out.extend_from_within(target);
+    debug_assert_eq!(out.len() - target_at, new_len);
+    Some(Ok(target_at))
+}
+
 /// CH TXT `id.server` / `hostname.bind` (the NSID) and `version.bind` / `version.server` (the
 /// version string), when configured; appends the TXT record and returns `true`, else `false`
 /// (REFUSED).
@@ -352,8 +538,8 @@ fn chaos_answer(query: &Query<'_>, limits: &Limits, out: &mut Vec<u8>) -> bool {
 }
 
 enum Step {
-    /// Records appended; the answer is complete.
-    Done(u16),
+    /// Records appended (answers, then additional records); the answer is complete.
+    Done(u16, u16),
     /// The name exists without data of this type.
     NoData,
     /// A CNAME was appended; its target name starts at this offset of `out`.
@@ -372,7 +558,12 @@ fn append_for_type(
 ) -> Step {
     let mut chosen = None;
     let mut cname = None;
+    let mut additional = None;
     for set in store::sets(entry) {
+        if set.rtype == store::ADDITIONAL {
+            additional = Some(set);
+            continue;
+        }
         if set.rtype == rtype::CNAME {
             cname = Some(set);
         }
@@ -389,7 +580,7 @@ fn append_for_type(
         wire::patch_owners(out, start, end, owner_at);
         // ANY at a CNAME is the CNAME alone (RFC 1034 section 4.3.2, step 3a).
         if qtype == rtype::ANY {
-            return Step::Done(1);
+            return Step::Done(1, 0);
         }
         return Step::Cname {
             target_at: start + 12,
@@ -405,14 +596,22 @@ fn append_for_type(
             zone.push_soa(out, zone.soa.ttl, Some(owner_at));
             let end = out.len();
             wire::patch_owners(out, start, end, owner_at);
-            Step::Done(1)
+            Step::Done(1, 0)
         }
         Some(set) => {
             let start = out.len();
             out.extend_from_slice(set.records);
             let end = out.len();
             wire::patch_owners(out, start, end, owner_at);
-            Step::Done(set.count)
+            // The addresses of in-zone name servers go with an NS answer.
+            let extra = match additional {
+                Some(more) if set.rtype == rtype::NS => {
+                    out.extend_from_slice(more.records);
+                    more.count
+                }
+                _ => 0,
+            };
+            Step::Done(set.count, extra)
         }
         None => Step::NoData,
     }
@@ -455,7 +654,7 @@ fn finish_response(
     question_end: usize,
     aa: bool,
     rc: u16,
-    counts: [u16; 2],
+    counts: [u16; 3],
     scope: u8,
 ) -> Answered {
     let opt = query
@@ -471,7 +670,7 @@ fn finish_response(
     let truncated = out.len() + opt_len > limit;
     if truncated {
         out.truncate(question_end);
-        counts = [0, 0];
+        counts = [0, 0, 0];
     }
     let mut arcount = 0;
     if let Some(opt) = &opt {
@@ -485,7 +684,7 @@ fn finish_response(
         aa,
         truncated,
         (rc & 0xF) as u8,
-        [1, counts[0], counts[1], arcount],
+        [1, counts[0], counts[1], counts[2] + arcount],
     );
     let class = match rc as u8 {
         _ if rc > 0xF => ResponseClass::Error,
@@ -500,6 +699,7 @@ fn finish_response(
         question_end: question_end as u16,
         opt_len: opt_len as u16,
         locality: None,
+        transfer: query.signed || query.qtype == rtype::IXFR,
     }
 }
 

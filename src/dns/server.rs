@@ -16,6 +16,8 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::dns::responder::{self, Answered, Limits, Transport};
 use crate::dns::rrl::{Action, RateLimiter, RrlSettings};
 use crate::dns::store::RecordStore;
+use crate::dns::wire::{self, rtype};
+use crate::dns::xfr::Transfers;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 
@@ -39,6 +41,7 @@ impl UdpWorkers {
         limits: Limits,
         rrl: &RrlSettings,
         metrics: &Metrics,
+        xfr: Option<Arc<Transfers>>,
     ) -> io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let first = bind_udp(addr)?;
@@ -56,9 +59,10 @@ impl UdpWorkers {
                 let limits = limits.clone();
                 let limiter = RateLimiter::new(rrl.clone());
                 let metrics = metrics.worker(Transport::Udp);
+                let xfr = xfr.clone();
                 std::thread::Builder::new()
                     .name(format!("fedns-udp-{i}"))
-                    .spawn(move || udp_loop(socket, store, limits, limiter, metrics, stop))
+                    .spawn(move || udp_loop(socket, store, limits, limiter, metrics, stop, xfr))
             })
             .collect::<io::Result<Vec<_>>>()?;
         Ok(Self {
@@ -104,6 +108,7 @@ fn udp_loop(
     mut limiter: RateLimiter,
     mut metrics: crate::metrics::WorkerMetrics,
     stop: Arc<AtomicBool>,
+    xfr: Option<Arc<Transfers>>,
 ) {
     use nix::errno::Errno;
     use nix::sys::socket::{
@@ -208,6 +213,11 @@ fn udp_loop(
                 client,
                 &mut outs[answers],
             );
+            if let (Some(a), Some(x)) = (&answered, &xfr)
+                && a.transfer
+            {
+                x.finish_signed(&packets[i][..len], &mut outs[answers], true);
+            }
             let Some(client) = client else {
                 metrics.observe(&packets[i][..len], answered, started.elapsed());
                 continue;
@@ -352,6 +362,7 @@ fn udp_loop(
     mut limiter: RateLimiter,
     mut metrics: crate::metrics::WorkerMetrics,
     stop: Arc<AtomicBool>,
+    xfr: Option<Arc<Transfers>>,
 ) {
     let epoch = Instant::now();
     let mut packet = [0u8; 4096];
@@ -382,6 +393,11 @@ fn udp_loop(
             Some(peer.ip()),
             &mut out,
         );
+        if let (Some(a), Some(x)) = (&answered, &xfr)
+            && a.transfer
+        {
+            x.finish_signed(&packet[..len], &mut out, true);
+        }
         let answered = rate_limit(
             answered,
             peer.ip(),
@@ -542,6 +558,7 @@ pub async fn serve_tcp(
     settings: TcpSettings,
     metrics: Metrics,
     stop: Shutdown,
+    xfr: Option<Arc<Transfers>>,
 ) {
     let table = Arc::new(ConnTable {
         started: Instant::now(),
@@ -572,6 +589,7 @@ pub async fn serve_tcp(
         let metrics = metrics.clone();
         let stop = stop.clone();
         let limits = limits.clone();
+        let xfr = xfr.clone();
         tokio::spawn(async move {
             let _registered = Registered { table: &table, id };
             let _ = stream.set_nodelay(true);
@@ -581,6 +599,7 @@ pub async fn serve_tcp(
                 settings,
                 store: &store,
                 limits,
+                xfr,
             };
             if let Err(e) = connection.serve(stream, metrics, stop).await {
                 tracing::debug!(error = %e, %peer, "tcp connection ended");
@@ -595,6 +614,7 @@ struct TcpConnection<'a> {
     settings: TcpSettings,
     store: &'a RecordStore,
     limits: Limits,
+    xfr: Option<Arc<Transfers>>,
 }
 
 impl TcpConnection<'_> {
@@ -634,6 +654,35 @@ impl TcpConnection<'_> {
             // RFC 7828: tell the client how long it may keep the connection idle.
             self.limits.tcp_keepalive = Some((idle.as_millis() / 100).min(u16::MAX as u128) as u16);
             let started = Instant::now();
+            if let Some(xfr) = &self.xfr
+                && wire::parse_query(&packet)
+                    .is_ok_and(|q| matches!(q.qtype, rtype::AXFR | rtype::IXFR))
+            {
+                // Zone transfers are built off the runtime's threads (a big zone takes a while)
+                // and written message by message; a client that stops reading loses its slot.
+                let (x, p, peer) = (xfr.clone(), packet.clone(), self.conn.peer);
+                let messages = tokio::task::spawn_blocking(move || x.answer_transfer(&p, peer))
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                for message in messages {
+                    framed.clear();
+                    framed.extend_from_slice(&(message.len() as u16).to_be_bytes());
+                    framed.extend_from_slice(&message);
+                    tokio::time::timeout(self.settings.idle_timeout, stream.write_all(&framed))
+                        .await
+                        .map_err(|_| {
+                            io::Error::new(io::ErrorKind::TimedOut, "transfer write timed out")
+                        })??;
+                }
+                self.conn
+                    .last_active
+                    .store(self.table.now_ms(), Ordering::Relaxed);
+                self.conn.busy.store(false, Ordering::Relaxed);
+                framed = Vec::new();
+                continue;
+            }
             let answered = responder::respond_from(
                 &packet,
                 self.store,
@@ -642,6 +691,11 @@ impl TcpConnection<'_> {
                 Some(self.conn.peer),
                 &mut out,
             );
+            if let (Some(a), Some(x)) = (&answered, &self.xfr)
+                && a.transfer
+            {
+                x.finish_signed(&packet, &mut out, false);
+            }
             worker.observe(&packet, answered, started.elapsed());
             match answered {
                 Some(_) => {

@@ -2,6 +2,7 @@
 //! resource-record sets, plus the table of served zones (apex, SOA, serial). One writer (the
 //! [`crate::federation::engine`]) updates it; any number of answer workers read it concurrently.
 
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -20,6 +21,17 @@ pub fn push_name(out: &mut Vec<u8>, name: &Name) {
         out.extend_from_slice(label);
     }
     out.push(0);
+}
+
+/// Appends one complete resource record with `owner` written out (no compression): the layout of
+/// an [`ADDITIONAL`] pseudo-set's records.
+pub fn push_full_rr(out: &mut Vec<u8>, owner: &Name, rr_type: u16, ttl: u32, rdata: &[u8]) {
+    push_name(out, owner);
+    out.extend_from_slice(&rr_type.to_be_bytes());
+    out.extend_from_slice(&wire::CLASS_IN.to_be_bytes());
+    out.extend_from_slice(&ttl.to_be_bytes());
+    out.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+    out.extend_from_slice(rdata);
 }
 
 /// Appends `name` in wire form with its part at and below `apex` replaced by a compression
@@ -50,6 +62,31 @@ pub struct SoaFields {
     pub ttl: u32,
 }
 
+/// Marker type of the pseudo-set that carries an entry's additional-section data: complete
+/// resource records (owner names uncompressed) sent with NS answers and referrals at that name.
+/// Type 0 is reserved (RFC 6895), so no query asks for it.
+pub const ADDITIONAL: u16 = 0;
+
+/// Where a zone leaves plain name lookup, precomputed at load time so the answer path stays a
+/// few map reads: names (lowercase wire keys) that are zone cuts or DNAME owners, whether any
+/// wildcard owner exists, and whether the zone cannot be served at all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ZoneShape {
+    pub breaks: HashMap<Box<[u8]>, Break, FxBuildHasher>,
+    pub wildcards: bool,
+    /// Why the zone cannot be served: every name in it is answered SERVFAIL.
+    pub broken: Option<String>,
+}
+
+/// What a name in [`ZoneShape::breaks`] does to the names below it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Break {
+    /// A delegation (NS below the apex): the name and everything below it are referrals.
+    Cut,
+    /// A DNAME (RFC 6672): names below it are redirected.
+    Dname,
+}
+
 /// One served zone.
 #[derive(Debug)]
 pub struct Zone {
@@ -62,6 +99,9 @@ pub struct Zone {
     /// (patched at answer time): SOA RDATA names compressed as NSD and Knot do.
     soa_names_compressed: Box<[u8]>,
     serial: AtomicU32,
+    /// The serial written in the zone file, for zones loaded from one.
+    pub file_serial: Option<u32>,
+    pub shape: ZoneShape,
 }
 
 impl Zone {
@@ -80,7 +120,20 @@ impl Zone {
             soa_names: soa_names.into_boxed_slice(),
             soa_names_compressed: compressed.into_boxed_slice(),
             serial: AtomicU32::new(serial),
+            file_serial: None,
+            shape: ZoneShape::default(),
         }
+    }
+
+    /// Marks the zone as loaded from a file with `serial` in its SOA.
+    pub fn with_file_serial(mut self, serial: u32) -> Self {
+        self.file_serial = Some(serial);
+        self
+    }
+
+    pub fn with_shape(mut self, shape: ZoneShape) -> Self {
+        self.shape = shape;
+        self
     }
 
     pub fn key(&self) -> &[u8] {
@@ -94,6 +147,12 @@ impl Zone {
     /// Called by the writer after each batch of changes to the zone's content.
     pub fn bump_serial(&self) {
         self.serial.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Called by the writer when the zone's content changed (see the serial rule in
+    /// `federation::engine::zones`).
+    pub fn set_serial(&self, serial: u32) {
+        self.serial.store(serial, Ordering::Relaxed);
     }
 
     /// Appends the SOA record (owner placeholder) with `ttl`. With `apex_at`, the offset of the
@@ -204,7 +263,12 @@ impl EntryBuilder {
         self.scratch.clear();
         let mut count = 0u16;
         for rdata in rdatas {
-            wire::push_rr(&mut self.scratch, rr_type, ttl, rdata);
+            if rr_type == ADDITIONAL {
+                // Already complete records.
+                self.scratch.extend_from_slice(rdata);
+            } else {
+                wire::push_rr(&mut self.scratch, rr_type, ttl, rdata);
+            }
             count += 1;
         }
         if count > 0 {
@@ -307,6 +371,14 @@ impl RecordStore {
             names: DashMap::with_hasher(FxBuildHasher),
             zones: ArcSwap::from_pointee(ZoneTable::default()),
             synced: AtomicBool::new(false),
+        }
+    }
+
+    /// Calls `f` with every name and entry; for zone transfers and digests, never the answer
+    /// path (it read-locks each shard of the map in turn).
+    pub fn for_each(&self, mut f: impl FnMut(&[u8], &[u8])) {
+        for item in self.names.iter() {
+            f(item.key(), item.value());
         }
     }
 

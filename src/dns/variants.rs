@@ -15,9 +15,11 @@
 
 use std::cell::Cell;
 
-/// Set type that ends an entry's ordinary sets; the variant table is its body. Type 0 is reserved
-/// (RFC 6895 section 3.1), so neither a query nor zone data uses it.
-pub const MARKER: u16 = 0;
+/// Set type that ends an entry's ordinary sets; the variant table is its body. Type 65535 is
+/// reserved (RFC 6895 section 3.1), so neither a query nor zone data uses it; it differs from
+/// [`crate::dns::store::ADDITIONAL`] (type 0), which is an ordinary set that
+/// [`crate::dns::store::sets`] shows.
+pub const MARKER: u16 = 65535;
 
 const VARIANT_LEN: usize = 9;
 
@@ -209,8 +211,15 @@ mod tests {
     #[test]
     fn entries_without_a_marker_have_no_table() {
         assert!(table(&[0, 1, 0, 1, 0, 0]).is_none());
+        // The additional-data pseudo-set (type 0) is an ordinary set, not a variant table.
         let mut entry = vec![0, 1, 0, 1, 0, 0];
-        entry.extend_from_slice(&[0, 0, 0, 0, 0, 2, 7, 8]);
+        entry.extend_from_slice(&[0, 0, 0, 1, 0, 2, 5, 6]);
+        assert!(table(&entry).is_none());
+        let [hi, lo] = MARKER.to_be_bytes();
+        entry.extend_from_slice(&[hi, lo, 0, 0, 0, 2, 7, 8]);
         assert_eq!(table(&entry), Some(&[7, 8][..]));
+        // Every reader of the sets sees the additional data and stops at the variants.
+        let types: Vec<u16> = crate::dns::store::sets(&entry).map(|s| s.rtype).collect();
+        assert_eq!(types, [1, crate::dns::store::ADDITIONAL]);
     }
 }

@@ -17,8 +17,11 @@ pub mod rtype {
     pub const CNAME: u16 = 5;
     pub const SOA: u16 = 6;
     pub const TXT: u16 = 16;
+    pub const DNAME: u16 = 39;
+    pub const DS: u16 = 43;
     pub const AAAA: u16 = 28;
     pub const OPT: u16 = 41;
+    pub const TSIG: u16 = 250;
     pub const IXFR: u16 = 251;
     pub const AXFR: u16 = 252;
     pub const ANY: u16 = 255;
@@ -32,6 +35,7 @@ pub mod rcode {
     pub const NXDOMAIN: u8 = 3;
     pub const NOTIMP: u8 = 4;
     pub const REFUSED: u8 = 5;
+    pub const YXDOMAIN: u8 = 6;
     pub const BADVERS: u16 = 16;
 }
 
@@ -137,6 +141,9 @@ pub struct Query<'a> {
     pub qtype: u16,
     pub qclass: u16,
     pub edns: Option<Edns>,
+    /// The query ends with a TSIG record (RFC 8945): the transfer layer verifies it and signs
+    /// the answer.
+    pub signed: bool,
 }
 
 impl Query<'_> {
@@ -202,15 +209,19 @@ pub fn parse_query(packet: &[u8]) -> Result<Query<'_>, Reject> {
         for _ in 0..qd {
             at = at.and_then(|at| skip_name(packet, at)).map(|end| end + 4);
         }
-        let edns = at.and_then(|at| scan_records(packet, at, [an, ns, ar]).ok().flatten());
+        let edns = at.and_then(|at| {
+            scan_records(packet, at, [an, ns, ar])
+                .ok()
+                .and_then(|r| r.0)
+        });
         return Err(error(rcode, edns));
     }
     let formerr = error(rcode::FORMERR, None);
     let name_end = uncompressed_name_end(packet, QNAME_OFFSET).ok_or(formerr)?;
     let qtype = read_u16(packet, name_end).ok_or(formerr)?;
     let qclass = read_u16(packet, name_end + 2).ok_or(formerr)?;
-    let edns = match scan_records(packet, name_end + 4, [an, ns, ar]) {
-        Ok(edns) => edns,
+    let (edns, signed) = match scan_records(packet, name_end + 4, [an, ns, ar]) {
+        Ok(found) => found,
         Err(edns) => return Err(error(rcode::FORMERR, edns)),
     };
     Ok(Query {
@@ -220,18 +231,21 @@ pub fn parse_query(packet: &[u8]) -> Result<Query<'_>, Reject> {
         qtype,
         qclass,
         edns,
+        signed,
     })
 }
 
 /// Walks the answer, authority and additional records from `at` and reads the OPT record. A
 /// malformed message is `Err`, carrying the OPT record when that much could be read (options that
-/// overrun the OPT RDATA are FORMERR with an OPT, RFC 6891 section 7).
+/// overrun the OPT RDATA are FORMERR with an OPT, RFC 6891 section 7). Also says whether a TSIG
+/// record was seen.
 fn scan_records(
     packet: &[u8],
     mut at: usize,
     counts: [u16; 3],
-) -> Result<Option<Edns>, Option<Edns>> {
+) -> Result<(Option<Edns>, bool), Option<Edns>> {
     let mut edns = None;
+    let mut signed = false;
     let additional = counts.len() - 1;
     for (section, count) in counts.into_iter().enumerate() {
         for _ in 0..count {
@@ -247,6 +261,7 @@ fn scan_records(
             if at > packet.len() {
                 return Err(edns);
             }
+            signed |= rr_type == rtype::TSIG;
             if rr_type == rtype::OPT {
                 // RFC 6891: one OPT, owned by the root, in the additional section.
                 if edns.is_some() || packet[owner_start] != 0 || section != additional {
@@ -267,7 +282,7 @@ fn scan_records(
             }
         }
     }
-    Ok(edns)
+    Ok((edns, signed))
 }
 
 /// Reads the options of an OPT RDATA into `edns`; `false` when one overruns the RDATA.
@@ -315,7 +330,7 @@ pub fn uncompressed_name_end(buf: &[u8], mut at: usize) -> Option<usize> {
 }
 
 /// Skips a possibly compressed name; pointers must point strictly backwards (no loops).
-fn skip_name(buf: &[u8], mut at: usize) -> Option<usize> {
+pub fn skip_name(buf: &[u8], mut at: usize) -> Option<usize> {
     let mut end = None;
     let mut limit = at;
     let mut total = 0usize;

@@ -9,96 +9,227 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use hickory_proto::rr::{Name, RData, RecordType};
-use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
-use hickory_proto::serialize::txt::Parser;
+use hickory_proto::rr::Name;
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
-use crate::dns::store::SoaFields;
+use crate::dns::masterfile;
+use crate::dns::store::{ADDITIONAL, Break, SoaFields, ZoneShape, push_full_rr};
+use crate::dns::wire::rtype;
 use crate::federation::engine::{StaticSet, StaticZone};
 
 /// A zone file that could not be loaded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}: {message}")]
+#[error("{}{}: {message}", file.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
 pub struct ZoneFileError {
     pub file: PathBuf,
+    /// The bad line, when one is to blame.
+    pub line: Option<usize>,
     pub message: String,
 }
 
 /// Parses one master file.
 pub fn parse_zone(text: &str, path: &Path) -> Result<StaticZone, ZoneFileError> {
-    let fail = |message: String| ZoneFileError {
+    let fail = |line: Option<usize>, message: String| ZoneFileError {
         file: path.to_owned(),
+        line,
         message,
     };
-    let origin = origin_from_file_name(path);
-    let (origin, sets) = Parser::new(text, Some(path.to_owned()), origin)
-        .parse()
-        .map_err(|e| fail(e.to_string()))?;
+    let (origin, records) = masterfile::read(text, origin_from_file_name(path))
+        .map_err(|e| fail(Some(e.line), e.message))?;
+    let origin =
+        origin.ok_or_else(|| fail(None, "no $ORIGIN and no origin in the file name".into()))?;
     let mut soa = None;
     let mut names: BTreeMap<Name, Vec<StaticSet>> = BTreeMap::new();
-    for (key, set) in sets {
-        let name: Name = set.name().clone();
+    let mut lines: BTreeMap<(Name, u16), usize> = BTreeMap::new();
+    for record in records {
+        let line = Some(record.line);
+        let name = record.name;
         if !origin.zone_of(&name) {
-            return Err(fail(format!(
-                "{name} is outside the zone's origin {origin}"
-            )));
+            return Err(fail(
+                line,
+                format!("{name} is outside the zone's origin {origin}"),
+            ));
         }
-        if key.record_type == RecordType::SOA {
+        if record.rtype == rtype::SOA {
             if name != origin {
-                return Err(fail(format!("SOA at {name}, not at the origin {origin}")));
-            }
-            let record = set
-                .records_without_rrsigs()
-                .next()
-                .ok_or_else(|| fail("empty SOA set".into()))?;
-            if let RData::SOA(s) = &record.data {
-                soa = Some((
-                    SoaFields {
-                        mname: s.mname.clone(),
-                        rname: s.rname.clone(),
-                        refresh: s.refresh as u32,
-                        retry: s.retry as u32,
-                        expire: s.expire as u32,
-                        minimum: s.minimum,
-                        ttl: record.ttl,
-                    },
-                    s.serial,
+                return Err(fail(
+                    line,
+                    format!("SOA at {name}, not at the origin {origin}"),
                 ));
             }
+            if soa.is_some() {
+                return Err(fail(line, "a second SOA".into()));
+            }
+            soa = Some(
+                soa_fields(&record.rdata, record.ttl)
+                    .ok_or_else(|| fail(line, "bad SOA".into()))?,
+            );
             continue;
         }
-        let mut rdatas = Vec::new();
-        for record in set.records_without_rrsigs() {
-            let mut buf = Vec::new();
-            let mut encoder = BinEncoder::new(&mut buf);
-            encoder.set_name_encoding(NameEncoding::Uncompressed);
-            record
-                .data
-                .emit(&mut encoder)
-                .map_err(|e| fail(format!("{name} {}: {e}", key.record_type)))?;
-            rdatas.push(buf);
+        let sets = names.entry(name.clone()).or_default();
+        match sets.iter_mut().find(|s| s.rtype == record.rtype) {
+            // Duplicate records are dropped (RFC 2181 5); the set keeps its first TTL.
+            Some(set) if set.rdatas.contains(&record.rdata) => {}
+            Some(set) => {
+                if matches!(record.rtype, rtype::CNAME | rtype::DNAME) {
+                    return Err(fail(
+                        line,
+                        format!(
+                            "{name} has more than one {}",
+                            masterfile::type_name(record.rtype)
+                        ),
+                    ));
+                }
+                set.rdatas.push(record.rdata);
+            }
+            None => {
+                lines.insert((name, record.rtype), record.line);
+                sets.push(StaticSet {
+                    rtype: record.rtype,
+                    ttl: record.ttl,
+                    rdatas: vec![record.rdata],
+                });
+            }
         }
-        if key.record_type == RecordType::CNAME && set.records_count() > 1 {
-            return Err(fail(format!("{name} has more than one CNAME")));
-        }
-        names.entry(name).or_default().push(StaticSet {
-            rtype: u16::from(key.record_type),
-            ttl: set.ttl(),
-            rdatas,
-        });
     }
     for (name, sets) in &names {
-        if sets.len() > 1 && sets.iter().any(|s| s.rtype == u16::from(RecordType::CNAME)) {
-            return Err(fail(format!("{name} has a CNAME beside other data")));
+        if let Some(cname) = sets.iter().find(|s| s.rtype == rtype::CNAME)
+            && sets.len() > 1
+        {
+            let line = lines.get(&(name.clone(), cname.rtype)).copied();
+            return Err(fail(line, format!("{name} has a CNAME beside other data")));
         }
     }
-    let (soa, serial) = soa.ok_or_else(|| fail(format!("no SOA record at {origin}")))?;
+    let (soa, serial) = soa.ok_or_else(|| fail(None, format!("no SOA record at {origin}")))?;
+    add_additional_data(&origin, &mut names);
     Ok(StaticZone {
         apex: origin,
         soa,
         serial,
         names,
+        error: None,
     })
+}
+
+/// Gives every NS set (the apex's and each delegation's) the addresses of its in-zone name
+/// servers as additional data (glue, for a delegation), in an [`ADDITIONAL`] pseudo-set.
+fn add_additional_data(origin: &Name, names: &mut BTreeMap<Name, Vec<StaticSet>>) {
+    let mut additions = Vec::new();
+    for (name, sets) in names.iter() {
+        let Some(ns) = sets.iter().find(|s| s.rtype == rtype::NS) else {
+            continue;
+        };
+        let mut records = Vec::new();
+        for rdata in &ns.rdatas {
+            let Ok(target) = Name::read(&mut BinDecoder::new(rdata)) else {
+                continue;
+            };
+            if !origin.zone_of(&target) {
+                continue;
+            }
+            let Some(target_sets) = names.get(&target) else {
+                continue;
+            };
+            for set in target_sets
+                .iter()
+                .filter(|s| matches!(s.rtype, rtype::A | rtype::AAAA))
+            {
+                for rdata in &set.rdatas {
+                    let mut rr = Vec::new();
+                    push_full_rr(&mut rr, &target, set.rtype, set.ttl, rdata);
+                    records.push(rr);
+                }
+            }
+        }
+        if !records.is_empty() {
+            additions.push((name.clone(), records));
+        }
+    }
+    for (name, records) in additions {
+        if let Some(sets) = names.get_mut(&name) {
+            sets.push(StaticSet {
+                rtype: ADDITIONAL,
+                ttl: 0,
+                rdatas: records,
+            });
+        }
+    }
+}
+
+/// Where the zone leaves plain lookup: its delegations, DNAMEs and wildcards.
+pub fn shape_of(zone: &StaticZone) -> ZoneShape {
+    let mut shape = ZoneShape {
+        broken: zone.error.clone(),
+        ..ZoneShape::default()
+    };
+    for (name, sets) in &zone.names {
+        let key = crate::federation::naming::wire_key(name);
+        shape.wildcards |= name.is_wildcard();
+        if *name != zone.apex && sets.iter().any(|s| s.rtype == rtype::NS) {
+            shape.breaks.insert(key, Break::Cut);
+        } else if sets.iter().any(|s| s.rtype == rtype::DNAME) {
+            shape.breaks.insert(key, Break::Dname);
+        }
+    }
+    shape
+}
+
+/// The origin a file meant to have, for a zone that cannot be loaded: its first `$ORIGIN`,
+/// else its file name.
+fn intended_origin(text: &str, path: &Path) -> Option<Name> {
+    text.lines()
+        .find_map(|l| {
+            let mut words = l.split_whitespace();
+            words
+                .next()
+                .filter(|w| w.eq_ignore_ascii_case("$ORIGIN"))
+                .and_then(|_| words.next())
+                .and_then(|o| masterfile::parse_name(o, None).ok())
+        })
+        .or_else(|| origin_from_file_name(path))
+}
+
+/// The placeholder for a zone whose file cannot be loaded and that has no last good content.
+fn broken_zone(apex: Name, error: &ZoneFileError) -> StaticZone {
+    StaticZone {
+        soa: SoaFields {
+            mname: apex.clone(),
+            rname: apex.clone(),
+            refresh: 0,
+            retry: 0,
+            expire: 0,
+            minimum: 0,
+            ttl: 0,
+        },
+        apex,
+        serial: 1,
+        names: BTreeMap::new(),
+        error: Some(error.to_string()),
+    }
+}
+
+/// The SOA fields and serial from SOA RDATA in wire form (names uncompressed).
+fn soa_fields(rdata: &[u8], ttl: u32) -> Option<(SoaFields, u32)> {
+    let mut decoder = BinDecoder::new(rdata);
+    let mname = Name::read(&mut decoder).ok()?;
+    let rname = Name::read(&mut decoder).ok()?;
+    let mut next = || -> Option<u32> {
+        let b = decoder.read_slice(4).ok()?.unverified();
+        Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let (serial, refresh, retry, expire, minimum) = (next()?, next()?, next()?, next()?, next()?);
+    Some((
+        SoaFields {
+            mname,
+            rname,
+            refresh,
+            retry,
+            expire,
+            minimum,
+            ttl,
+        },
+        serial,
+    ))
 }
 
 fn origin_from_file_name(path: &Path) -> Option<Name> {
@@ -107,7 +238,9 @@ fn origin_from_file_name(path: &Path) -> Option<Name> {
         .iter()
         .find_map(|ext| file.strip_suffix(&format!(".{ext}")))
         .unwrap_or(file);
-    Name::from_ascii(stem).ok()
+    let mut name = Name::from_ascii(stem).ok()?;
+    name.set_fqdn(true);
+    Some(name)
 }
 
 /// The zone files of a directory with their last good parse.
@@ -141,6 +274,7 @@ impl ZoneDir {
             Err(e) => {
                 let err = ZoneFileError {
                     file: dir.clone(),
+                    line: None,
                     message: e.to_string(),
                 };
                 if self.errors.insert(dir.clone(), err.clone()).is_none() {
@@ -168,9 +302,15 @@ impl ZoneDir {
             {
                 continue;
             }
-            let parsed = std::fs::read_to_string(&path)
+            let text = std::fs::read_to_string(&path);
+            let origin = match &text {
+                Ok(text) => intended_origin(text, &path),
+                Err(_) => origin_from_file_name(&path),
+            };
+            let parsed = text
                 .map_err(|e| ZoneFileError {
                     file: path.clone(),
+                    line: None,
                     message: e.to_string(),
                 })
                 .and_then(|text| parse_zone(&text, &path));
@@ -182,11 +322,24 @@ impl ZoneDir {
                     changed = true;
                 }
                 Err(err) => {
-                    tracing::error!(error = %err, "zone file rejected; serving its last good content");
                     self.rejected += 1;
-                    let last_good = self.files.remove(&path).and_then(|(_, _, z)| z);
-                    self.files
-                        .insert(path.clone(), (stamp.0, stamp.1, last_good));
+                    let last_good = self
+                        .files
+                        .remove(&path)
+                        .and_then(|(_, _, z)| z)
+                        .filter(|z| z.error.is_none());
+                    let serve = match last_good {
+                        Some(zone) => {
+                            tracing::error!(error = %err, "zone file rejected; serving its last good content");
+                            Some(zone)
+                        }
+                        None => {
+                            tracing::error!(error = %err, zone = ?origin.as_ref().map(Name::to_ascii), "zone file rejected and no good content to serve: its zone answers SERVFAIL");
+                            origin.map(|apex| broken_zone(apex, &err))
+                        }
+                    };
+                    changed = true;
+                    self.files.insert(path.clone(), (stamp.0, stamp.1, serve));
                     self.errors.insert(path, err);
                 }
             }
@@ -200,8 +353,13 @@ impl ZoneDir {
     /// The zones to serve. Two files for one origin: the first in path order wins, reported.
     pub fn zones(&self) -> Vec<StaticZone> {
         let mut out: Vec<StaticZone> = Vec::new();
-        for (path, (_, _, zone)) in &self.files {
-            let Some(zone) = zone else { continue };
+        // Loadable files first: a broken file never hides a good one for the same zone.
+        let files = self
+            .files
+            .iter()
+            .filter_map(|(p, (_, _, z))| Some((p, z.as_ref()?)));
+        let (good, broken): (Vec<_>, Vec<_>) = files.partition(|(_, z)| z.error.is_none());
+        for (path, zone) in good.into_iter().chain(broken) {
             if out.iter().any(|z| z.apex == zone.apex) {
                 tracing::error!(file = %path.display(), zone = %zone.apex, "a second file for the same zone is ignored");
                 continue;
@@ -270,6 +428,93 @@ nginx   IN CNAME nginx.mynamespace.myfederation.svc.example.com.
     fn garbage_is_rejected_with_the_file_name() {
         let err = parse_zone("@ IN SOA ((( nonsense", Path::new("bad.zone")).unwrap_err();
         assert_eq!(err.file, Path::new("bad.zone"));
+    }
+
+    #[test]
+    fn every_record_type_loads() {
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/zones/zonetest.org.zone"),
+        )
+        .unwrap();
+        let zone = parse_zone(&text, Path::new("zonetest.org.zone")).unwrap();
+        let types = |n: &str| -> Vec<u16> {
+            zone.names[&Name::from_ascii(n).unwrap()]
+                .iter()
+                .map(|s| s.rtype)
+                .collect()
+        };
+        for (name, rtype) in [
+            ("old.zonetest.org.", 39),
+            ("loc.zonetest.org.", 29),
+            ("rp.zonetest.org.", 17),
+            ("spf.zonetest.org.", 99),
+            ("uri.zonetest.org.", 256),
+            ("afsdb.zonetest.org.", 18),
+            ("apl.zonetest.org.", 42),
+            ("null.zonetest.org.", 10),
+            ("unknown.zonetest.org.", 65534),
+        ] {
+            assert_eq!(types(name), [rtype], "{name}");
+        }
+    }
+
+    #[test]
+    fn a_bad_line_is_named_with_file_and_line() {
+        let text = format!("{ZONE}www IN A 192.0.2.1\nbad IN A 300.1.2.3\n");
+        let err = parse_zone(&text, Path::new("z/acme.com.zone")).unwrap_err();
+        assert_eq!(err.line, Some(8));
+        assert!(err.to_string().starts_with("z/acme.com.zone:8: "), "{err}");
+        let text = format!("{ZONE}www IN WHATEVER 1\n");
+        let err = parse_zone(&text, Path::new("acme.com.zone")).unwrap_err();
+        assert_eq!(err.line, Some(7), "{err}");
+    }
+
+    #[test]
+    fn delegations_get_glue_and_the_zone_shape_marks_cuts_dnames_and_wildcards() {
+        let text = format!(
+            "{ZONE}sub IN NS ns.sub\nns.sub IN A 192.0.2.7\n*.w IN A 192.0.2.8\nold IN DNAME new.org.\n"
+        );
+        let zone = parse_zone(&text, Path::new("acme.com.zone")).unwrap();
+        let sub = &zone.names[&Name::from_ascii("sub.acme.com.").unwrap()];
+        let glue = sub.iter().find(|s| s.rtype == ADDITIONAL).expect("glue");
+        assert_eq!(glue.rdatas.len(), 1);
+        assert!(glue.rdatas[0].starts_with(b"\x02ns\x03sub\x04acme\x03com\x00\x00\x01"));
+        let apex = &zone.names[&zone.apex];
+        assert!(
+            apex.iter().any(|s| s.rtype == ADDITIONAL),
+            "ns1's address with the apex NS"
+        );
+        let shape = shape_of(&zone);
+        let key = |n: &str| crate::federation::naming::wire_key(&Name::from_ascii(n).unwrap());
+        assert_eq!(shape.breaks.get(&key("sub.acme.com.")), Some(&Break::Cut));
+        assert_eq!(shape.breaks.get(&key("old.acme.com.")), Some(&Break::Dname));
+        assert_eq!(shape.breaks.len(), 2, "the apex NS is no cut");
+        assert!(shape.wildcards);
+        assert!(shape.broken.is_none());
+    }
+
+    #[test]
+    fn an_unloadable_zone_without_good_content_is_served_as_broken() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("acme.com.zone");
+        std::fs::write(&path, "$ORIGIN other.org.\n@ IN SOA (((\n").unwrap();
+        let mut zones = ZoneDir::new(Some(dir.path().to_owned()));
+        assert!(zones.refresh());
+        let served = zones.zones();
+        assert_eq!(served.len(), 1);
+        assert_eq!(
+            served[0].apex.to_ascii(),
+            "other.org.",
+            "the file's $ORIGIN"
+        );
+        let error = served[0].error.as_deref().expect("broken");
+        assert!(error.contains("acme.com.zone:2"), "{error}");
+        assert!(shape_of(&served[0]).broken.is_some());
+        // Fixed: served normally.
+        std::fs::write(&path, ZONE).unwrap();
+        assert!(zones.refresh());
+        assert!(zones.zones()[0].error.is_none());
+        assert!(zones.errors().is_empty());
     }
 
     #[test]

@@ -210,6 +210,7 @@ fn describe_claim(claim: &Claim) -> String {
         Claim::Static { sets, .. } => {
             let types: Vec<String> = sets
                 .iter()
+                .filter(|s| s.rtype != crate::dns::store::ADDITIONAL)
                 .map(|s| hickory_proto::rr::RecordType::from(s.rtype).to_string())
                 .collect();
             format!("static records from a zone file: {}", types.join(", "))

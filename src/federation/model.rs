@@ -41,6 +41,9 @@ pub struct DomainSpec {
     pub name_server: Option<String>,
     /// `strategy`: the default strategy of this Domain's ServiceDNSRecords (fedns extension).
     pub default_strategy: Option<Strategy>,
+    /// `nameServerAddresses`: the name server's addresses, served as its A/AAAA records when it
+    /// lies inside the zone and sent as additional data with NS answers.
+    pub name_server_addresses: Vec<std::net::IpAddr>,
 }
 
 /// A `ServiceDNSRecord`: which Service gets federation names, and how.

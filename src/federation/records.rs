@@ -540,6 +540,7 @@ pub(crate) mod tests {
             zone: "example.com".into(),
             name_server: None,
             default_strategy: None,
+            name_server_addresses: Vec::new(),
         }
     }
 

@@ -45,6 +45,10 @@ pub struct Domain {
     /// Default strategy of this Domain's ServiceDNSRecords (fedns extension).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<RecordStrategy>,
+    /// Addresses of the name server, when it lies inside the zone: served as its A/AAAA
+    /// records and sent as additional data with NS answers (a fedns extension).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub name_server_addresses: Vec<String>,
 }
 
 /// The fields of a [`Domain`], for its CRD schema only (they sit at the top level: `no_spec`).
@@ -70,6 +74,10 @@ pub struct DomainFields {
     /// Default strategy of this Domain's ServiceDNSRecords (fedns extension).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<RecordStrategy>,
+    /// Addresses of the name server, when it lies inside the zone: served as its A/AAAA
+    /// records and sent as additional data with NS answers (a fedns extension).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub name_server_addresses: Vec<String>,
 }
 
 /// A `ServiceDNSRecord`: asks for federation-wide DNS names for the Service of the same

@@ -48,15 +48,28 @@ pub struct ClusterFacts {
     pub placement: Placement,
     /// The health prober's verdict; `None` before its first.
     pub ready: Option<bool>,
-    /// The member cache of this type has completed its first listing (else `live` means
-    /// nothing).
-    pub cache_listed: bool,
+    /// Whether the member cache of this type has completed its first listing (else `live`
+    /// means nothing).
+    pub cache: Cache,
     /// The member object, when it exists (`None`: absent).
     pub live: Option<Managed>,
     /// The object's overrides pass the whole-object checks.
     pub overrides_valid: bool,
     /// `KubeFedConfig` adoption: an existing unlabeled object may be taken over.
     pub adopt: bool,
+}
+
+/// The member cache of one type, as far as deciding goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cache {
+    /// Listed: an object missing from it is absent.
+    Listed,
+    /// Its first listing is under way: wait for it.
+    Listing,
+    /// Its listing failed and has not succeeded since (a role without this resource, a
+    /// missing CRD): nothing can be known of that member, so nothing is written or deleted
+    /// there, and the other members are not held up for it.
+    Failing,
 }
 
 /// What to do in one cluster.
@@ -85,8 +98,14 @@ pub fn cluster_action(f: &ClusterFacts) -> ClusterAction {
         (_, None) => return ClusterAction::Wait,
         (Selected, Some(false)) => return ClusterAction::Report(ClusterState::ClusterNotReady),
         (NotSelected, Some(false)) => return ClusterAction::Leave,
-        (_, Some(true)) if !f.cache_listed => return ClusterAction::Wait,
-        (_, Some(true)) => {}
+        (_, Some(true)) => match f.cache {
+            Cache::Listed => {}
+            Cache::Listing => return ClusterAction::Wait,
+            Cache::Failing if f.placement == Selected => {
+                return ClusterAction::Report(ClusterState::CachedRetrievalFailed);
+            }
+            Cache::Failing => return ClusterAction::Leave,
+        },
     }
     match (f.placement, f.live) {
         (NotSelected | Unknown, None) => ClusterAction::Leave,
@@ -172,7 +191,7 @@ mod tests {
         ClusterFacts {
             placement: Placement::Selected,
             ready: Some(true),
-            cache_listed: true,
+            cache: Cache::Listed,
             live: None,
             overrides_valid: true,
             adopt: true,
@@ -426,10 +445,32 @@ mod tests {
         for placement in [Placement::Selected, Placement::NotSelected] {
             let f = ClusterFacts {
                 placement,
-                cache_listed: false,
+                cache: Cache::Listing,
                 ..facts()
             };
             assert_eq!(cluster_action(&f), ClusterAction::Wait);
+        }
+    }
+
+    #[test]
+    fn a_member_cache_that_fails_to_list_is_reported_and_holds_up_no_other_member() {
+        for live in [None, Some(Managed::Yes), Some(Managed::Unlabeled)] {
+            let f = ClusterFacts {
+                cache: Cache::Failing,
+                live,
+                ..facts()
+            };
+            assert_eq!(
+                cluster_action(&f),
+                ClusterAction::Report(ClusterState::CachedRetrievalFailed),
+                "{f:?}"
+            );
+            let f = ClusterFacts {
+                placement: Placement::NotSelected,
+                ..f
+            };
+            // Nothing known there: never a delete.
+            assert_eq!(cluster_action(&f), ClusterAction::Leave, "{f:?}");
         }
     }
 

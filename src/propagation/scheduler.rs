@@ -15,7 +15,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DynamicObject, ListParams, Patch};
 use kube::discovery::ApiResource;
-use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -29,7 +28,7 @@ use super::planner::{
 };
 use super::types::{ReplicaSchedulingPreference, default_type, federated_type_of};
 use crate::shutdown::Shutdown;
-use crate::source::kubernetes::watch::CappedBackoff;
+use crate::source::kubernetes::watch::retried;
 
 /// Re-plan every RSP this often even without events: capacity comes from pods, which are not
 /// watched.
@@ -266,24 +265,22 @@ async fn watch_targets(
 }
 
 /// Feeds watch events of `api` to `handle` until it returns false; failures are logged and the
-/// watch retried with backoff (a target type whose CRD is missing keeps retrying quietly).
+/// watch retried with backoff ([`retried`]).
 async fn watch_events<K>(api: Api<K>, label: &str, mut handle: impl FnMut(Event<K>) -> bool)
 where
     K: Resource + Clone + fmt::Debug + DeserializeOwned + Send + 'static,
 {
-    let stream = watcher::watcher(api, watcher::Config::default()).backoff(CappedBackoff::new(
-        Duration::from_millis(200),
-        Duration::from_secs(30),
-    ));
+    let stream = retried(
+        watcher::watcher(api, watcher::Config::default()),
+        label.to_owned(),
+    );
     let mut stream = std::pin::pin!(stream);
     while let Some(event) = stream.next().await {
-        match event {
-            Ok(event) => {
-                if !handle(event) {
-                    return;
-                }
-            }
-            Err(error) => tracing::debug!(watch = label, %error, "watch failed; retrying"),
+        // Failures are logged and backed off by `retried`.
+        if let Ok(event) = event
+            && !handle(event)
+        {
+            return;
         }
     }
 }

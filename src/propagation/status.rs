@@ -25,6 +25,8 @@ pub enum ClusterState {
     CreationTimedOut,
     UpdateTimedOut,
     DeletionTimedOut,
+    /// The member cache of this type cannot be listed (KubeFed's reason for the same case).
+    CachedRetrievalFailed,
 }
 
 impl ClusterState {
@@ -42,6 +44,7 @@ impl ClusterState {
             ClusterState::CreationTimedOut => "CreationTimedOut",
             ClusterState::UpdateTimedOut => "UpdateTimedOut",
             ClusterState::DeletionTimedOut => "DeletionTimedOut",
+            ClusterState::CachedRetrievalFailed => "CachedRetrievalFailed",
         }
     }
 

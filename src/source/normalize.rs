@@ -188,12 +188,27 @@ pub fn domain(domain: Domain) -> Result<FederationObject, NormalizeError> {
             name: key.to_string(),
             problem,
         })?;
+    let mut name_server_addresses = Vec::new();
+    for (i, value) in domain.name_server_addresses.iter().enumerate() {
+        let ip = value.trim().parse::<IpAddr>().map_err(|_| NormalizeError {
+            kind: "Domain",
+            name: key.to_string(),
+            problem: Problem::InvalidIp {
+                field: format!("nameServerAddresses[{i}]"),
+                value: value.clone(),
+            },
+        })?;
+        if !name_server_addresses.contains(&ip) {
+            name_server_addresses.push(ip);
+        }
+    }
     Ok(FederationObject::Domain(DomainSpec {
         federation: key.name,
         namespace: key.namespace,
         zone: domain.domain,
         name_server: non_empty(domain.name_server),
         default_strategy,
+        name_server_addresses,
     }))
 }
 
@@ -727,7 +742,7 @@ mod tests {
             metadata: meta(None, "myfed"),
             domain: "example.com".into(),
             name_server: Some(String::new()),
-            strategy: None,
+            ..Default::default()
         };
         assert_eq!(
             domain(d).unwrap(),
@@ -737,7 +752,34 @@ mod tests {
                 zone: "example.com".into(),
                 name_server: None,
                 default_strategy: None,
+                name_server_addresses: Vec::new(),
             })
+        );
+    }
+
+    #[test]
+    fn domain_name_server_addresses_are_parsed_and_a_bad_one_is_named() {
+        let mut d = Domain {
+            metadata: meta(None, "myfed"),
+            domain: "example.com".into(),
+            name_server: Some("ns1.example.com".into()),
+            name_server_addresses: vec!["192.0.2.53".into(), " 2001:db8::53 ".into()],
+            ..Default::default()
+        };
+        let FederationObject::Domain(spec) = domain(d.clone()).unwrap() else {
+            panic!("not a Domain")
+        };
+        assert_eq!(
+            spec.name_server_addresses,
+            [
+                "192.0.2.53".parse::<IpAddr>().unwrap(),
+                "2001:db8::53".parse().unwrap()
+            ]
+        );
+        d.name_server_addresses.push("ns1".into());
+        assert_eq!(
+            domain(d).unwrap_err().to_string(),
+            "Domain kube-federation-system/myfed: nameServerAddresses[2]: invalid IP address \"ns1\""
         );
     }
 

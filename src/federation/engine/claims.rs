@@ -104,13 +104,19 @@ impl Engine {
         drop(zones);
         self.dirty_zones.insert(zone.key().into());
         let winner = self.claims.get(&key).and_then(|l| l.first());
-        match winner {
+        let old = self
+            .store
+            .with_entry(&key, |e| entry_digest(&key, e))
+            .unwrap_or(0);
+        let new = match winner {
             Some((_, claim)) => {
                 let entry = render(claim);
+                let digest = entry_digest(&key, &entry);
                 self.store.insert(key.clone(), entry);
                 if self.present.insert(key.clone()) {
                     self.adjust_ancestors(&key, zone.key(), 1);
                 }
+                digest
             }
             None => {
                 if self.present.remove(&key) {
@@ -121,8 +127,11 @@ impl Engine {
                 } else {
                     self.store.remove(&key);
                 }
+                0
             }
-        }
+        };
+        let digest = self.digests.entry(zone.key().into()).or_insert(0);
+        *digest = digest.wrapping_sub(old).wrapping_add(new);
     }
 
     pub(super) fn adjust_ancestors(&mut self, key: &[u8], apex: &[u8], delta: i32) {
@@ -234,7 +243,11 @@ pub(super) fn render(claim: &Claim) -> Box<[u8]> {
                 b.rrset(set.rtype, set.ttl, set.rdatas.iter().map(|r| &r[..]));
             }
         }
-        Claim::Apex { name_servers, ttl } => {
+        Claim::Apex {
+            name_servers,
+            ttl,
+            addresses,
+        } => {
             let rdatas: Vec<Vec<u8>> = name_servers
                 .iter()
                 .map(|n| {
@@ -245,6 +258,26 @@ pub(super) fn render(claim: &Claim) -> Box<[u8]> {
                 .collect();
             b.rrset(rtype::NS, *ttl, rdatas.iter().map(|r| &r[..]));
             b.apex_soa();
+            // The name server's addresses, complete records, as additional data.
+            let additional: Vec<Vec<u8>> = name_servers
+                .first()
+                .into_iter()
+                .flat_map(|ns| addresses.iter().map(move |a| (ns, a)))
+                .map(|(ns, a)| {
+                    let (t, data) = match a {
+                        std::net::IpAddr::V4(a) => (rtype::A, a.octets().to_vec()),
+                        std::net::IpAddr::V6(a) => (rtype::AAAA, a.octets().to_vec()),
+                    };
+                    let mut rr = Vec::new();
+                    crate::dns::store::push_full_rr(&mut rr, ns, t, *ttl, &data);
+                    rr
+                })
+                .collect();
+            b.rrset(
+                crate::dns::store::ADDITIONAL,
+                0,
+                additional.iter().map(|r| &r[..]),
+            );
         }
     }
     b.finish()
@@ -273,6 +306,20 @@ fn render_variants(localized: &Localized, ttl: u32) -> Option<Vec<u8>> {
         &localized.by_location,
         &variants,
     )
+}
+
+/// One name's part of its zone's content digest (summed over the zone's names, so the order
+/// names are published in does not matter); 0 for an empty non-terminal.
+pub(super) fn entry_digest(key: &[u8], entry: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    if entry.is_empty() {
+        return 0;
+    }
+    // SipHash with fixed keys: the same content gives the same digest.
+    let mut h = std::hash::DefaultHasher::new();
+    key.hash(&mut h);
+    entry.hash(&mut h);
+    h.finish()
 }
 
 /// A lowercase wire key as presentation text.

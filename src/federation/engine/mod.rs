@@ -36,6 +36,8 @@ mod slices;
 mod status;
 mod zones;
 
+pub use zones::{next_serial, serial_gt};
+
 pub use claims::key_to_text;
 pub use explain::{ClientExplanation, Explanation};
 use slices::{ClusterSlice, Liveness};
@@ -78,6 +80,9 @@ pub struct StaticZone {
     pub serial: u32,
     /// Every name of the zone (the apex included) and its sets; the SOA itself is not among them.
     pub names: BTreeMap<Name, Vec<StaticSet>>,
+    /// Why the zone's file cannot be loaded, when there is no last good content to serve: the
+    /// zone is then answered SERVFAIL (its `soa` and `names` are placeholders).
+    pub error: Option<String>,
 }
 
 /// What a name carries, as claimed by one owner.
@@ -94,6 +99,8 @@ pub enum Claim {
     Apex {
         name_servers: Vec<Name>,
         ttl: u32,
+        /// Addresses of the (in-zone) name server, sent as additional data with NS answers.
+        addresses: Vec<std::net::IpAddr>,
     },
 }
 
@@ -109,6 +116,8 @@ pub struct Settings {
     pub apex_ttl: u32,
     /// Where clients are: the locations global names with a strategy pre-render answers for.
     pub locality: Arc<LocationTable>,
+    /// Addresses of the in-zone name server of Domains that give none (`--name-server-addresses`).
+    pub name_server_addresses: Vec<std::net::IpAddr>,
 }
 
 impl Default for Settings {
@@ -119,6 +128,7 @@ impl Default for Settings {
             negative_ttl: 30,
             apex_ttl: 3600,
             locality: Arc::default(),
+            name_server_addresses: Vec::new(),
         }
     }
 }
@@ -168,6 +178,19 @@ pub struct Engine {
     dirty_zones: HashSet<Box<[u8]>>,
     /// Records recomputed since the status writer last looked.
     status_dirty: BTreeSet<Owner>,
+    /// Per zone (apex key): an order-independent digest of its non-empty entries, kept as names
+    /// are published, so a serial changes only when content does.
+    digests: HashMap<Box<[u8]>, u64>,
+    /// Per static zone: the digest of its file's content alone.
+    file_digests: HashMap<Box<[u8]>, u64>,
+    /// Per zone: the digest its current serial was given for.
+    numbered: HashMap<Box<[u8]>, u64>,
+    /// A zone changed within the second its serial was set: it is numbered in the next second.
+    serial_pending: bool,
+    /// The wall clock of the flush in progress (seconds since the epoch).
+    clock: u32,
+    /// Zone transfer copies, when transfers are configured.
+    transfers: Option<Arc<crate::dns::xfr::Transfers>>,
 }
 
 impl Engine {
@@ -191,7 +214,18 @@ impl Engine {
             touched: Touched::default(),
             dirty_zones: HashSet::new(),
             status_dirty: BTreeSet::new(),
+            digests: HashMap::new(),
+            file_digests: HashMap::new(),
+            numbered: HashMap::new(),
+            serial_pending: false,
+            clock: 0,
+            transfers: None,
         }
+    }
+
+    /// Keeps `transfers` up to date with each zone's content at each serial.
+    pub fn set_transfers(&mut self, transfers: Arc<crate::dns::xfr::Transfers>) {
+        self.transfers = Some(transfers);
     }
 
     pub fn store(&self) -> &Arc<RecordStore> {
@@ -384,10 +418,17 @@ impl Engine {
             || t.everything
             || t.zones
             || t.synced
+            || self.serial_pending
     }
 
     /// Recomputes what the applied events touched and publishes it to the store.
     pub fn flush(&mut self, now: Instant) {
+        self.flush_at(now, zones::unix_serial());
+    }
+
+    /// [`Engine::flush`] with the wall clock (seconds since the epoch, for serials) given.
+    pub(crate) fn flush_at(&mut self, now: Instant, unix_now: u32) {
+        self.clock = unix_now;
         let touched = std::mem::take(&mut self.touched);
         // Node events are frequent; only a real change of some member's zones or region
         // recomputes every record.
@@ -421,11 +462,11 @@ impl Engine {
                 self.recompute(Owner::Ingress(key), now);
             }
         }
-        let zones = self.store.zones();
-        for key in self.dirty_zones.drain() {
-            if let Some(zone) = zones.iter().find(|z| *z.key() == *key) {
-                zone.bump_serial();
-            }
+        self.dirty_zones.clear();
+        self.serial_pending = false;
+        let renumbered = self.settle_serials(unix_now);
+        if let Some(transfers) = &self.transfers {
+            transfers.commit(&self.store, &renumbered);
         }
         if touched.synced {
             self.store.mark_synced();

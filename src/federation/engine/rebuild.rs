@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::federation::naming;
+use crate::federation::records::RecordData;
 
 use super::zones::name_server;
 use super::{Claim, Engine, Owner};
@@ -36,7 +37,12 @@ impl Engine {
         self.ent_refs.clear();
         self.problems.clear();
 
+        self.file_digests.clear();
         for zone in self.static_zones.clone() {
+            if zone.error.is_some() {
+                // Answered SERVFAIL from its zone table entry; nothing to claim.
+                continue;
+            }
             let owner = Owner::Static(zone.apex.to_ascii());
             let claims = zone
                 .names
@@ -63,21 +69,56 @@ impl Engine {
                         )
                     }),
                 )
-                .collect();
+                .collect::<Vec<_>>();
+            let file_digest = claims.iter().fold(0u64, |sum, (key, claim)| {
+                sum.wrapping_add(super::claims::entry_digest(
+                    key,
+                    &super::claims::render(claim),
+                ))
+            });
+            self.file_digests
+                .insert(naming::wire_key(&zone.apex), file_digest);
             self.set_claims(owner, claims);
         }
         for domain in self.domains.values().cloned().collect::<Vec<_>>() {
             let Ok(apex) = naming::parse_dotted("domain", &domain.zone) else {
                 continue;
             };
-            let claim = Claim::Apex {
-                name_servers: vec![name_server(&domain, &apex)],
-                ttl: self.settings.apex_ttl,
+            let ns = name_server(&domain, &apex);
+            let in_zone = apex.zone_of(&ns) && ns != apex;
+            let addresses = match in_zone {
+                true if domain.name_server_addresses.is_empty() => {
+                    self.settings.name_server_addresses.clone()
+                }
+                true => domain.name_server_addresses.clone(),
+                false => Vec::new(),
             };
-            self.set_claims(
-                Owner::Apex(apex.to_ascii()),
-                vec![(naming::wire_key(&apex), claim)],
-            );
+            let owner = Owner::Apex(apex.to_ascii());
+            let mut claims = vec![(
+                naming::wire_key(&apex),
+                Claim::Apex {
+                    name_servers: vec![ns.clone()],
+                    ttl: self.settings.apex_ttl,
+                    addresses: addresses.clone(),
+                },
+            )];
+            if in_zone && addresses.is_empty() {
+                let problem = format!(
+                    "name server {ns} is inside the zone but has no address: it does not resolve \
+                     (set nameServerAddresses)"
+                );
+                tracing::warn!(domain = %domain.federation, %problem, "Domain problem");
+                self.problems.insert(owner.clone(), vec![problem]);
+            } else if in_zone {
+                let (v4, v6) = split_addresses(&addresses);
+                let data = RecordData::Address {
+                    v4,
+                    v6,
+                    ttl: self.settings.apex_ttl,
+                };
+                claims.push((naming::wire_key(&ns), Claim::Record(data)));
+            }
+            self.set_claims(owner, claims);
         }
         for key in self.services.keys().cloned().collect::<Vec<_>>() {
             self.recompute(Owner::Service(key), now);
@@ -93,8 +134,38 @@ impl Engine {
         for key in fresh {
             self.dirty_zones.remove(&key);
         }
+        // Names may have moved between zones: count every zone's digest afresh.
+        let zones = self.store.zones();
+        let mut digests: std::collections::HashMap<Box<[u8]>, u64> = zones
+            .iter()
+            .map(|z| (Box::<[u8]>::from(z.key()), 0))
+            .collect();
+        self.store.for_each(|key, entry| {
+            if let Some(zone) = zones.find(key)
+                && let Some(sum) = digests.get_mut(zone.key())
+            {
+                *sum = sum.wrapping_add(super::claims::entry_digest(key, entry));
+            }
+        });
+        drop(zones);
+        self.digests = digests;
         for c in self.conflicts() {
             tracing::warn!(name = %c.name, winner = %c.winner, loser = %c.loser, "name conflict: the loser's data is not served");
         }
     }
+}
+
+/// IPv4 and IPv6 addresses apart.
+pub(super) fn split_addresses(
+    addresses: &[std::net::IpAddr],
+) -> (Vec<std::net::Ipv4Addr>, Vec<std::net::Ipv6Addr>) {
+    let mut v4 = Vec::new();
+    let mut v6 = Vec::new();
+    for a in addresses {
+        match a {
+            std::net::IpAddr::V4(a) => v4.push(*a),
+            std::net::IpAddr::V6(a) => v6.push(*a),
+        }
+    }
+    (v4, v6)
 }

@@ -3,7 +3,7 @@
 //! region each member is in.
 
 use std::collections::{BTreeSet, HashMap};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::federation::model::{
     EndpointsState, LoadBalancer, MemberKind, MemberObject, MemberObjectId, NodeTopology,
@@ -250,14 +250,28 @@ impl Engine {
 
     /// When the next grace period ends, so the caller can wake up and call [`Engine::expire`].
     pub fn next_deadline(&self) -> Option<Instant> {
+        // A change waiting for its serial is numbered just after the next second starts.
+        let serial = self.serial_pending.then(|| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            Instant::now()
+                + Duration::from_nanos(1_000_000_000 - now.subsec_nanos() as u64)
+                + Duration::from_millis(5)
+        });
         if self.settings.grace.is_zero() {
-            return None;
+            return serial;
         }
-        self.liveness
+        let grace = self
+            .liveness
             .values()
             .filter(|l| !l.withdrawn)
             .filter_map(|l| l.down_since.map(|s| s + self.settings.grace))
-            .min()
+            .min();
+        match (grace, serial) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Withdraws the targets of members whose grace period has run out by `now`.

@@ -20,6 +20,8 @@ const EU1: &str = "nginx.test.galactic.svc.eu1.eu.example.com.";
 struct Fixture {
     engine: Engine,
     now: Instant,
+    /// The wall clock serials are derived from; each flush is a second later.
+    unix: u32,
 }
 
 impl Fixture {
@@ -28,9 +30,15 @@ impl Fixture {
     }
 
     fn with_settings(settings: Settings) -> Self {
+        Self::at(settings, 1_800_000_000)
+    }
+
+    /// A fixture whose wall clock starts at `unix`.
+    fn at(settings: Settings, unix: u32) -> Self {
         let mut f = Self {
             engine: Engine::new(Arc::new(RecordStore::new()), settings),
             now: Instant::now(),
+            unix,
         };
         f.domain(None);
         f.member("c1", "us", "us1");
@@ -50,6 +58,7 @@ impl Fixture {
                 namespace: "kube-federation-system".into(),
                 zone: "example.com".into(),
                 name_server: Some("ns1.example.com".into()),
+                name_server_addresses: Vec::new(),
                 default_strategy,
             },
         )));
@@ -57,7 +66,12 @@ impl Fixture {
 
     fn send(&mut self, event: SourceEvent) {
         self.engine.apply(event, self.now);
-        self.engine.flush(self.now);
+        self.flush();
+    }
+
+    fn flush(&mut self) {
+        self.unix += 1;
+        self.engine.flush_at(self.now, self.unix);
     }
 
     fn member(&mut self, name: &str, region: &str, zone: &str) {
@@ -157,7 +171,7 @@ impl Fixture {
             rdatas: vec![vec![192, 0, 2, 1]],
         };
         self.engine.set_static_zones(vec![static_zone(&[(G, set)])]);
-        self.engine.flush(self.now);
+        self.flush();
     }
 
     fn serial(&self) -> u32 {
@@ -262,7 +276,7 @@ fn unreachable_member_keeps_targets_during_grace_then_withdraws_them() {
     let deadline = f.engine.next_deadline().unwrap();
     f.now = deadline;
     f.engine.expire(f.now);
-    f.engine.flush(f.now);
+    f.flush();
     assert!(f.answer(US1).starts_with("NoError CNAME"));
     assert_eq!(f.engine.next_deadline(), None, "no wake-up once withdrawn");
     f.send(SourceEvent::MemberReachable("c1".into(), true));
@@ -344,6 +358,7 @@ fn static_zone(names: &[(&str, StaticSet)]) -> StaticZone {
         serial: 42,
         apex,
         names: map,
+        error: None,
     }
 }
 
@@ -359,7 +374,7 @@ fn static_name_wins_over_a_computed_one_and_the_conflict_is_reported() {
     assert!(matches!(conflicts[0].loser, Owner::Service(_)));
     // Removing the static zone gives the name back to the service.
     f.engine.set_static_zones(vec![]);
-    f.engine.flush(f.now);
+    f.flush();
     assert_eq!(f.answer(G), "NoError A 10.20.30.1");
 }
 
@@ -376,7 +391,7 @@ fn static_vanity_cname_into_the_federation_is_followed() {
     };
     f.engine
         .set_static_zones(vec![static_zone(&[("www.example.com", set)])]);
-    f.engine.flush(f.now);
+    f.flush();
     assert_eq!(
         f.answer("www.example.com."),
         format!("NoError CNAME {G} A 10.20.30.1")
@@ -399,7 +414,7 @@ fn static_only_zone_starts_at_the_file_serial() {
         "galactic".into(),
     )));
     f.engine.set_static_zones(vec![static_zone(&[])]);
-    f.engine.flush(f.now);
+    f.flush();
     assert_eq!(f.serial(), 42);
 }
 
@@ -509,11 +524,11 @@ fn resolved_hostname_makes_the_shard_healthy() {
             ttl: 60,
         }),
     );
-    f.engine.flush(f.now);
+    f.flush();
     assert_eq!(f.answer(G), "NoError A 192.0.2.8");
     // A failed re-resolution keeps the last good set.
     f.engine.set_host("a.elb.example".into(), None);
-    f.engine.flush(f.now);
+    f.flush();
     assert_eq!(f.answer(G), "NoError A 192.0.2.8");
 }
 
@@ -699,4 +714,174 @@ fn the_domains_default_strategy_answers_each_client_its_region_and_follows_healt
     );
     // Regional names are not affected.
     assert_eq!(f.answer_for(US, "198.51.100.9"), "10.20.30.1");
+}
+
+fn soa_serial_of(f: &Fixture, zone: &str) -> u32 {
+    let m = f.ask(zone, RecordType::SOA);
+    match &m.answers[0].data {
+        RData::SOA(soa) => soa.serial,
+        _ => panic!("no SOA for {zone}"),
+    }
+}
+
+/// A static-only zone `static.test.` with serial 42 and one A record.
+fn static_only_zone() -> StaticZone {
+    let mut zone = static_zone(&[]);
+    zone.apex = naming::parse_dotted("z", "static.test").unwrap();
+    zone.names.insert(
+        naming::parse_dotted("n", "www.static.test").unwrap(),
+        vec![StaticSet {
+            rtype: rtype::A,
+            ttl: 60,
+            rdatas: vec![vec![192, 0, 2, 7]],
+        }],
+    );
+    zone
+}
+
+#[test]
+fn a_static_zone_keeps_its_file_serial_while_other_zones_change() {
+    let mut f = Fixture::new();
+    f.engine.set_static_zones(vec![static_only_zone()]);
+    f.flush();
+    assert_eq!(soa_serial_of(&f, "static.test."), 42);
+    let before = f.serial();
+    f.healthy("c1", "10.20.30.1");
+    // A Domain change rebuilds every zone; the static zone's content is unchanged.
+    f.send(SourceEvent::ApplyFederation(FederationObject::Domain(
+        DomainSpec {
+            federation: "galactic".into(),
+            namespace: "kube-federation-system".into(),
+            zone: "example.com".into(),
+            name_server: Some("ns2.example.com".into()),
+            name_server_addresses: vec![],
+            default_strategy: None,
+        },
+    )));
+    assert!(serial_gt(f.serial(), before), "the Domain zone changed");
+    assert_eq!(soa_serial_of(&f, "static.test."), 42);
+    // Its own content changing (a new file with a new serial) gives the file's serial.
+    let mut edited = static_only_zone();
+    edited.serial = 43;
+    edited.names.values_mut().next().unwrap()[0].rdatas = vec![vec![192, 0, 2, 8]];
+    f.engine.set_static_zones(vec![edited]);
+    f.flush();
+    assert_eq!(soa_serial_of(&f, "static.test."), 43);
+}
+
+#[test]
+fn serials_never_pass_the_clock_so_a_restart_never_takes_them_back() {
+    let mut f = Fixture::new();
+    f.healthy("c1", "10.20.30.1");
+    let clock = f.unix + 1;
+    // A burst of changes within one second: content is served at once, the serial moves once.
+    for i in 0..20 {
+        f.engine.apply(
+            SourceEvent::ApplyMember(
+                "c1".into(),
+                MemberObject::Service(
+                    ObjectKey::new("test", "nginx"),
+                    ServiceState {
+                        load_balancer: LoadBalancer {
+                            ips: vec![format!("10.0.0.{}", i + 1).parse().unwrap()],
+                            hostnames: vec![],
+                        },
+                    },
+                ),
+            ),
+            f.now,
+        );
+        f.engine.flush_at(f.now, clock);
+    }
+    let serial = f.serial();
+    assert!(
+        !serial_gt(serial, clock),
+        "{serial} is past the clock {clock}"
+    );
+    // A restart (the clock has moved on by at least a second) starts at the clock: not behind
+    // what was served.
+    let restarted = Fixture::at(Settings::default(), clock);
+    assert!(
+        serial_gt(restarted.serial(), serial),
+        "{serial} then {} after a restart",
+        restarted.serial()
+    );
+}
+
+#[test]
+fn a_change_within_the_second_is_numbered_in_the_next() {
+    let mut f = Fixture::new();
+    let clock = f.unix;
+    f.healthy("c1", "10.20.30.1");
+    let first = f.serial();
+    f.engine.apply(
+        SourceEvent::ApplyMember(
+            "c1".into(),
+            MemberObject::Service(
+                ObjectKey::new("test", "nginx"),
+                ServiceState {
+                    load_balancer: LoadBalancer {
+                        ips: vec!["10.9.9.9".parse().unwrap()],
+                        hostnames: vec![],
+                    },
+                },
+            ),
+        ),
+        f.now,
+    );
+    f.engine.flush_at(f.now, f.unix);
+    assert_eq!(f.serial(), first, "same second: not numbered yet");
+    assert!(f.engine.has_pending() && f.engine.next_deadline().is_some());
+    f.engine.flush_at(f.now, f.unix + 1);
+    assert!(serial_gt(f.serial(), first));
+    assert!(!f.engine.has_pending());
+    assert!(clock > 0);
+}
+
+fn domain_with_name_server(ns: &str, addresses: &[&str]) -> SourceEvent {
+    SourceEvent::ApplyFederation(FederationObject::Domain(DomainSpec {
+        federation: "galactic".into(),
+        namespace: "kube-federation-system".into(),
+        zone: "example.com".into(),
+        name_server: Some(ns.into()),
+        name_server_addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
+        default_strategy: None,
+    }))
+}
+
+#[test]
+fn in_zone_name_server_addresses_resolve_and_go_with_ns_answers() {
+    let mut f = Fixture::new();
+    let apex_owner = Owner::Apex("example.com.".into());
+    assert!(
+        f.engine.problems()[&apex_owner][0].contains("ns1.example.com."),
+        "an in-zone name server without an address is a problem"
+    );
+    f.send(domain_with_name_server(
+        "ns1.example.com",
+        &["192.0.2.53", "2001:db8::53"],
+    ));
+    assert!(!f.engine.problems().contains_key(&apex_owner));
+    assert_eq!(f.answer("ns1.example.com."), "NoError A 192.0.2.53");
+    let m = f.ask("ns1.example.com.", RecordType::AAAA);
+    assert_eq!(m.answers.len(), 1);
+    let m = f.ask("example.com.", RecordType::NS);
+    assert_eq!(m.answers.len(), 1);
+    let extra: Vec<String> = m
+        .additionals
+        .iter()
+        .map(|r| format!("{} {}", r.name, r.data))
+        .collect();
+    assert_eq!(
+        extra,
+        [
+            "ns1.example.com. 192.0.2.53",
+            "ns1.example.com. 2001:db8::53"
+        ]
+    );
+    // A name server outside the zone needs no address here, and gets none.
+    f.send(domain_with_name_server("ns.elsewhere.net", &["192.0.2.53"]));
+    assert!(!f.engine.problems().contains_key(&apex_owner));
+    assert!(f.ask("example.com.", RecordType::NS).additionals.is_empty());
+    assert_eq!(f.answer("ns1.example.com."), "NXDomain");
 }

@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::finalize::delete_params;
 use super::report::{json_patch_of, outcome};
 use super::{Key, TypeContext};
-use crate::propagation::plan::{self, ClusterAction, ClusterFacts, Managed, Placement};
+use crate::propagation::plan::{self, Cache, ClusterAction, ClusterFacts, Managed, Placement};
 use crate::propagation::render::{self, Federated, Propagated};
 use crate::propagation::status::{ClusterOutcome, ClusterState};
 use crate::propagation::types::FederatedSpec;
@@ -163,7 +163,7 @@ impl TypeContext {
         let facts = ClusterFacts {
             placement: Placement::Selected,
             ready: Some(true),
-            cache_listed: true,
+            cache: Cache::Listed,
             live: Some(Managed::of(&live)),
             overrides_valid: true,
             adopt,

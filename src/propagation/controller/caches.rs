@@ -10,7 +10,6 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DynamicObject};
-use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, ObjectRef, store::Writer};
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt};
@@ -18,8 +17,9 @@ use serde_json::Value;
 
 use super::{Key, MemberCache, TaskGuard, TypeContext, key_of};
 use crate::propagation::members::MemberSet;
+use crate::propagation::plan::Cache;
 use crate::propagation::types::{ApiResourceRef, MANAGED_LABEL};
-use crate::source::kubernetes::watch::CappedBackoff;
+use crate::source::kubernetes::watch::retried;
 
 impl TypeContext {
     pub(super) fn enqueue_all(&self) {
@@ -30,19 +30,21 @@ impl TypeContext {
 
     /// Whether the inputs every reconcile of this type consults have completed their first
     /// listing: the federated objects, the FederatedNamespaces (when consulted) and the member
-    /// set. Member caches are checked per cluster ([`Self::cache_listed`]).
+    /// set. Member caches are checked per cluster ([`Self::cache_state`]).
     pub(super) fn inputs_listed(&self, set: &MemberSet) -> bool {
         set.listed
             && self.fed_listed.load(Ordering::Acquire)
             && self.namespaces_listed.load(Ordering::Acquire)
     }
 
-    /// Whether the member cache of `cluster` has completed its first listing.
-    pub(super) fn cache_listed(&self, cluster: &str) -> bool {
+    /// Whether the member cache of `cluster` has completed its first listing, or is failing to.
+    pub(super) fn cache_state(&self, cluster: &str) -> Cache {
         let caches = self.caches.lock().unwrap_or_else(|p| p.into_inner());
-        caches
-            .get(cluster)
-            .is_some_and(|c| c.listed.load(Ordering::Acquire))
+        match caches.get(cluster) {
+            Some(c) if c.listed.load(Ordering::Acquire) => Cache::Listed,
+            Some(c) if c.failing.load(Ordering::Acquire) => Cache::Failing,
+            _ => Cache::Listing,
+        }
     }
 
     /// One cache per member, rebuilt when the member's connection changes (re-join, new
@@ -80,6 +82,8 @@ impl TypeContext {
             let store = writer.as_reader();
             let listed = Arc::new(AtomicBool::new(false));
             let cache_listed = listed.clone();
+            let failing = Arc::new(AtomicBool::new(false));
+            let cache_failing = failing.clone();
             let fed_store = self.fed_store.clone();
             let queue = self.queue.clone();
             let target = self.target.clone();
@@ -89,7 +93,7 @@ impl TypeContext {
                 let config = watcher::Config::default().labels(&format!("{MANAGED_LABEL}=true"));
                 let stream = reflector::reflector(
                     writer,
-                    watcher::watcher(api, config).backoff(CappedBackoff::default()),
+                    retried(watcher::watcher(api, config), format!("member {label}")),
                 );
                 let mut stream = std::pin::pin!(stream);
                 while let Some(event) = stream.next().await {
@@ -99,14 +103,24 @@ impl TypeContext {
                         }
                         // Listed (again, maybe emptied): every object is checked against it.
                         Ok(Event::InitDone) => {
+                            cache_failing.store(false, Ordering::Release);
                             cache_listed.store(true, Ordering::Release);
                             for o in fed_store.state() {
                                 queue.add(key_of(&o));
                             }
                         }
                         Ok(_) => {}
-                        Err(error) => {
-                            tracing::debug!(watch = %label, %error, "member watch failed; retrying")
+                        // Logged and backed off by `retried`. Before the first listing, a
+                        // failure releases the objects waiting for it: they go on in the
+                        // other members and report this one.
+                        Err(_) => {
+                            if !cache_listed.load(Ordering::Acquire)
+                                && !cache_failing.swap(true, Ordering::AcqRel)
+                            {
+                                for o in fed_store.state() {
+                                    queue.add(key_of(&o));
+                                }
+                            }
                         }
                     }
                 }
@@ -118,6 +132,7 @@ impl TypeContext {
                     connection: member.connection,
                     store,
                     listed,
+                    failing,
                     _task: TaskGuard(task),
                 },
             );

@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use kube::api::{Api, DynamicObject};
-use kube::runtime::WatchStreamExt;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
 use kube::runtime::watcher::{self, Event};
@@ -44,7 +43,7 @@ use super::types::{
 };
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
-use crate::source::kubernetes::watch::CappedBackoff;
+use crate::source::kubernetes::watch::retried;
 
 /// Settings of the sync controller.
 #[derive(Debug, Clone)]
@@ -108,8 +107,10 @@ pub async fn run(
         TaskGuard(tokio::spawn(async move {
             let stream = reflector::reflector(
                 ftc_writer,
-                watcher::watcher(ftcs, watcher::Config::default())
-                    .backoff(CappedBackoff::default()),
+                retried(
+                    watcher::watcher(ftcs, watcher::Config::default()),
+                    "FederatedTypeConfigs".to_owned(),
+                ),
             );
             let mut stream = std::pin::pin!(stream);
             while let Some(event) = stream.next().await {
@@ -118,9 +119,8 @@ pub async fn run(
                     Ok(_) => {
                         let _ = tx.send(());
                     }
-                    Err(error) => {
-                        tracing::warn!(%error, "FederatedTypeConfig watch failed; retrying")
-                    }
+                    // Logged and backed off by `retried`.
+                    Err(_) => {}
                 }
             }
         }))
@@ -132,7 +132,10 @@ pub async fn run(
                 watcher::Config::default().fields(&format!("metadata.name={KUBEFED_CONFIG_NAME}"));
             let stream = reflector::reflector(
                 cfg_writer,
-                watcher::watcher(configs, config).backoff(CappedBackoff::default()),
+                retried(
+                    watcher::watcher(configs, config),
+                    "KubeFedConfig".to_owned(),
+                ),
             );
             let mut stream = std::pin::pin!(stream);
             while let Some(event) = stream.next().await {
@@ -141,7 +144,8 @@ pub async fn run(
                     Ok(_) => {
                         let _ = tx.send(());
                     }
-                    Err(error) => tracing::warn!(%error, "KubeFedConfig watch failed; retrying"),
+                    // Logged and backed off by `retried`.
+                    Err(_) => {}
                 }
             }
         }))
@@ -292,6 +296,8 @@ struct MemberCache {
     store: Store<DynamicObject>,
     /// The first listing is complete: an object missing from `store` is absent.
     listed: Arc<AtomicBool>,
+    /// The watch has failed and not listed since.
+    failing: Arc<AtomicBool>,
     _task: TaskGuard,
 }
 
@@ -328,8 +334,10 @@ impl TypeSync {
             tasks.push(TaskGuard(tokio::spawn(async move {
                 let stream = reflector::reflector(
                     fed_writer,
-                    watcher::watcher(fed_api, watcher::Config::default())
-                        .backoff(CappedBackoff::default()),
+                    retried(
+                        watcher::watcher(fed_api, watcher::Config::default()),
+                        format!("host {label}"),
+                    ),
                 );
                 let mut stream = std::pin::pin!(stream);
                 while let Some(event) = stream.next().await {
@@ -339,9 +347,8 @@ impl TypeSync {
                         }
                         Ok(Event::InitDone) => listed.store(true, Ordering::Release),
                         Ok(Event::Init) => {}
-                        Err(error) => {
-                            tracing::warn!(kind = %label, %error, "watch failed; retrying")
-                        }
+                        // Logged and backed off by `retried`.
+                        Err(_) => {}
                     }
                 }
             })));
@@ -362,8 +369,10 @@ impl TypeSync {
             tasks.push(TaskGuard(tokio::spawn(async move {
                 let stream = reflector::reflector(
                     writer,
-                    watcher::watcher(api, watcher::Config::default())
-                        .backoff(CappedBackoff::default()),
+                    retried(
+                        watcher::watcher(api, watcher::Config::default()),
+                        "host FederatedNamespaces".to_owned(),
+                    ),
                 );
                 let mut stream = std::pin::pin!(stream);
                 while let Some(event) = stream.next().await {
@@ -385,9 +394,8 @@ impl TypeSync {
                             }
                         }
                         Ok(_) => {}
-                        Err(error) => {
-                            tracing::warn!(%error, "FederatedNamespace watch failed; retrying")
-                        }
+                        // Logged and backed off by `retried`.
+                        Err(_) => {}
                     }
                 }
             })));

@@ -180,7 +180,7 @@ impl TypeContext {
                     Some(_) => Placement::NotSelected,
                 },
                 ready: member.readiness(),
-                cache_listed: self.cache_listed(cluster),
+                cache: self.cache_state(cluster),
                 live: live.as_ref().map(Managed::of),
                 overrides_valid: overrides_ok.is_ok(),
                 adopt,

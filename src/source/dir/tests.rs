@@ -111,6 +111,7 @@ fn domain(name: &str, zone: &str) -> FederationObject {
         zone: zone.into(),
         name_server: None,
         default_strategy: None,
+        name_server_addresses: Vec::new(),
     })
 }
 

@@ -758,7 +758,7 @@ async fn sync_gate(
                         .map_or(0, |d| d.as_secs() as i64);
                     metrics.member_last_sync.with_label_values(&[n.cluster.as_str()]).set(now);
                     let cluster = n.cluster.clone();
-                    if gate.member_listed(n.cluster, n.kind) && probed.get(&cluster) != Some(false) {
+                    if gate.member_listed(n.cluster, n.kind) && probed.release(&cluster) {
                         tracing::info!(%cluster, "member listed after the sync timeout: reachable again");
                         let _ = events.send(SourceEvent::MemberReachable(cluster, true)).await;
                     }
@@ -786,12 +786,14 @@ async fn sync_gate(
                         "sync timeout: answering without a first listing of these members (treated as unreachable)"
                     );
                 }
+                // Held first, so that no prober turning ready in between serves them.
+                gate.held_unreachable = unlisted.iter().cloned().collect();
+                probed.hold(&gate.held_unreachable);
                 for c in &unlisted {
                     let _ = events
                         .send(SourceEvent::MemberReachable(c.clone(), false))
                         .await;
                 }
-                gate.held_unreachable = unlisted.into_iter().collect();
                 if events.send(SourceEvent::Synced).await.is_err() {
                     return;
                 }
@@ -801,24 +803,40 @@ async fn sync_gate(
 }
 
 /// The last readiness each member's prober decided, so that a member listed late is not
-/// declared reachable against its prober's judgement.
+/// declared reachable against its prober's judgement; and the members the sync gate holds
+/// unreachable because they had not listed by the timeout, so that a prober turning ready
+/// later does not serve a member whose records were never listed.
 #[derive(Debug, Clone, Default)]
-struct Probed(Arc<Mutex<HashMap<String, bool>>>);
+struct Probed(Arc<Mutex<ProbedState>>);
+
+#[derive(Debug, Default)]
+struct ProbedState {
+    ready: HashMap<String, bool>,
+    held: BTreeSet<String>,
+}
 
 impl Probed {
-    fn set(&self, cluster: &str, ready: bool) {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(cluster.to_owned(), ready);
+    fn lock(&self) -> std::sync::MutexGuard<'_, ProbedState> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn get(&self, cluster: &str) -> Option<bool> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(cluster)
-            .copied()
+    /// Records the prober's decision; false when it must not be published because the member
+    /// is held unreachable until it lists.
+    fn set(&self, cluster: &str, ready: bool) -> bool {
+        let mut state = self.lock();
+        state.ready.insert(cluster.to_owned(), ready);
+        !(ready && state.held.contains(cluster))
+    }
+
+    fn hold(&self, clusters: &BTreeSet<String>) {
+        self.lock().held.extend(clusters.iter().cloned());
+    }
+
+    /// Releases a held member that has now listed; true when its prober does not object.
+    fn release(&self, cluster: &str) -> bool {
+        let mut state = self.lock();
+        state.held.remove(cluster);
+        state.ready.get(cluster) != Some(&false)
     }
 }
 
@@ -929,7 +947,7 @@ async fn probe_loop(
             tracing::debug!(cluster = %name, %error, "member probe failed");
         }
         if let Some(ready) = state.observe(ok) {
-            probed.set(&name, ready);
+            let publish = probed.set(&name, ready);
             match &result {
                 Ok(()) => tracing::info!(cluster = %name, ready, "member readiness changed"),
                 Err(error) => {
@@ -942,10 +960,11 @@ async fn probe_loop(
                 m.probed = true;
                 changed
             });
-            if events
-                .send(SourceEvent::MemberReachable(name.clone(), ready))
-                .await
-                .is_err()
+            if publish
+                && events
+                    .send(SourceEvent::MemberReachable(name.clone(), ready))
+                    .await
+                    .is_err()
             {
                 return;
             }
@@ -1088,6 +1107,23 @@ async fn write_cluster_status(api: &Api<KubeFedCluster>, name: &str, ready: bool
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_member_held_for_lack_of_a_listing_is_not_served_when_its_prober_turns_ready() {
+        let probed = Probed::default();
+        assert!(probed.set("c1", true), "not held: published");
+        probed.hold(&BTreeSet::from(["c1".to_owned()]));
+        assert!(
+            !probed.set("c1", true),
+            "held: the prober's ready is kept back"
+        );
+        assert!(probed.set("c1", false), "not ready is always published");
+        assert!(
+            !probed.release("c1"),
+            "listed, but its prober says not ready"
+        );
+        assert!(probed.set("c1", true), "released: published again");
+    }
 
     fn settings(fail: u32, ok: u32) -> ProbeSettings {
         ProbeSettings {

@@ -127,6 +127,57 @@ impl Backoff for CappedBackoff {
     }
 }
 
+/// A kube-runtime watcher stream under fedns's retry policy, for watchers that feed a reflector
+/// or a work queue (the propagation controller, the scheduler): after a failure it waits before
+/// the watcher is polled again (exponential backoff with jitter from [`RETRY_INITIAL`], capped at
+/// [`RETRY_CAP_API`], or [`RETRY_CAP_CONNECT`] for connection errors) and resets only once a
+/// listing completes. kube-runtime's own `.backoff()` also resets on the `Init` that starts every
+/// relist, so a list that keeps failing (a role without that resource, a missing CRD) was retried
+/// at its minimum delay. The first failure is logged at WARN with what failed, later ones at
+/// debug, the recovery at INFO. A 410 (history compacted) is relisted at once.
+pub fn retried<K, S>(stream: S, what: String) -> impl futures::Stream<Item = S::Item> + Send
+where
+    K: Send,
+    S: futures::Stream<Item = Result<Event<K>, watcher::Error>> + Send,
+{
+    let backoff = CappedBackoff::new(RETRY_INITIAL, RETRY_CAP_API);
+    futures::stream::unfold(
+        (Box::pin(stream), backoff, false, what),
+        |(mut stream, mut backoff, mut failing, what)| async move {
+            let item = stream.next().await?;
+            match &item {
+                Ok(Event::InitDone) => {
+                    backoff.reset();
+                    if std::mem::take(&mut failing) {
+                        tracing::info!(watch = %what, "watch recovered");
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    let failure = Failure::of(error);
+                    if !failure.is_expired() {
+                        let delay = backoff.next_delay(failure.retry_cap());
+                        let status = failure.status.map(|s| s.to_string());
+                        let status = status.as_deref().unwrap_or("none");
+                        if std::mem::replace(&mut failing, true) {
+                            tracing::debug!(watch = %what, status, error = %failure.message, ?delay, "watch still failing");
+                        } else {
+                            tracing::warn!(
+                                watch = %what,
+                                status,
+                                error = %failure.message,
+                                "watch failing; retrying with backoff"
+                            );
+                        }
+                        tokio::time::sleep(delay).await;
+                    }
+                }
+            }
+            Some((item, (stream, backoff, failing, what)))
+        },
+    )
+}
+
 /// Why a watch request failed, as far as retrying and reporting care.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
