@@ -95,12 +95,14 @@ async fn ready(State(s): State<AdminState>) -> impl IntoResponse {
 #[derive(Debug, Deserialize)]
 struct ExplainQuery {
     name: String,
+    /// An address or subnet: what that client gets from the name.
+    client: Option<String>,
 }
 
 async fn explain(State(s): State<AdminState>, Query(q): Query<ExplainQuery>) -> impl IntoResponse {
     let explanation = match s
         .engine
-        .query(move |e| e.explain(&q.name, Instant::now()))
+        .query(move |e| e.explain_for(&q.name, q.client.as_deref(), Instant::now()))
         .await
     {
         Some(explanation) => explanation,

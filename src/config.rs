@@ -2,8 +2,10 @@
 //! optional YAML file (`--config`). Flags and environment win over the file; the file wins over
 //! built-in defaults. Everything is validated before anything starts.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
@@ -13,6 +15,7 @@ use crate::dns::responder::Limits;
 use crate::dns::rrl::{Prefix, RrlSettings};
 use crate::dns::server::TcpSettings;
 use crate::federation::engine::Settings;
+use crate::federation::locality::{ClientNetwork, LocationTable};
 use crate::federation::records::TtlPolicy;
 use crate::k8s::lease::LeaseSettings;
 
@@ -294,6 +297,12 @@ struct FileConfig {
     empty_relist_confirm: Option<String>,
     #[serde(default)]
     members: Vec<MemberConfig>,
+    /// Where clients are: `[{network: 10.1.0.0/16, region: eu, zone: eu1}]`, longest prefix wins.
+    #[serde(default)]
+    client_networks: Vec<ClientNetwork>,
+    /// For `nearest`: the regions to try, in order, when the client's own has no healthy cluster.
+    #[serde(default)]
+    region_preferences: BTreeMap<String, Vec<String>>,
     leader_elect: Option<bool>,
     lease_name: Option<String>,
     lease_duration: Option<String>,
@@ -324,6 +333,8 @@ pub struct ServeConfig {
     pub log_level: Option<String>,
     /// How long answers continue after /ready fails on shutdown.
     pub shutdown_drain: Duration,
+    /// Where clients are (`clientNetworks`, `regionPreferences`); also in `engine` and `limits`.
+    pub locality: Arc<LocationTable>,
     /// Zone transfers, NOTIFY and TSIG keys; `None` when not configured (transfers REFUSED).
     pub transfer: Option<crate::dns::xfr::TransferConfig>,
 }
@@ -524,6 +535,14 @@ impl ServeArgs {
                 })
             }
         };
+        let locality = Arc::new(
+            LocationTable::new(&file.client_networks, file.region_preferences).map_err(
+                |message| ConfigError::Invalid {
+                    field: "clientNetworks",
+                    message,
+                },
+            )?,
+        );
         let notify_interval = duration(
             self.notify_interval,
             &file.notify_interval,
@@ -540,6 +559,7 @@ impl ServeArgs {
             message,
         })?;
         let cfg = ServeConfig {
+            locality: locality.clone(),
             source,
             zones: self.zones.clone().or(file.zones),
             dns_listen,
@@ -552,6 +572,7 @@ impl ServeArgs {
                 ttl,
                 grace,
                 negative_ttl: self.negative_ttl.or(file.negative_ttl).unwrap_or(30),
+                locality: locality.clone(),
                 name_server_addresses: if self.name_server_addresses.is_empty() {
                     file.name_server_addresses.unwrap_or_default()
                 } else {
@@ -575,6 +596,7 @@ impl ServeArgs {
                     .or(file.version_string)
                     .map(|text| text.into_bytes().into()),
                 tcp_keepalive: None,
+                locality: (!locality.is_empty()).then(|| locality.clone()),
             },
             tcp: TcpSettings {
                 max_connections: self
@@ -645,6 +667,20 @@ fn server_identity(text: &str) -> std::sync::Arc<[u8]> {
         other => other.to_owned(),
     };
     text.into_bytes().into()
+}
+
+/// The location table (`clientNetworks`, `regionPreferences`) of a config file; empty without one.
+pub fn locality_from(path: Option<&Path>) -> Result<Arc<LocationTable>, ConfigError> {
+    let Some(path) = path else {
+        return Ok(Arc::default());
+    };
+    let file = read_file(path)?;
+    LocationTable::new(&file.client_networks, file.region_preferences)
+        .map(Arc::new)
+        .map_err(|message| ConfigError::Invalid {
+            field: "clientNetworks",
+            message,
+        })
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -789,6 +825,45 @@ mod tests {
             err.contains("fedns.yaml") && err.contains("gracePeriods"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn client_networks_reach_the_engine_and_the_answer_path_and_bad_rows_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fedns.yaml");
+        std::fs::write(
+            &path,
+            "clientNetworks:\n- {network: 10.1.0.0/16, region: us, zone: us1}\n\
+             regionPreferences: {us: [eu]}\n",
+        )
+        .unwrap();
+        let mut a = args();
+        a.config = Some(path.clone());
+        let cfg = a.resolve().unwrap();
+        let found = cfg.locality.locate("10.1.2.3".parse().unwrap(), 32);
+        assert_eq!(found.scope, 16);
+        assert_eq!(cfg.locality.preferences("us"), ["eu"]);
+        assert_eq!(cfg.limits.locality.as_ref(), Some(&cfg.locality));
+        assert_eq!(cfg.engine.locality, cfg.locality);
+        // Without rows the answer path does not look clients up at all.
+        assert!(args().resolve().unwrap().limits.locality.is_none());
+        std::fs::write(
+            &path,
+            "clientNetworks:\n- {network: 10.1.0.0/99, region: us}\n",
+        )
+        .unwrap();
+        let err = a.resolve().unwrap_err().to_string();
+        assert!(
+            err.starts_with("clientNetworks: clientNetworks[0]: \"10.1.0.0/99\""),
+            "{err}"
+        );
+        std::fs::write(
+            &path,
+            "clientNetworks:\n- {network: 10.1.0.0/16, place: us}\n",
+        )
+        .unwrap();
+        let err = a.resolve().unwrap_err().to_string();
+        assert!(err.contains("place"), "{err}");
     }
 
     #[test]

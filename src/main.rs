@@ -50,6 +50,14 @@ enum Command {
         /// Control-plane namespace (with --kubeconfig) [default: kube-federation-system].
         #[arg(short = 'n', long, requires = "kubeconfig")]
         namespace: Option<String>,
+        /// Also say what this client gets: an address or subnet (10.1.2.3, 2001:db8::/56), placed
+        /// by the clientNetworks of --config (of the running server with --admin).
+        #[arg(long)]
+        client: Option<String>,
+        /// Config file of `serve` (for clientNetworks and regionPreferences), with --source or
+        /// --kubeconfig.
+        #[arg(long, env = "FEDNS_CONFIG", conflicts_with = "admin")]
+        config: Option<PathBuf>,
     },
     /// Print the CustomResourceDefinitions fedns reads and writes (Domain, ServiceDNSRecord,
     /// IngressDNSRecord, DNSEndpoint, KubeFedCluster, FederatedTypeConfig, KubeFedConfig,
@@ -161,14 +169,31 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             kubeconfig: Some(kubeconfig),
             context,
             namespace,
-        } => explain_from_cluster(&name, kubeconfig, context, namespace, zones),
+            client,
+            config,
+        } => explain_from_cluster(
+            &name,
+            kubeconfig,
+            context,
+            namespace,
+            zones,
+            ExplainClient { client, config },
+        ),
         Command::Explain {
             name,
             admin,
             source,
             zones,
+            client,
+            config,
             ..
-        } => explain(&name, admin, source, zones),
+        } => explain(
+            &name,
+            admin,
+            source,
+            zones,
+            ExplainClient { client, config },
+        ),
         Command::Query {
             name,
             qtype,
@@ -389,19 +414,42 @@ fn domains_from_cluster(
     })
 }
 
+/// `explain --client --config`: the client to place, and where the location table comes from.
+struct ExplainClient {
+    client: Option<String>,
+    config: Option<PathBuf>,
+}
+
+impl ExplainClient {
+    /// The `/explain` query for `name`.
+    fn path(&self, name: &str) -> String {
+        let mut path = format!("/explain?name={}", url_encode(name));
+        if let Some(client) = &self.client {
+            path.push_str(&format!("&client={}", url_encode(client)));
+        }
+        path
+    }
+}
+
 fn explain(
     name: &str,
     admin: Option<SocketAddr>,
     source: Option<PathBuf>,
     zones: Option<PathBuf>,
+    client: ExplainClient,
 ) -> anyhow::Result<()> {
     if let Some(source) = source {
+        let locality = fedns::config::locality_from(client.config.as_deref())?;
         let snapshot = fedns::source::dir::load(&source)?;
         for e in snapshot.errors() {
             eprintln!("warning: {e}");
         }
         let store = std::sync::Arc::new(fedns::dns::store::RecordStore::new());
-        let mut engine = Engine::new(store, Default::default());
+        let settings = fedns::federation::engine::Settings {
+            locality,
+            ..Default::default()
+        };
+        let mut engine = Engine::new(store, settings);
         let mut zone_dir = fedns::dns::zonefile::ZoneDir::new(zones);
         zone_dir.refresh();
         for e in zone_dir.errors() {
@@ -415,15 +463,18 @@ fn explain(
         engine.flush(now);
         print!(
             "{}",
-            fedns::federation::explain::render(&engine.explain(name, now))
+            fedns::federation::explain::render(&engine.explain_for(
+                name,
+                client.client.as_deref(),
+                now
+            ))
         );
         return Ok(());
     }
     let admin = admin.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9053)));
-    let body = fedns::cli::status::admin_get(admin, &format!("/explain?name={}", url_encode(name)))
-        .context(
-            "pass --admin <address> of a running fedns, or --source <dir> to compute locally",
-        )?;
+    let body = fedns::cli::status::admin_get(admin, &client.path(name)).context(
+        "pass --admin <address> of a running fedns, or --source <dir> to compute locally",
+    )?;
     print!("{body}");
     Ok(())
 }
@@ -436,8 +487,10 @@ fn explain_from_cluster(
     context: Option<String>,
     namespace: Option<String>,
     zones: Option<PathBuf>,
+    client: ExplainClient,
 ) -> anyhow::Result<()> {
     let args = ServeArgs {
+        config: client.config.clone(),
         kubeconfig: Some(kubeconfig),
         context,
         namespace,
@@ -480,7 +533,7 @@ fn explain_from_cluster(
                 "warning: the host cluster (or a member) was not listed within {wait:?}; explaining what is known"
             );
         }
-        let path = format!("/explain?name={}", url_encode(name));
+        let path = client.path(name);
         let body = tokio::task::spawn_blocking(move || fedns::cli::status::admin_get(admin, &path))
             .await
             .context("explain request")??;

@@ -14,6 +14,20 @@ use prometheus::{
 };
 
 use crate::dns::responder::{Answered, Transport};
+use crate::federation::locality::{OUTCOME_LABELS, Outcome, STRATEGY_LABELS};
+
+/// The (strategy, outcome) codes of `fedns_dns_locality_answers_total` that can happen.
+const LOCALITY_ANSWERS: [(u8, u8); 9] = [
+    (1, Outcome::Zone as u8),
+    (1, Outcome::Region as u8),
+    (1, Outcome::Preferred as u8),
+    (1, Outcome::All as u8),
+    (1, Outcome::Nowhere as u8),
+    (2, Outcome::Primary as u8),
+    (2, Outcome::Secondary as u8),
+    (3, Outcome::Weighted as u8),
+    (3, Outcome::All as u8),
+];
 
 /// Rcodes we label separately; everything else is "other".
 const RCODES: [(u16, &str); 8] = [
@@ -84,6 +98,7 @@ pub struct Metrics {
     dropped: IntCounter,
     truncated: IntCounter,
     rrl_actions: IntCounterVec,
+    locality: IntCounterVec,
     duration: Histogram,
     pub records: IntGauge,
     pub members: IntGauge,
@@ -149,6 +164,15 @@ impl Metrics {
             &["action"],
         )
         .expect("valid metric");
+        let locality = IntCounterVec::new(
+            Opts::new(
+                "fedns_dns_locality_answers_total",
+                "Answers of names with a per-client strategy, by strategy and outcome (zone, \
+                 region, preferred, all, nowhere, primary, secondary, weighted)",
+            ),
+            &["strategy", "outcome"],
+        )
+        .expect("valid metric");
         let duration = Histogram::with_opts(
             HistogramOpts::new(
                 "fedns_dns_request_duration_seconds",
@@ -176,6 +200,7 @@ impl Metrics {
             dropped,
             truncated,
             rrl_actions,
+            locality,
             duration,
             records: gauge(
                 "fedns_records",
@@ -304,6 +329,7 @@ impl Metrics {
             Box::new(m.dropped.clone()),
             Box::new(m.truncated.clone()),
             Box::new(m.rrl_actions.clone()),
+            Box::new(m.locality.clone()),
             Box::new(m.duration.clone()),
             Box::new(m.records.clone()),
             Box::new(m.members.clone()),
@@ -379,6 +405,11 @@ impl Metrics {
             dropped: self.dropped.local(),
             truncated: self.truncated.local(),
             rrl: RRL_ACTIONS.map(|a| self.rrl_actions.with_label_values(&[a]).local()),
+            locality: LOCALITY_ANSWERS.map(|(s, o)| {
+                self.locality
+                    .with_label_values(&[STRATEGY_LABELS[s as usize], OUTCOME_LABELS[o as usize]])
+                    .local()
+            }),
             duration: self.duration.local(),
             pending: 0,
         }
@@ -404,6 +435,8 @@ pub struct WorkerMetrics {
     truncated: LocalCounter,
     /// Responses rate limiting dropped, and sent truncated (slipped).
     rrl: [LocalCounter; 2],
+    /// Per-client answers, by [`LOCALITY_ANSWERS`].
+    locality: [LocalCounter; LOCALITY_ANSWERS.len()],
     duration: LocalHistogram,
     pending: u32,
 }
@@ -422,6 +455,11 @@ impl WorkerMetrics {
                 self.responses[i].inc();
                 if a.truncated {
                     self.truncated.inc();
+                }
+                if let Some(pair) = a.locality
+                    && let Some(i) = LOCALITY_ANSWERS.iter().position(|p| *p == pair)
+                {
+                    self.locality[i].inc();
                 }
             }
             None => self.dropped.inc(),
@@ -452,7 +490,7 @@ impl WorkerMetrics {
         }
         self.dropped.flush();
         self.truncated.flush();
-        for c in &self.rrl {
+        for c in self.rrl.iter().chain(&self.locality) {
             c.flush();
         }
         self.duration.flush();
@@ -525,6 +563,7 @@ mod tests {
                 class: crate::dns::responder::ResponseClass::Nxdomain,
                 question_end: 12,
                 opt_len: 0,
+                locality: None,
                 transfer: false,
             }),
             Duration::from_micros(3),

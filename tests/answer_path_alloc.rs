@@ -211,6 +211,148 @@ fn answer(wire: &[u8]) -> String {
     parts.join(" ")
 }
 
+/// A query for `name` (A) with an OPT carrying an EDNS Client Subnet option.
+fn with_ecs(name: &str, family: u16, source: u8, address: &[u8]) -> Vec<u8> {
+    let mut p = query(name, RecordType::A, false);
+    p[11] = 1;
+    let option_len = 4 + address.len() as u16;
+    p.extend_from_slice(&[0, 0, 41, 0x04, 0xD0, 0, 0, 0, 0]);
+    p.extend_from_slice(&(4 + option_len).to_be_bytes());
+    p.extend_from_slice(&[0, 8]);
+    p.extend_from_slice(&option_len.to_be_bytes());
+    p.extend_from_slice(&family.to_be_bytes());
+    p.extend_from_slice(&[source, 0]);
+    p.extend_from_slice(address);
+    p
+}
+
+#[test]
+fn per_client_answers_are_picked_without_allocating() {
+    use fedns::dns::responder::respond_from;
+    use fedns::federation::locality::{ClientNetwork, LocationTable, Strategy};
+    use fedns::federation::model::{FederationObject, ObjectKey, ServiceRecordSpec, SourceEvent};
+
+    // The demo's us-east (zone us1) serves nginx at 10.1.0.10, us-west (us2) at 10.2.0.10.
+    let row = |network: &str, zone: &str| ClientNetwork {
+        network: network.into(),
+        region: "us".into(),
+        zone: Some(zone.into()),
+    };
+    let table = Arc::new(
+        LocationTable::new(
+            &[row("192.0.2.0/24", "us1"), row("2001:db8::/32", "us2")],
+            Default::default(),
+        )
+        .unwrap(),
+    );
+    // The demo with nginx's ServiceDNSRecord given `strategy`.
+    let demo_with = |strategy: Strategy| {
+        let store = Arc::new(RecordStore::new());
+        let mut engine = Engine::new(
+            store.clone(),
+            Settings {
+                locality: table.clone(),
+                ..Settings::default()
+            },
+        );
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let snapshot = fedns::source::dir::load(root.join("deploy/demo")).unwrap();
+        let now = Instant::now();
+        for event in snapshot.initial_events() {
+            engine.apply(event, now);
+        }
+        let nginx = ServiceRecordSpec {
+            key: ObjectKey::new("test", "nginx"),
+            domain_ref: "galactic".into(),
+            record_ttl: 300,
+            dns_prefix: None,
+            external_name: None,
+            allow_service_without_endpoints: false,
+            strategy: Some(strategy),
+            uid: None,
+        };
+        engine.apply(
+            SourceEvent::ApplyFederation(FederationObject::ServiceRecord(nginx)),
+            now,
+        );
+        engine.flush(now);
+        store
+    };
+    let nearest = demo_with(Strategy::Nearest);
+    let weights = [("us-east".to_owned(), 1), ("us-west".to_owned(), 1)];
+    let weighted = demo_with(Strategy::Weighted {
+        weights: weights.into_iter().collect(),
+    });
+    let limits = Limits {
+        locality: Some(table),
+        ..Limits::default()
+    };
+    let nginx = "nginx.test.galactic.svc.example.com.";
+    let us_client = Some("192.0.2.1".parse().unwrap());
+    // (what, store, query, client, the answers it may get).
+    let cases = [
+        (
+            "nearest by ECS (IPv4)",
+            &nearest,
+            with_ecs(nginx, 1, 24, &[192, 0, 2]),
+            None,
+            &["NoError A 10.1.0.10"][..],
+        ),
+        (
+            "nearest by ECS (IPv6)",
+            &nearest,
+            with_ecs(nginx, 2, 48, &[0x20, 0x01, 0x0d, 0xb8, 0, 0]),
+            None,
+            &["NoError A 10.2.0.10"][..],
+        ),
+        (
+            "nearest by source address",
+            &nearest,
+            query(nginx, RecordType::A, false),
+            us_client,
+            &["NoError A 10.1.0.10"][..],
+        ),
+        (
+            "nowhere",
+            &nearest,
+            query(nginx, RecordType::A, false),
+            None,
+            &["NoError A 10.1.0.10 A 10.2.0.10"][..],
+        ),
+        (
+            "weighted",
+            &weighted,
+            query(nginx, RecordType::A, true),
+            us_client,
+            &["NoError A 10.1.0.10", "NoError A 10.2.0.10"][..],
+        ),
+    ];
+    let mut out = Vec::with_capacity(65_535);
+    for (what, store, packet, client, want) in &cases {
+        respond_from(packet, store, Transport::Udp, &limits, *client, &mut out).unwrap();
+        let info = allocation_counter::measure(|| {
+            for _ in 0..100 {
+                respond_from(packet, store, Transport::Udp, &limits, *client, &mut out).unwrap();
+            }
+        });
+        assert_eq!(info.count_total, 0, "{what} allocated {info:?}");
+        // What was measured is the right answer: every answer of 100 more is one allowed.
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..100 {
+            respond_from(packet, store, Transport::Udp, &limits, *client, &mut out).unwrap();
+            seen.insert(answer(&out));
+        }
+        for got in &seen {
+            assert!(want.contains(&got.as_str()), "{what}: {got}");
+        }
+        assert_eq!(
+            seen.len(),
+            want.len(),
+            "{what}: every allowed answer drawn: {seen:?}"
+        );
+    }
+}
+
 #[test]
 fn the_counter_does_count() {
     let info = allocation_counter::measure(|| {

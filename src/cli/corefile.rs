@@ -142,6 +142,7 @@ mod tests {
             namespace: "kube-federation-system".into(),
             zone: zone.into(),
             name_server: None,
+            default_strategy: None,
             name_server_addresses: Vec::new(),
         }
     }

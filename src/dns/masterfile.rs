@@ -163,11 +163,12 @@ pub fn parse_ttl(text: &str) -> Option<u32> {
     u32::try_from(total).ok()
 }
 
-/// A record type by mnemonic or as `TYPEnnn` (RFC 3597).
+/// A record type by mnemonic or as `TYPEnnn` (RFC 3597); the reserved types 0 and 65535 (RFC 6895
+/// section 3.1) are none: the store uses them as markers.
 pub fn parse_type(text: &str) -> Option<u16> {
     let upper = text.to_ascii_uppercase();
     if let Some(n) = upper.strip_prefix("TYPE") {
-        return n.parse().ok();
+        return n.parse().ok().filter(|t| !matches!(*t, 0 | 65535));
     }
     match upper.as_str() {
         // Types hickory does not name.
@@ -351,6 +352,8 @@ mod tests {
     fn types_by_mnemonic_and_number() {
         assert_eq!(parse_type("a"), Some(1));
         assert_eq!(parse_type("TYPE65534"), Some(65534));
+        assert_eq!(parse_type("TYPE0"), None);
+        assert_eq!(parse_type("TYPE65535"), None);
         assert_eq!(parse_type("loc"), Some(29));
         assert_eq!(parse_type("WHAT"), None);
     }

@@ -1,5 +1,6 @@
 //! The DNS protocol side: the wire format ([`wire`]), the record store of pre-rendered answers
-//! ([`store`]), the answer path ([`responder`]), the UDP/TCP listeners ([`server`]) and static zone
+//! ([`store`]), the answer path ([`responder`]), the
+//! per-client variants of a name ([`variants`]), the UDP/TCP listeners ([`server`]) and static zone
 //! files ([`zonefile`]); zone transfers, NOTIFY and TSIG ([`xfr`], [`tsig`]).
 //!
 //! This layer knows nothing of Kubernetes or of how records are computed: it serves what the
@@ -13,6 +14,7 @@ pub mod rrl;
 pub mod server;
 pub mod store;
 pub mod tsig;
+pub mod variants;
 pub mod wire;
 pub mod xfr;
 pub mod zonefile;

@@ -2,10 +2,14 @@
 //! No locks held beyond a single map read, no allocation when `out` has capacity, no logging.
 //! Protocol behaviour: the README's *DNS behaviour reference* ("Protocol") and *Concepts*.
 
+use std::cell::Cell;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::dns::store::{self, RecordStore};
+use crate::dns::variants;
 use crate::dns::wire::{self, Edns, OptOut, Query, Reject, rcode, rtype};
+use crate::federation::locality::{LocationTable, NOWHERE};
 
 /// Longest CNAME chain we follow inside our zones.
 const MAX_CHAIN: usize = 8;
@@ -30,6 +34,9 @@ pub struct Limits {
     /// TCP idle timeout advertised with EDNS keepalive (RFC 7828), in units of 100 ms; set by the
     /// TCP listener per connection, `None` on UDP.
     pub tcp_keepalive: Option<u16>,
+    /// Where clients are (`clientNetworks`), for names whose answer depends on it. `None`: every
+    /// client is nowhere.
+    pub locality: Option<Arc<LocationTable>>,
 }
 
 impl Default for Limits {
@@ -39,6 +46,7 @@ impl Default for Limits {
             nsid: None,
             version: None,
             tcp_keepalive: None,
+            locality: None,
         }
     }
 }
@@ -67,6 +75,8 @@ pub struct Answered {
     pub question_end: u16,
     /// Length of the OPT record ending the response (0 without EDNS).
     pub opt_len: u16,
+    /// Strategy and outcome codes ([`crate::federation::locality`]) of a per-client answer.
+    pub locality: Option<(u8, u8)>,
     /// For the transfer layer ([`crate::dns::xfr`]): the query was TSIG-signed (its answer must
     /// be signed or rejected) or asked for IXFR.
     pub transfer: bool,
@@ -91,12 +101,26 @@ impl Answered {
 }
 
 /// Builds the response to `packet` in `out` (cleared first). Returns `None` when the packet must
-/// be dropped (not a query, or too short to answer).
+/// be dropped (not a query, or too short to answer). Names whose answer depends on the client
+/// treat it as found nowhere unless the query carries a client subnet (see [`respond_from`]).
 pub fn respond(
     packet: &[u8],
     store: &RecordStore,
     transport: Transport,
     limits: &Limits,
+    out: &mut Vec<u8>,
+) -> Option<Answered> {
+    respond_from(packet, store, transport, limits, None, out)
+}
+
+/// [`respond`] to a query from `client` (the source address): names whose answer depends on the
+/// client use the query's EDNS Client Subnet when present, else this address.
+pub fn respond_from(
+    packet: &[u8],
+    store: &RecordStore,
+    transport: Transport,
+    limits: &Limits,
+    client: Option<IpAddr>,
     out: &mut Vec<u8>,
 ) -> Option<Answered> {
     out.clear();
@@ -112,7 +136,7 @@ pub fn respond(
             out.resize(wire::HEADER_LEN, 0);
             let arcount = match edns {
                 Some(edns) => {
-                    let opt = opt_for(&edns, transport, limits, 0);
+                    let opt = opt_for(&edns, transport, limits, 0, 0);
                     wire::push_opt(out, limits.max_udp_payload, &opt);
                     1
                 }
@@ -125,11 +149,20 @@ pub fn respond(
                 class: ResponseClass::Error,
                 question_end: wire::HEADER_LEN as u16,
                 opt_len: (out.len() - wire::HEADER_LEN) as u16,
+                locality: None,
                 transfer: false,
             });
         }
     };
-    Some(answer_query(&query, store, transport, limits, out))
+    Some(answer_query(&query, store, transport, limits, client, out))
+}
+
+/// What per-client answers contributed to a response: the ECS scope, and the strategy and
+/// outcome for metrics.
+#[derive(Debug, Clone, Copy, Default)]
+struct Local {
+    scope: u8,
+    counted: Option<(u8, u8)>,
 }
 
 fn answer_query(
@@ -137,6 +170,7 @@ fn answer_query(
     store: &RecordStore,
     transport: Transport,
     limits: &Limits,
+    client: Option<IpAddr>,
     out: &mut Vec<u8>,
 ) -> Answered {
     // Header placeholder, then the question exactly as received (keeps 0x20 case).
@@ -146,8 +180,11 @@ fn answer_query(
     out.extend_from_slice(&query.qclass.to_be_bytes());
     let question_end = out.len();
 
-    let finish = |out: &mut Vec<u8>, aa: bool, rc: u16, counts: [u16; 2]| {
-        finish_response(
+    let local = Cell::new(Local::default());
+    // Every response is finished here: the per-client scope and outcome go with it.
+    let finish_local = |out: &mut Vec<u8>, aa: bool, rc: u16, counts: [u16; 3]| {
+        let now = local.get();
+        let mut answered = finish_response(
             query,
             transport,
             limits,
@@ -155,8 +192,14 @@ fn answer_query(
             question_end,
             aa,
             rc,
-            [counts[0], counts[1], 0],
-        )
+            counts,
+            now.scope,
+        );
+        answered.locality = now.counted;
+        answered
+    };
+    let finish = |out: &mut Vec<u8>, aa: bool, rc: u16, counts: [u16; 2]| {
+        finish_local(out, aa, rc, [counts[0], counts[1], 0])
     };
     let refused = |out: &mut Vec<u8>| finish(out, false, rcode::REFUSED as u16, [0, 0]);
 
@@ -235,12 +278,8 @@ fn answer_query(
                 let (ns, extra) = store
                     .with_entry(cut, |entry| append_referral(entry, cut_at as u16, out))
                     .unwrap_or((0, 0));
-                let mut answered = finish_response(
-                    query,
-                    transport,
-                    limits,
+                let mut answered = finish_local(
                     out,
-                    question_end,
                     aa && answers > 0,
                     rcode::NOERROR as u16,
                     [answers, ns, extra],
@@ -281,6 +320,7 @@ fn answer_query(
             None => {}
         }
         let mut step = store.with_entry(key, |entry| {
+            let entry = localize(entry, query, client, limits, &local);
             append_for_type(entry, query.qtype, name_at as u16, out, &zones, key)
         });
         if step.is_none() && zone.shape.wildcards {
@@ -297,16 +337,7 @@ fn answer_query(
                 return finish(out, aa, rcode::NXDOMAIN as u16, [answers, soa]);
             }
             Some(Step::Done(n, extra)) => {
-                return finish_response(
-                    query,
-                    transport,
-                    limits,
-                    out,
-                    question_end,
-                    aa,
-                    0,
-                    [answers + n, 0, extra],
-                );
+                return finish_local(out, aa, 0, [answers + n, 0, extra]);
             }
             Some(Step::NoData) => {
                 let soa = negative_soa(out, zone, name_at, name_len);
@@ -325,6 +356,45 @@ fn answer_query(
     }
     // Chain too long (a loop in static data): answer what we have.
     finish(out, aa, rcode::NOERROR as u16, [answers, 0])
+}
+
+/// The sets of `entry` that answer this client: its per-client variant when it has variants,
+/// else the entry itself.
+#[inline]
+fn localize<'a>(
+    entry: &'a [u8],
+    query: &Query<'_>,
+    client: Option<IpAddr>,
+    limits: &Limits,
+    local: &Cell<Local>,
+) -> &'a [u8] {
+    let Some(table) = variants::table(entry) else {
+        return entry;
+    };
+    let mut scope = 0;
+    let locate = || {
+        let ecs = query.edns.and_then(|e| e.ecs);
+        let found = match (limits.locality.as_deref(), ecs, client) {
+            (Some(t), Some(ecs), _) => t.locate(ecs.addr(), ecs.source),
+            (Some(t), None, Some(ip)) => t.locate(ip, 128),
+            // Nowhere; with a client subnet, the answer holds for that whole subnet.
+            _ => crate::federation::locality::Located {
+                location: NOWHERE,
+                scope: ecs.map_or(0, |e| e.source),
+                row: None,
+            },
+        };
+        scope = found.scope;
+        found.location
+    };
+    let Some(picked) = variants::pick(table, locate, variants::draw) else {
+        return entry;
+    };
+    let mut now = local.get();
+    now.scope = now.scope.max(scope);
+    now.counted = Some((picked.strategy, picked.outcome));
+    local.set(now);
+    picked.sets
 }
 
 /// The highest zone cut or DNAME owner at or above `key` inside `zone` (a cut at `key` itself
@@ -557,13 +627,20 @@ fn push_soa_for(out: &mut Vec<u8>, zone: &store::Zone, name_at: usize, name_len:
     wire::patch_owners(out, start, end, apex_at as u16);
 }
 
-/// Our OPT record's contents for a query with `edns`.
-fn opt_for<'a>(edns: &Edns, transport: Transport, limits: &'a Limits, rc: u16) -> OptOut<'a> {
+/// Our OPT record's contents for a query with `edns`; a client subnet is echoed with `scope`.
+fn opt_for<'a>(
+    edns: &Edns,
+    transport: Transport,
+    limits: &'a Limits,
+    rc: u16,
+    scope: u8,
+) -> OptOut<'a> {
     OptOut {
         extended_rcode: (rc >> 4) as u8,
         dnssec_ok: edns.dnssec_ok,
         nsid: limits.nsid.as_deref().filter(|_| edns.nsid),
         keepalive: limits.tcp_keepalive.filter(|_| transport == Transport::Tcp),
+        ecs: edns.ecs.map(|ecs| (ecs, scope)),
     }
 }
 
@@ -578,8 +655,11 @@ fn finish_response(
     aa: bool,
     rc: u16,
     counts: [u16; 3],
+    scope: u8,
 ) -> Answered {
-    let opt = query.edns.map(|edns| opt_for(&edns, transport, limits, rc));
+    let opt = query
+        .edns
+        .map(|edns| opt_for(&edns, transport, limits, rc, scope));
     let opt_len = opt.map_or(0, |o| o.len());
     let limit = match (transport, query.edns) {
         (Transport::Tcp, _) => u16::MAX as usize,
@@ -618,6 +698,7 @@ fn finish_response(
         class,
         question_end: question_end as u16,
         opt_len: opt_len as u16,
+        locality: None,
         transfer: query.signed || query.qtype == rtype::IXFR,
     }
 }

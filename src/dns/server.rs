@@ -1,5 +1,5 @@
 //! DNS transport: UDP answer workers (one OS thread and one `SO_REUSEPORT` socket each, no async
-//! runtime on the hot path) and a TCP listener on tokio. Both call [`responder::respond`].
+//! runtime on the hot path) and a TCP listener on tokio. Both call [`responder::respond_from`].
 
 use std::collections::HashMap;
 use std::io;
@@ -204,11 +204,13 @@ fn udp_loop(
         for i in 0..count {
             let (len, peer, destination) = received[i];
             let started = Instant::now();
-            let answered = responder::respond(
+            let client = peer.as_ref().and_then(ip_of);
+            let answered = responder::respond_from(
                 &packets[i][..len],
                 &store,
                 Transport::Udp,
                 &limits,
+                client,
                 &mut outs[answers],
             );
             if let (Some(a), Some(x)) = (&answered, &xfr)
@@ -216,7 +218,7 @@ fn udp_loop(
             {
                 x.finish_signed(&packets[i][..len], &mut outs[answers], true);
             }
-            let Some(client) = peer.as_ref().and_then(ip_of) else {
+            let Some(client) = client else {
                 metrics.observe(&packets[i][..len], answered, started.elapsed());
                 continue;
             };
@@ -383,8 +385,14 @@ fn udp_loop(
             }
         };
         let started = Instant::now();
-        let answered =
-            responder::respond(&packet[..len], &store, Transport::Udp, &limits, &mut out);
+        let answered = responder::respond_from(
+            &packet[..len],
+            &store,
+            Transport::Udp,
+            &limits,
+            Some(peer.ip()),
+            &mut out,
+        );
         if let (Some(a), Some(x)) = (&answered, &xfr)
             && a.transfer
         {
@@ -675,8 +683,14 @@ impl TcpConnection<'_> {
                 framed = Vec::new();
                 continue;
             }
-            let answered =
-                responder::respond(&packet, self.store, Transport::Tcp, &self.limits, &mut out);
+            let answered = responder::respond_from(
+                &packet,
+                self.store,
+                Transport::Tcp,
+                &self.limits,
+                Some(self.conn.peer),
+                &mut out,
+            );
             if let (Some(a), Some(x)) = (&answered, &self.xfr)
                 && a.transfer
             {

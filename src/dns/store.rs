@@ -305,6 +305,14 @@ impl EntryBuilder {
         self
     }
 
+    /// Ends the ordinary sets with a table of per-client variants (see [`crate::dns::variants`]).
+    pub fn variants(&mut self, table: &[u8]) -> &mut Self {
+        self.scratch.clear();
+        self.scratch.extend_from_slice(table);
+        self.push_set(crate::dns::variants::MARKER, 0);
+        self
+    }
+
     pub fn finish(&mut self) -> Box<[u8]> {
         let out = std::mem::take(&mut self.buf).into_boxed_slice();
         self.scratch.clear();
@@ -320,7 +328,7 @@ pub struct SetView<'a> {
     pub records: &'a [u8],
 }
 
-/// Iterates the sets of an entry.
+/// Iterates the sets of an entry, up to its per-client variants if it has any.
 pub fn sets(entry: &[u8]) -> impl Iterator<Item = SetView<'_>> {
     let mut at = 0;
     std::iter::from_fn(move || {
@@ -328,6 +336,9 @@ pub fn sets(entry: &[u8]) -> impl Iterator<Item = SetView<'_>> {
             return None;
         }
         let rtype = u16::from_be_bytes([entry[at], entry[at + 1]]);
+        if rtype == crate::dns::variants::MARKER {
+            return None;
+        }
         let count = u16::from_be_bytes([entry[at + 2], entry[at + 3]]);
         let len = u16::from_be_bytes([entry[at + 4], entry[at + 5]]) as usize;
         let records = entry.get(at + 6..at + 6 + len)?;

@@ -52,6 +52,70 @@ pub mod option {
     pub const NSID: u16 = 3;
     /// RFC 7828 TCP keepalive.
     pub const TCP_KEEPALIVE: u16 = 11;
+    /// RFC 7871 EDNS Client Subnet.
+    pub const CLIENT_SUBNET: u16 = 8;
+}
+
+/// The EDNS Client Subnet option of a query (RFC 7871 section 6): the client's network as the
+/// resolver chose to reveal it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientSubnet {
+    /// 1: IPv4, 2: IPv6.
+    pub family: u16,
+    /// SOURCE PREFIX-LENGTH: how many leading bits of `address` are the client's.
+    pub source: u8,
+    /// The address, zero past `source` bits (IPv4 in the first 4 octets).
+    pub address: [u8; 16],
+}
+
+impl ClientSubnet {
+    pub fn addr(&self) -> std::net::IpAddr {
+        if self.family == 1 {
+            let a = &self.address;
+            std::net::IpAddr::from([a[0], a[1], a[2], a[3]])
+        } else {
+            std::net::IpAddr::from(self.address)
+        }
+    }
+
+    /// Octets of ADDRESS on the wire: just enough for `source` bits.
+    pub fn address_len(&self) -> usize {
+        (self.source as usize).div_ceil(8)
+    }
+
+    /// Parses the option body; `None` for a bad family, a source prefix longer than the family's
+    /// addresses, an ADDRESS of the wrong length or with bits set past the prefix (RFC 7871
+    /// section 7.1.1 and 6: FORMERR).
+    pub fn parse(body: &[u8]) -> Option<Self> {
+        let family = read_u16(body, 0)?;
+        let source = *body.get(2)?;
+        let max = match family {
+            1 => 32,
+            2 => 128,
+            _ => return None,
+        };
+        if source > max {
+            return None;
+        }
+        let ecs = Self {
+            family,
+            source,
+            address: [0; 16],
+        };
+        let address = body.get(4..)?;
+        if address.len() != ecs.address_len() {
+            return None;
+        }
+        let spare = (8 - source % 8) % 8;
+        if let Some(last) = address.last()
+            && last & ((1u16 << spare) - 1) as u8 != 0
+        {
+            return None;
+        }
+        let mut ecs = ecs;
+        ecs.address[..address.len()].copy_from_slice(address);
+        Some(ecs)
+    }
 }
 
 /// The EDNS(0) options of a query that matter to us.
@@ -63,6 +127,8 @@ pub struct Edns {
     pub dnssec_ok: bool,
     /// The query carried an (empty) NSID option (RFC 5001).
     pub nsid: bool,
+    /// The query's EDNS Client Subnet option (RFC 7871), well-formed.
+    pub ecs: Option<ClientSubnet>,
 }
 
 /// A parsed query. The question name is borrowed from the packet at [`QNAME_OFFSET`].
@@ -206,6 +272,7 @@ fn scan_records(
                     version: (ttl_hi & 0xFF) as u8,
                     dnssec_ok: ttl_lo & 0x8000 != 0,
                     nsid: false,
+                    ecs: None,
                 };
                 let malformed = !read_options(&packet[rdata_at..at], &mut found);
                 edns = Some(found);
@@ -229,6 +296,12 @@ fn read_options(mut rdata: &[u8], edns: &mut Edns) -> bool {
         };
         if code == option::NSID {
             edns.nsid = true;
+        }
+        if code == option::CLIENT_SUBNET {
+            match ClientSubnet::parse(&rdata[4..4 + len as usize]) {
+                Some(ecs) => edns.ecs = Some(ecs),
+                None => return false,
+            }
         }
         rdata = rest;
     }
@@ -364,12 +437,16 @@ pub struct OptOut<'a> {
     pub nsid: Option<&'a [u8]>,
     /// TCP idle timeout in units of 100 ms (RFC 7828), on TCP only.
     pub keepalive: Option<u16>,
+    /// The query's client subnet echoed with this SCOPE PREFIX-LENGTH (RFC 7871 section 7.2).
+    pub ecs: Option<(ClientSubnet, u8)>,
 }
 
 impl OptOut<'_> {
     /// Bytes [`push_opt`] will append.
     pub fn len(&self) -> usize {
-        11 + self.nsid.map_or(0, |n| 4 + n.len()) + self.keepalive.map_or(0, |_| 6)
+        11 + self.nsid.map_or(0, |n| 4 + n.len())
+            + self.keepalive.map_or(0, |_| 6)
+            + self.ecs.map_or(0, |(e, _)| 8 + e.address_len())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -396,6 +473,14 @@ pub fn push_opt(out: &mut Vec<u8>, payload: u16, opt: &OptOut<'_>) {
         out.extend_from_slice(&option::TCP_KEEPALIVE.to_be_bytes());
         out.extend_from_slice(&2u16.to_be_bytes());
         out.extend_from_slice(&timeout.to_be_bytes());
+    }
+    if let Some((ecs, scope)) = opt.ecs {
+        let address = &ecs.address[..ecs.address_len()];
+        out.extend_from_slice(&option::CLIENT_SUBNET.to_be_bytes());
+        out.extend_from_slice(&(4 + address.len() as u16).to_be_bytes());
+        out.extend_from_slice(&ecs.family.to_be_bytes());
+        out.extend_from_slice(&[ecs.source, scope]);
+        out.extend_from_slice(address);
     }
 }
 
@@ -524,6 +609,58 @@ mod tests {
             parse_query(&p),
             Err(Reject::Error { rcode: 1, .. })
         ));
+    }
+
+    fn with_ecs(body: &[u8]) -> Vec<u8> {
+        let mut p = query(b"\x00", rtype::A);
+        p[11] = 1;
+        p.extend_from_slice(&[0, 0, 41, 0x04, 0xD0, 0, 0, 0, 0]);
+        p.extend_from_slice(&(4 + body.len() as u16).to_be_bytes());
+        p.extend_from_slice(&option::CLIENT_SUBNET.to_be_bytes());
+        p.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        p.extend_from_slice(body);
+        p
+    }
+
+    #[test]
+    fn reads_a_client_subnet() {
+        let q = with_ecs(&[0, 1, 24, 0, 192, 0, 2]);
+        let ecs = parse_query(&q).unwrap().edns.unwrap().ecs.unwrap();
+        assert_eq!(ecs.addr(), "192.0.2.0".parse::<std::net::IpAddr>().unwrap());
+        assert_eq!(ecs.source, 24);
+        let q = with_ecs(&[0, 2, 56, 0, 0x20, 1, 0x0d, 0xb8, 0, 0, 0]);
+        let ecs = parse_query(&q).unwrap().edns.unwrap().ecs.unwrap();
+        assert_eq!(
+            ecs.addr(),
+            "2001:db8::".parse::<std::net::IpAddr>().unwrap()
+        );
+        let q = with_ecs(&[0, 1, 0, 0]);
+        assert_eq!(
+            parse_query(&q).unwrap().edns.unwrap().ecs.unwrap().source,
+            0
+        );
+    }
+
+    #[test]
+    fn a_bad_client_subnet_is_formerr_with_an_opt() {
+        for body in [
+            &[0, 3, 24, 0, 192, 0, 2][..],       // unknown family
+            &[0, 1, 33, 0, 192, 0, 2, 1, 0][..], // prefix longer than IPv4
+            &[0, 2, 129, 0][..],                 // prefix longer than IPv6 (and no address)
+            &[0, 1, 24, 0, 192, 0][..],          // too few address octets
+            &[0, 1, 24, 0, 192, 0, 2, 0][..],    // too many
+            &[0, 1, 23, 0, 192, 0, 3][..],       // a bit set past the prefix
+            &[0, 1][..],                         // truncated
+        ] {
+            match parse_query(&with_ecs(body)) {
+                Err(Reject::Error {
+                    rcode: 1,
+                    edns: Some(edns),
+                    ..
+                }) => assert!(edns.ecs.is_none()),
+                other => panic!("{body:?}: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -3,8 +3,9 @@
 
 use std::fmt::Write;
 
-use crate::federation::engine::{Claim, Explanation, Owner};
-use crate::federation::records::{RecordData, ShardHealth};
+use crate::federation::engine::{Claim, ClientExplanation, Explanation, Owner};
+use crate::federation::locality::{self, Outcome, Strategy};
+use crate::federation::records::{Computed, RecordData, ShardHealth, ShardReport};
 
 /// Renders an explanation as indented text.
 pub fn render(e: &Explanation) -> String {
@@ -42,6 +43,9 @@ pub fn render(e: &Explanation) -> String {
     }
     if let Some(err) = &e.record_error {
         let _ = writeln!(out, "error:  {err}");
+    }
+    if let Some(client) = &e.client {
+        render_client(&mut out, client, e.computed.as_ref());
     }
     if let Some(computed) = &e.computed {
         if !computed.shards.is_empty() {
@@ -83,6 +87,111 @@ pub fn render(e: &Explanation) -> String {
     out
 }
 
+/// The `--client` part: where the client is, the strategy, and why each cluster is in or out.
+fn render_client(out: &mut String, c: &ClientExplanation, computed: Option<&Computed>) {
+    let _ = writeln!(out, "client: {}", c.client);
+    if let Some(err) = &c.error {
+        let _ = writeln!(out, "  error: {err}");
+        return;
+    }
+    match &c.location {
+        Some((location, network)) => {
+            let _ = writeln!(
+                out,
+                "  location: {location} (clientNetworks {network}; ECS scope /{})",
+                c.scope
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "  location: nowhere (no clientNetworks row matches; ECS scope /{})",
+                c.scope
+            );
+        }
+    }
+    let (Some(choice), Some(computed)) = (&c.choice, computed) else {
+        let _ = writeln!(
+            out,
+            "  strategy: none: this name answers every client alike (ECS scope /0)"
+        );
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "  strategy: {} -> {}",
+        c.strategy.label(),
+        choice.outcome.label()
+    );
+    let shards = &computed.shards;
+    let split = locality::weighted_split(&c.strategy, shards);
+    let total: u64 = split.iter().map(|(_, w)| *w as u64).sum();
+    let location = c.location.as_ref().map(|(l, _)| l);
+    for (i, s) in shards.iter().enumerate() {
+        let chosen = choice.clusters.contains(&i);
+        let why = if s.health != ShardHealth::Healthy {
+            format!("unhealthy: {}", s.health.describe())
+        } else {
+            cluster_reason(c, choice.outcome, s, location, chosen, &split, total, i)
+        };
+        let _ = writeln!(
+            out,
+            "  {} {:<16} {}",
+            if chosen { "in " } else { "out" },
+            s.cluster,
+            why
+        );
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn cluster_reason(
+    c: &ClientExplanation,
+    outcome: Outcome,
+    s: &ShardReport,
+    location: Option<&locality::Location>,
+    chosen: bool,
+    split: &[(usize, u32)],
+    total: u64,
+    index: usize,
+) -> String {
+    let region = s.region.as_deref().unwrap_or("(none)");
+    match (outcome, chosen) {
+        (Outcome::Zone, true) => "in the client's zone".into(),
+        (Outcome::Zone, false) => "not in the client's zone".into(),
+        (Outcome::Region, true) => format!("in the client's region {region}"),
+        (Outcome::Region, false) => format!("region {region} is not the client's"),
+        (Outcome::Preferred, true) => format!(
+            "region {region}: the first preferred region of {} with a healthy cluster",
+            location.map_or("", |l| l.region.as_str())
+        ),
+        (Outcome::Preferred, false) => {
+            format!("region {region}: a preferred region with a healthy cluster comes first")
+        }
+        (Outcome::Nowhere, _) => "the client is nowhere: every healthy cluster".into(),
+        (Outcome::Primary, true) => format!("region {region} is a primary region"),
+        (Outcome::Primary, false) => {
+            format!("region {region} is not primary, and a primary region is healthy")
+        }
+        (Outcome::Secondary, _) => "no primary region has a healthy cluster: every healthy cluster".into(),
+        (Outcome::Weighted, true) => {
+            let w = split.iter().find(|(i, _)| *i == index).map_or(0, |(_, w)| *w);
+            format!(
+                "weight {w}: {:.1}% of answers (one cluster per answer)",
+                w as f64 * 100.0 / total.max(1) as f64
+            )
+        }
+        (Outcome::Weighted, false) => "weight 0 (not listed, or listed with 0)".into(),
+        (Outcome::All, _) if matches!(c.strategy, Strategy::All) => "every healthy cluster".into(),
+        (Outcome::All, _) if matches!(c.strategy, Strategy::Weighted { .. }) => {
+            "no listed cluster is healthy: every healthy cluster".into()
+        }
+        (Outcome::All, _) => {
+            "no healthy cluster in the client's zone, region or preferred regions: every healthy cluster".into()
+        }
+    }
+}
+
 fn describe_claim(claim: &Claim) -> String {
     match claim {
         Claim::Record(RecordData::Address { v4, v6, ttl }) => {
@@ -92,6 +201,11 @@ fn describe_claim(claim: &Claim) -> String {
         }
         Claim::Record(RecordData::Cname { target, ttl }) => format!(
             "CNAME {target} (ttl {ttl}): no healthy shard covers this name, so it falls back"
+        ),
+        Claim::Localized(data, localized) => format!(
+            "{} for transfers and status; strategy {}: per-client answers (see --client)",
+            describe_claim(&Claim::Record(data.clone())),
+            crate::federation::locality::STRATEGY_LABELS[localized.strategy as usize]
         ),
         Claim::Static { sets, .. } => {
             let types: Vec<String> = sets

@@ -4,7 +4,8 @@
 //! [`naming`] the federation names and label validation, [`records`] the pure computation of
 //! health-aware record sets with CNAME fallback and TTL rules, [`engine`] the single writer that
 //! applies source events and publishes into the [`crate::dns::store`], [`explain`] the text of
-//! `fedns explain`, [`hostnames`] the background resolution of load-balancer hostnames, and
+//! `fedns explain`, [`locality`] the client locations and the
+//! per-client strategies of global names, [`hostnames`] the background resolution of load-balancer hostnames, and
 //! [`worker`] the engine's own thread (its input channel, published view and queries).
 //!
 //! Nothing here but [`hostnames`] and [`worker`] does I/O or starts threads: no socket, no
@@ -13,6 +14,7 @@
 pub mod engine;
 pub mod explain;
 pub mod hostnames;
+pub mod locality;
 pub mod model;
 pub mod naming;
 pub mod records;

@@ -5,6 +5,8 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
+use crate::federation::locality::Strategy;
+
 /// Reference to a namespaced object.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjectKey {
@@ -37,6 +39,8 @@ pub struct DomainSpec {
     pub zone: String,
     /// `nameServer`: the apex NS target; `ns.<zone>` is used when absent.
     pub name_server: Option<String>,
+    /// `strategy`: the default strategy of this Domain's ServiceDNSRecords (fedns extension).
+    pub default_strategy: Option<Strategy>,
     /// `nameServerAddresses`: the name server's addresses, served as its A/AAAA records when it
     /// lies inside the zone and sent as additional data with NS answers.
     pub name_server_addresses: Vec<std::net::IpAddr>,
@@ -53,6 +57,9 @@ pub struct ServiceRecordSpec {
     pub dns_prefix: Option<String>,
     pub external_name: Option<String>,
     pub allow_service_without_endpoints: bool,
+    /// `spec.strategy` (fedns extension): how the global name picks clusters per client; `None`
+    /// means the Domain's default, else `all`.
+    pub strategy: Option<Strategy>,
     /// `metadata.uid`, for owner references on what fedns writes (none from the directory source).
     pub uid: Option<String>,
 }

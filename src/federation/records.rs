@@ -155,6 +155,9 @@ pub struct Computed {
     pub records: Vec<NamedRecord>,
     pub shards: Vec<ShardReport>,
     pub problems: Vec<NameProblem>,
+    /// The global name's per-client answers, when its strategy is not `all` (filled in by the
+    /// engine, which knows the client locations).
+    pub localized: Option<(Name, crate::federation::locality::Localized)>,
 }
 
 /// Sorted, deduplicated targets; IPv4-mapped IPv6 counts as IPv4.
@@ -284,6 +287,23 @@ fn shard_report(
     }
 }
 
+/// The zone, the name base and the global name of a ServiceDNSRecord.
+fn service_names<'a>(
+    record: &'a ServiceRecordSpec,
+    domain: &'a DomainSpec,
+) -> Result<(Name, ServiceBase<'a>, Name), NameError> {
+    let zone = naming::parse_dotted("domain", &domain.zone)?;
+    let label = record.external_name.as_deref().unwrap_or(&record.key.name);
+    let base = ServiceBase::new(label, &record.key.namespace, &domain.federation)?;
+    let global = base.global(&zone)?;
+    Ok((zone, base, global))
+}
+
+/// The global name of a ServiceDNSRecord (`<service>.<namespace>.<federation>.svc.<zone>`).
+pub fn global_name(record: &ServiceRecordSpec, domain: &DomainSpec) -> Result<Name, NameError> {
+    service_names(record, domain).map(|(_, _, global)| global)
+}
+
 /// Computes every name of a ServiceDNSRecord (spec section 4). A record-level error (an invalid
 /// service label or zone) yields no names; a bad zone or region label of one cluster only drops
 /// that cluster from the zone/region level, reported in `problems`.
@@ -294,10 +314,7 @@ pub fn compute_service(
     hosts: &dyn HostLookup,
     ttl: &TtlPolicy,
 ) -> Result<Computed, NameError> {
-    let zone = naming::parse_dotted("domain", &domain.zone)?;
-    let label = record.external_name.as_deref().unwrap_or(&record.key.name);
-    let base = ServiceBase::new(label, &record.key.namespace, &domain.federation)?;
-    let global_name = base.global(&zone)?;
+    let (zone, base, global_name) = service_names(record, domain)?;
     let ttl = ttl.positive(record.record_ttl);
 
     let mut out = Computed::default();
@@ -511,6 +528,7 @@ pub(crate) mod tests {
             dns_prefix: None,
             external_name: None,
             allow_service_without_endpoints: false,
+            strategy: None,
             uid: None,
         }
     }
@@ -521,6 +539,7 @@ pub(crate) mod tests {
             namespace: "kube-federation-system".into(),
             zone: "example.com".into(),
             name_server: None,
+            default_strategy: None,
             name_server_addresses: Vec::new(),
         }
     }

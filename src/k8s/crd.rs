@@ -42,6 +42,9 @@ pub struct Domain {
     /// The authoritative name server of the zone (apex NS target).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name_server: Option<String>,
+    /// Default strategy of this Domain's ServiceDNSRecords (fedns extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<RecordStrategy>,
     /// Addresses of the name server, when it lies inside the zone: served as its A/AAAA
     /// records and sent as additional data with NS answers (a fedns extension).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -68,6 +71,9 @@ pub struct DomainFields {
     /// The authoritative name server of the zone (apex NS target).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name_server: Option<String>,
+    /// Default strategy of this Domain's ServiceDNSRecords (fedns extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<RecordStrategy>,
     /// Addresses of the name server, when it lies inside the zone: served as its A/AAAA
     /// records and sent as additional data with NS answers (a fedns extension).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -114,6 +120,47 @@ pub struct ServiceDNSRecordSpec {
     /// Publish names even when no cluster has a ready endpoint for the Service.
     #[serde(default, deserialize_with = "null_as_default")]
     pub allow_service_without_endpoints: bool,
+    /// How the global name picks clusters per client (fedns extension; absent: the Domain's
+    /// default, else `all`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<RecordStrategy>,
+}
+
+/// How a global name picks the clusters it answers a client with (fedns extension of KubeFed's
+/// CRD). Regional and zonal names are not affected.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordStrategy {
+    /// `all` (every healthy cluster), `nearest` (the client's zone, else region, else the
+    /// preferred regions, else all), `failover` (the primary regions while one is healthy) or
+    /// `weighted` (one cluster per answer, by weight).
+    #[serde(rename = "type")]
+    pub type_: StrategyType,
+    /// `failover`: the regions served while one of their clusters is healthy.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_default"
+    )]
+    pub primary_regions: Vec<String>,
+    /// `weighted`: cluster name → weight; clusters not listed have weight 0.
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "null_as_default"
+    )]
+    pub weights: BTreeMap<String, i64>,
+}
+
+/// The `type` of a [`RecordStrategy`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StrategyType {
+    #[default]
+    All,
+    Nearest,
+    Failover,
+    Weighted,
 }
 
 /// Observed state of a [`ServiceDNSRecord`], written by the controller.

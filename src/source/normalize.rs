@@ -9,11 +9,14 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use crate::federation::locality::Strategy;
 use crate::federation::model::{
     DomainSpec, EndpointsState, FederationObject, IngressRecordSpec, LoadBalancer, MemberObject,
     MemberSpec, NodeTopology, ObjectKey, ServiceRecordSpec, ServiceState,
 };
-use crate::k8s::crd::{Domain, IngressDNSRecord, KubeFedCluster, ServiceDNSRecord};
+use crate::k8s::crd::{
+    Domain, IngressDNSRecord, KubeFedCluster, RecordStrategy, ServiceDNSRecord, StrategyType,
+};
 
 /// Namespace of namespaced member objects and DNS records written without one (as `kubectl apply`
 /// would place them).
@@ -52,6 +55,11 @@ pub enum Problem {
     InvalidIp { field: String, value: String },
     #[error("{field}: {value} is not a TTL (0 to 2147483647 seconds)")]
     InvalidTtl { field: &'static str, value: i64 },
+    #[error("{field}: {message}")]
+    InvalidStrategy {
+        field: &'static str,
+        message: String,
+    },
 }
 
 /// A member Service. Only `type: LoadBalancer` Services carry targets, but every Service yields an
@@ -174,6 +182,12 @@ pub fn domain(domain: Domain) -> Result<FederationObject, NormalizeError> {
             problem: Problem::Empty { field: "domain" },
         });
     }
+    let default_strategy =
+        strategy("strategy", domain.strategy).map_err(|problem| NormalizeError {
+            kind: "Domain",
+            name: key.to_string(),
+            problem,
+        })?;
     let mut name_server_addresses = Vec::new();
     for (i, value) in domain.name_server_addresses.iter().enumerate() {
         let ip = value.trim().parse::<IpAddr>().map_err(|_| NormalizeError {
@@ -193,6 +207,7 @@ pub fn domain(domain: Domain) -> Result<FederationObject, NormalizeError> {
         namespace: key.namespace,
         zone: domain.domain,
         name_server: non_empty(domain.name_server),
+        default_strategy,
         name_server_addresses,
     }))
 }
@@ -213,6 +228,7 @@ pub fn service_dns_record(record: ServiceDNSRecord) -> Result<FederationObject, 
         }));
     }
     let record_ttl = record_ttl(spec.record_ttl).map_err(fail)?;
+    let strategy = strategy("spec.strategy", spec.strategy).map_err(fail)?;
     Ok(FederationObject::ServiceRecord(ServiceRecordSpec {
         key,
         domain_ref: spec.domain_ref,
@@ -220,6 +236,7 @@ pub fn service_dns_record(record: ServiceDNSRecord) -> Result<FederationObject, 
         dns_prefix: non_empty(spec.dns_prefix),
         external_name: non_empty(spec.external_name),
         allow_service_without_endpoints: spec.allow_service_without_endpoints,
+        strategy,
         uid,
     }))
 }
@@ -322,6 +339,52 @@ fn record_ttl(ttl: Option<i64>) -> Result<u32, Problem> {
             value,
         }),
     }
+}
+
+/// A `strategy` (of a ServiceDNSRecord, or a Domain's default): `failover` needs primary regions,
+/// `weighted` needs weights from 0 to 4294967295 and at least one above 0.
+fn strategy(
+    field: &'static str,
+    value: Option<RecordStrategy>,
+) -> Result<Option<Strategy>, Problem> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let invalid = |message: String| Problem::InvalidStrategy { field, message };
+    Ok(Some(match value.type_ {
+        StrategyType::All => Strategy::All,
+        StrategyType::Nearest => Strategy::Nearest,
+        StrategyType::Failover => {
+            let primary_regions: Vec<String> = value
+                .primary_regions
+                .into_iter()
+                .filter(|r| !r.is_empty())
+                .collect();
+            if primary_regions.is_empty() {
+                return Err(invalid(
+                    "type failover needs primaryRegions, e.g. [eu]".into(),
+                ));
+            }
+            Strategy::Failover { primary_regions }
+        }
+        StrategyType::Weighted => {
+            let mut weights = std::collections::BTreeMap::new();
+            for (cluster, weight) in value.weights {
+                let weight = u32::try_from(weight).map_err(|_| {
+                    invalid(format!(
+                        "weights.{cluster}: {weight} is not a weight (0 to 4294967295)"
+                    ))
+                })?;
+                weights.insert(cluster, weight);
+            }
+            if weights.values().all(|w| *w == 0) {
+                return Err(invalid(
+                    "type weighted needs weights above 0, e.g. {us-east: 3, eu-west: 1}".into(),
+                ));
+            }
+            Strategy::Weighted { weights }
+        }
+    }))
 }
 
 /// Go writes absent strings as `""`; both mean "not set".
@@ -688,6 +751,7 @@ mod tests {
                 namespace: CONTROL_PLANE_NAMESPACE.into(),
                 zone: "example.com".into(),
                 name_server: None,
+                default_strategy: None,
                 name_server_addresses: Vec::new(),
             })
         );
@@ -700,6 +764,7 @@ mod tests {
             domain: "example.com".into(),
             name_server: Some("ns1.example.com".into()),
             name_server_addresses: vec!["192.0.2.53".into(), " 2001:db8::53 ".into()],
+            ..Default::default()
         };
         let FederationObject::Domain(spec) = domain(d.clone()).unwrap() else {
             panic!("not a Domain")
@@ -740,6 +805,7 @@ mod tests {
                 dns_prefix: Some("www".into()),
                 external_name: Some(String::new()),
                 allow_service_without_endpoints: true,
+                strategy: None,
             },
             status: None,
         };
@@ -752,8 +818,59 @@ mod tests {
                 dns_prefix: Some("www".into()),
                 external_name: None,
                 allow_service_without_endpoints: true,
+                strategy: None,
                 uid: None,
             })
+        );
+    }
+
+    fn record_with(strategy: &str) -> Result<FederationObject, NormalizeError> {
+        let yaml = format!("metadata: {{name: r}}\nspec: {{domainRef: f, strategy: {strategy}}}\n");
+        service_dns_record(serde_yaml_ng::from_str(&yaml).unwrap())
+    }
+
+    fn strategy_of(object: FederationObject) -> Option<Strategy> {
+        match object {
+            FederationObject::ServiceRecord(r) => r.strategy,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn strategies_are_read_and_checked() {
+        assert_eq!(
+            strategy_of(record_with("{type: nearest}").unwrap()),
+            Some(Strategy::Nearest)
+        );
+        assert_eq!(
+            strategy_of(record_with("{type: failover, primaryRegions: [eu]}").unwrap()),
+            Some(Strategy::Failover {
+                primary_regions: vec!["eu".into()]
+            })
+        );
+        let weighted = strategy_of(record_with("{type: weighted, weights: {a: 3, b: 0}}").unwrap());
+        let Some(Strategy::Weighted { weights }) = weighted else {
+            panic!("{weighted:?}")
+        };
+        assert_eq!(weights.get("a"), Some(&3));
+        let err = record_with("{type: failover}").unwrap_err().to_string();
+        assert!(
+            err.contains("spec.strategy: type failover needs primaryRegions"),
+            "{err}"
+        );
+        let err = record_with("{type: weighted, weights: {a: -1}}")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("weights.a: -1 is not a weight"), "{err}");
+        let err = record_with("{type: weighted, weights: {a: 0}}")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("needs weights above 0"), "{err}");
+        assert!(
+            serde_yaml_ng::from_str::<ServiceDNSRecord>(
+                "spec: {domainRef: f, strategy: {type: closest}}"
+            )
+            .is_err()
         );
     }
 

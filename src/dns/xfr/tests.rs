@@ -343,3 +343,57 @@ fn malformed_transfer_requests_get_an_error_never_a_panic() {
     );
     assert_eq!(m[0].metadata.response_code, ResponseCode::FormErr);
 }
+
+#[test]
+fn axfr_sends_the_all_set_of_a_localized_name_never_its_variants_or_additional_data() {
+    use crate::dns::variants::{self, VariantBody};
+    let (store, zone) = store(0);
+    let body = EntryBuilder::new()
+        .rrset(rtype::A, 60, [&[10, 9, 9, 9][..]])
+        .finish();
+    let table = variants::encode(
+        1,
+        true,
+        &[0],
+        &[VariantBody {
+            outcome: 0,
+            weight: 1,
+            sets: &body,
+        }],
+    )
+    .unwrap();
+    let mut glue = Vec::new();
+    store::push_full_rr(
+        &mut glue,
+        &name("ns1.example.com"),
+        rtype::A,
+        60,
+        &[192, 0, 2, 53],
+    );
+    store.insert(
+        wire_key(&name("www.example.com")),
+        EntryBuilder::new()
+            .rrset(rtype::A, 60, [&[10, 0, 0, 1][..]])
+            .rrset(store::ADDITIONAL, 0, [&glue[..]])
+            .variants(&table)
+            .finish(),
+    );
+    let t = transfers(&[("127.0.0.0/8", None)]);
+    t.commit(&store, &[zone]);
+    let out = t
+        .answer_transfer(&query(RecordType::AXFR, None), LOCAL)
+        .unwrap();
+    let records: Vec<String> = parse(&out)
+        .into_iter()
+        .flat_map(|m| m.answers)
+        .filter(|r| r.record_type() != RecordType::SOA)
+        .map(|r| format!("{} {} {}", r.name, r.record_type(), r.data))
+        .collect();
+    assert_eq!(
+        records,
+        [
+            "www.example.com. A 10.0.0.1",
+            "example.com. NS ns1.example.com."
+        ]
+    );
+}

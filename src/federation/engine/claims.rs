@@ -5,7 +5,9 @@ use std::collections::HashSet;
 use std::time::Instant;
 
 use crate::dns::store::EntryBuilder;
+use crate::dns::variants::{self, VariantBody};
 use crate::dns::wire::rtype;
+use crate::federation::locality::Localized;
 use crate::federation::naming;
 use crate::federation::records::{NameProblem, RecordData};
 
@@ -21,6 +23,7 @@ impl Engine {
                 let mut problems: Vec<String> =
                     computed.problems.iter().map(describe_problem).collect();
                 let mut claims = Vec::with_capacity(computed.records.len());
+                let mut localized = computed.localized;
                 for record in computed.records {
                     let key = naming::wire_key(&record.name);
                     if zones.find(&key).is_none() {
@@ -30,7 +33,11 @@ impl Engine {
                         ));
                         continue;
                     }
-                    claims.push((key, Claim::Record(record.data)));
+                    let claim = match localized.take_if(|(name, _)| *name == record.name) {
+                        Some((_, answers)) => Claim::Localized(record.data, answers),
+                        None => Claim::Record(record.data),
+                    };
+                    claims.push((key, claim));
                 }
                 (claims, problems)
             }
@@ -208,6 +215,26 @@ pub(super) fn render(claim: &Claim) -> Box<[u8]> {
         Claim::Record(RecordData::Cname { target, ttl }) => {
             b.cname(target, *ttl);
         }
+        Claim::Localized(data, localized) => {
+            let ttl = match data {
+                RecordData::Address { v4, v6, ttl } => {
+                    b.addresses(v4, v6, *ttl);
+                    *ttl
+                }
+                RecordData::Cname { target, ttl } => {
+                    b.cname(target, *ttl);
+                    *ttl
+                }
+            };
+            match render_variants(localized, ttl) {
+                Some(table) => {
+                    b.variants(&table);
+                }
+                None => tracing::warn!(
+                    "per-client answers too large for one entry: every client gets every target"
+                ),
+            }
+        }
         Claim::Static { apex, sets } => {
             if *apex {
                 b.apex_soa();
@@ -254,6 +281,31 @@ pub(super) fn render(claim: &Claim) -> Box<[u8]> {
         }
     }
     b.finish()
+}
+
+/// Pre-renders every per-client answer of a localized name into a variant table.
+fn render_variants(localized: &Localized, ttl: u32) -> Option<Vec<u8>> {
+    let bodies: Vec<Box<[u8]>> = localized
+        .variants
+        .iter()
+        .map(|v| EntryBuilder::new().addresses(&v.v4, &v.v6, ttl).finish())
+        .collect();
+    let variants: Vec<VariantBody<'_>> = localized
+        .variants
+        .iter()
+        .zip(&bodies)
+        .map(|(v, sets)| VariantBody {
+            outcome: v.outcome.code(),
+            weight: v.weight,
+            sets,
+        })
+        .collect();
+    variants::encode(
+        localized.strategy,
+        localized.scoped,
+        &localized.by_location,
+        &variants,
+    )
 }
 
 /// One name's part of its zone's content digest (summed over the zone's names, so the order

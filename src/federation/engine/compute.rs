@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
+use crate::federation::locality;
 use crate::federation::naming::NameError;
 use crate::federation::records::{self, Computed, MemberInput, ShardInput};
 
@@ -58,8 +59,24 @@ impl Engine {
                         }
                     })
                     .collect();
-                records::compute_service(record, domain, &inputs, &self.hosts, &self.settings.ttl)
-                    .map(Some)
+                let mut computed = records::compute_service(
+                    record,
+                    domain,
+                    &inputs,
+                    &self.hosts,
+                    &self.settings.ttl,
+                )?;
+                let strategy = record
+                    .strategy
+                    .as_ref()
+                    .or(domain.default_strategy.as_ref());
+                if let Some(strategy) = strategy
+                    && let Some(localized) =
+                        locality::localize(strategy, &computed.shards, &self.settings.locality)
+                {
+                    computed.localized = Some((records::global_name(record, domain)?, localized));
+                }
+                Ok(Some(computed))
             }
             Owner::Ingress(key) => {
                 let Some(record) = self.ingresses.get(key) else {

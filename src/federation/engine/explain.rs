@@ -2,6 +2,8 @@
 
 use std::time::Instant;
 
+use crate::dns::rrl::Prefix;
+use crate::federation::locality::{self, Choice, Location, Strategy};
 use crate::federation::model::ObjectKey;
 use crate::federation::naming;
 use crate::federation::records::Computed;
@@ -22,11 +24,36 @@ pub struct Explanation {
     /// Error that kept the owner from producing any name.
     pub record_error: Option<String>,
     pub empty_non_terminal: bool,
+    /// What one client gets, when asked with `--client` / `&client=`.
+    pub client: Option<ClientExplanation>,
+}
+
+/// What one client (an address or a subnet) gets from a name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientExplanation {
+    /// The client as given.
+    pub client: String,
+    /// Why it could not be used (not an address or subnet).
+    pub error: Option<String>,
+    /// Where the client is, and the `clientNetworks` row that said so.
+    pub location: Option<(Location, Prefix)>,
+    /// The ECS scope an answer depending on the location carries.
+    pub scope: u8,
+    /// The strategy of the name (`all` for names without one).
+    pub strategy: Strategy,
+    /// The clusters chosen, and why.
+    pub choice: Option<Choice>,
 }
 
 impl Engine {
     /// Explains why `name` answers what it answers.
     pub fn explain(&self, name: &str, now: Instant) -> Explanation {
+        self.explain_for(name, None, now)
+    }
+
+    /// Explains `name`, and what `client` (an address or subnet, e.g. `10.1.2.3` or
+    /// `2001:db8::/56`) gets from it.
+    pub fn explain_for(&self, name: &str, client: Option<&str>, now: Instant) -> Explanation {
         let key = match naming::parse_dotted("name", name) {
             Ok(n) => naming::wire_key(&n),
             Err(e) => {
@@ -38,6 +65,7 @@ impl Engine {
                     computed: None,
                     record_error: Some(e.to_string()),
                     empty_non_terminal: false,
+                    client: None,
                 };
             }
         };
@@ -57,6 +85,7 @@ impl Engine {
             }
             _ => (None, None),
         };
+        let client = client.map(|client| self.explain_client(client, &served, computed.as_ref()));
         Explanation {
             name: name.to_owned(),
             zone,
@@ -65,7 +94,60 @@ impl Engine {
             computed,
             record_error,
             empty_non_terminal: self.ent_refs.contains_key(&key) && !self.present.contains(&key),
+            client,
         }
+    }
+
+    /// Where `client` is and which clusters the served owner's strategy gives it.
+    fn explain_client(
+        &self,
+        client: &str,
+        served: &Option<(Owner, Claim)>,
+        computed: Option<&Computed>,
+    ) -> ClientExplanation {
+        let mut out = ClientExplanation {
+            client: client.to_owned(),
+            error: None,
+            location: None,
+            scope: 0,
+            strategy: Strategy::All,
+            choice: None,
+        };
+        let subnet: Prefix = match client.parse() {
+            Ok(p) => p,
+            Err(e) => {
+                out.error = Some(e);
+                return out;
+            }
+        };
+        let table = &self.settings.locality;
+        let found = table.locate(subnet.addr, subnet.len);
+        out.scope = found.scope;
+        out.location = table
+            .location(found.location)
+            .cloned()
+            .zip(found.row.and_then(|r| table.network(r)));
+        // Only the global name of a record with a strategy answers per client.
+        let localized = matches!(served, Some((_, Claim::Localized(..))));
+        if let (Some((Owner::Service(key), _)), true) = (served, localized)
+            && let Some(record) = self.services.get(key)
+        {
+            let default = self
+                .domains
+                .get(&record.domain_ref)
+                .and_then(|d| d.default_strategy.clone());
+            out.strategy = record.strategy.clone().or(default).unwrap_or_default();
+        }
+        if let Some(computed) = computed.filter(|_| localized) {
+            let location = out.location.as_ref().map(|(l, _)| l);
+            out.choice = Some(locality::choose(
+                &out.strategy,
+                &computed.shards,
+                location,
+                table,
+            ));
+        }
+        out
     }
 
     /// Explains a ServiceDNSRecord by key, even when it produced no names.

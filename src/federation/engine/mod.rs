@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use hickory_proto::rr::Name;
 
 use crate::dns::store::{RecordStore, SoaFields};
+use crate::federation::locality::{Localized, LocationTable};
 use crate::federation::model::{
     DomainSpec, FederationKind, FederationObject, FederationObjectId, IngressRecordSpec,
     MemberSpec, ObjectKey, ServiceRecordSpec, SourceEvent,
@@ -38,7 +39,7 @@ mod zones;
 pub use zones::{next_serial, serial_gt};
 
 pub use claims::key_to_text;
-pub use explain::Explanation;
+pub use explain::{ClientExplanation, Explanation};
 use slices::{ClusterSlice, Liveness};
 
 /// Who put a name in the store. Order is priority: the first claimant of a name wins.
@@ -88,6 +89,9 @@ pub struct StaticZone {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
     Record(RecordData),
+    /// A global name whose answer depends on the client: the data every reader but the answer
+    /// path sees (all healthy targets), and the per-client answers.
+    Localized(RecordData, Localized),
     Static {
         apex: bool,
         sets: Vec<StaticSet>,
@@ -110,6 +114,8 @@ pub struct Settings {
     pub negative_ttl: u32,
     /// TTL of SOA and NS at the apex of Domain zones.
     pub apex_ttl: u32,
+    /// Where clients are: the locations global names with a strategy pre-render answers for.
+    pub locality: Arc<LocationTable>,
     /// Addresses of the in-zone name server of Domains that give none (`--name-server-addresses`).
     pub name_server_addresses: Vec<std::net::IpAddr>,
 }
@@ -121,6 +127,7 @@ impl Default for Settings {
             grace: Duration::ZERO,
             negative_ttl: 30,
             apex_ttl: 3600,
+            locality: Arc::default(),
             name_server_addresses: Vec::new(),
         }
     }

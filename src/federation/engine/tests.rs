@@ -40,15 +40,7 @@ impl Fixture {
             now: Instant::now(),
             unix,
         };
-        f.send(SourceEvent::ApplyFederation(FederationObject::Domain(
-            DomainSpec {
-                federation: "galactic".into(),
-                namespace: "kube-federation-system".into(),
-                zone: "example.com".into(),
-                name_server: Some("ns1.example.com".into()),
-                name_server_addresses: Vec::new(),
-            },
-        )));
+        f.domain(None);
         f.member("c1", "us", "us1");
         f.member("c2", "eu", "eu1");
         f.send(SourceEvent::ApplyFederation(
@@ -56,6 +48,20 @@ impl Fixture {
         ));
         f.send(SourceEvent::Synced);
         f
+    }
+
+    /// The Domain `galactic` (zone example.com) with a default strategy.
+    fn domain(&mut self, default_strategy: Option<crate::federation::locality::Strategy>) {
+        self.send(SourceEvent::ApplyFederation(FederationObject::Domain(
+            DomainSpec {
+                federation: "galactic".into(),
+                namespace: "kube-federation-system".into(),
+                zone: "example.com".into(),
+                name_server: Some("ns1.example.com".into()),
+                name_server_addresses: Vec::new(),
+                default_strategy,
+            },
+        )));
     }
 
     fn send(&mut self, event: SourceEvent) {
@@ -629,6 +635,87 @@ fn a_deleted_record_has_no_outputs_and_a_lost_name_is_a_condition() {
     assert!(f.engine.outputs(&owner, f.now, stamp()).is_none());
 }
 
+/// A fixture whose clients in 192.0.2.0/24 are in `us` and in 198.51.100.0/24 in `eu`, with the
+/// Domain's default strategy `nearest`.
+fn nearest_fixture() -> Fixture {
+    use crate::federation::locality::{ClientNetwork, LocationTable, Strategy};
+    let row = |network: &str, region: &str| ClientNetwork {
+        network: network.into(),
+        region: region.into(),
+        zone: None,
+    };
+    let table = LocationTable::new(
+        &[row("192.0.2.0/24", "us"), row("198.51.100.0/24", "eu")],
+        Default::default(),
+    )
+    .unwrap();
+    let mut f = Fixture::with_settings(Settings {
+        locality: Arc::new(table),
+        ..Settings::default()
+    });
+    f.domain(Some(Strategy::Nearest));
+    f
+}
+
+impl Fixture {
+    /// The A records `client` gets for `name`, as text.
+    fn answer_for(&self, name: &str, client: &str) -> String {
+        let mut q = Message::query();
+        q.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+        let limits = Limits {
+            locality: Some(self.engine.settings.locality.clone()),
+            ..Limits::default()
+        };
+        let mut out = Vec::new();
+        crate::dns::responder::respond_from(
+            &q.to_vec().unwrap(),
+            self.engine.store(),
+            Transport::Udp,
+            &limits,
+            Some(client.parse().unwrap()),
+            &mut out,
+        )
+        .unwrap();
+        let m = Message::from_vec(&out).unwrap();
+        let addrs: Vec<String> = m.answers.iter().map(|r| r.data.to_string()).collect();
+        addrs.join(" ")
+    }
+}
+
+#[test]
+fn the_domains_default_strategy_answers_each_client_its_region_and_follows_health() {
+    let mut f = nearest_fixture();
+    f.healthy("c1", "10.20.30.1");
+    f.healthy("c2", "10.20.30.2");
+    assert_eq!(f.answer_for(G, "192.0.2.9"), "10.20.30.1");
+    assert_eq!(f.answer_for(G, "198.51.100.9"), "10.20.30.2");
+    assert_eq!(f.answer_for(G, "203.0.113.9"), "10.20.30.1 10.20.30.2");
+    // Every other reader sees the `all` set.
+    let key = naming::wire_key(&naming::parse_dotted("n", G).unwrap());
+    let all = f.engine.store().with_entry(&key, |e| {
+        crate::dns::store::sets(e)
+            .map(|s| (s.rtype, s.count))
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(all, Some(vec![(rtype::A, 2)]));
+    // eu's cluster turns unhealthy: eu clients get every healthy cluster (no preference set).
+    f.endpoints("c2", "nginx", 0);
+    assert_eq!(f.answer_for(G, "198.51.100.9"), "10.20.30.1");
+    let e = f.engine.explain_for(G, Some("198.51.100.9"), f.now);
+    let text = crate::federation::explain::render(&e);
+    assert!(
+        text.contains("location: region eu (clientNetworks 198.51.100.0/24; ECS scope /24)"),
+        "{text}"
+    );
+    assert!(text.contains("strategy: nearest -> all"), "{text}");
+    assert!(
+        text.contains("out c2               unhealthy: no ready endpoints"),
+        "{text}"
+    );
+    // Regional names are not affected.
+    assert_eq!(f.answer_for(US, "198.51.100.9"), "10.20.30.1");
+}
+
 fn soa_serial_of(f: &Fixture, zone: &str) -> u32 {
     let m = f.ask(zone, RecordType::SOA);
     match &m.answers[0].data {
@@ -668,6 +755,7 @@ fn a_static_zone_keeps_its_file_serial_while_other_zones_change() {
             zone: "example.com".into(),
             name_server: Some("ns2.example.com".into()),
             name_server_addresses: vec![],
+            default_strategy: None,
         },
     )));
     assert!(serial_gt(f.serial(), before), "the Domain zone changed");
@@ -757,6 +845,7 @@ fn domain_with_name_server(ns: &str, addresses: &[&str]) -> SourceEvent {
         zone: "example.com".into(),
         name_server: Some(ns.into()),
         name_server_addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
+        default_strategy: None,
     }))
 }
 

@@ -110,6 +110,7 @@ fn domain(name: &str, zone: &str) -> FederationObject {
         namespace: normalize::CONTROL_PLANE_NAMESPACE.into(),
         zone: zone.into(),
         name_server: None,
+        default_strategy: None,
         name_server_addresses: Vec::new(),
     })
 }

@@ -1,0 +1,160 @@
+//! Cost of per-client answers on the answer path: the demo federation in process, the global
+//! name answered plain (no strategy), `nearest` with an EDNS Client Subnet, `nearest` by source
+//! address, and `weighted`, each through `respond_from` on one thread. Prints queries per
+//! CPU-second of each and its ratio to the plain one (the issue asks for at least 0.9).
+//!
+//! `cargo bench --bench locality -- [--queries 2000000]`
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::Parser;
+use fedns::dns::responder::{Limits, Transport, respond_from};
+use fedns::dns::store::RecordStore;
+use fedns::federation::engine::{Engine, Settings};
+use fedns::federation::locality::{ClientNetwork, LocationTable, Strategy};
+use fedns::federation::model::{FederationObject, ObjectKey, ServiceRecordSpec, SourceEvent};
+
+#[derive(Debug, Parser)]
+struct Options {
+    /// Queries per case.
+    #[arg(long, default_value_t = 2_000_000)]
+    queries: u64,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+const NGINX: &str = "nginx.test.galactic.svc.example.com.";
+
+/// The demo, with nginx's ServiceDNSRecord given `strategy`.
+fn demo(table: &Arc<LocationTable>, strategy: Option<Strategy>) -> Arc<RecordStore> {
+    let store = Arc::new(RecordStore::new());
+    let mut engine = Engine::new(
+        store.clone(),
+        Settings {
+            locality: table.clone(),
+            ..Settings::default()
+        },
+    );
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let snapshot = fedns::source::dir::load(root.join("deploy/demo")).expect("the demo loads");
+    let now = Instant::now();
+    for event in snapshot.initial_events() {
+        engine.apply(event, now);
+    }
+    let nginx = ServiceRecordSpec {
+        key: ObjectKey::new("test", "nginx"),
+        domain_ref: "galactic".into(),
+        record_ttl: 300,
+        dns_prefix: None,
+        external_name: None,
+        allow_service_without_endpoints: false,
+        strategy,
+        uid: None,
+    };
+    engine.apply(
+        SourceEvent::ApplyFederation(FederationObject::ServiceRecord(nginx)),
+        now,
+    );
+    engine.flush(now);
+    store
+}
+
+/// A query for NGINX A with EDNS, and a client subnet option when given.
+fn query(ecs: Option<(u16, u8, &[u8])>) -> Vec<u8> {
+    let mut p = vec![0x12, 0x34, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1];
+    for label in NGINX.trim_end_matches('.').split('.') {
+        p.push(label.len() as u8);
+        p.extend_from_slice(label.as_bytes());
+    }
+    p.extend_from_slice(&[0, 0, 1, 0, 1]);
+    p.extend_from_slice(&[0, 0, 41, 0x04, 0xD0, 0, 0, 0, 0]);
+    match ecs {
+        Some((family, source, address)) => {
+            let option_len = 4 + address.len() as u16;
+            p.extend_from_slice(&(4 + option_len).to_be_bytes());
+            p.extend_from_slice(&[0, 8]);
+            p.extend_from_slice(&option_len.to_be_bytes());
+            p.extend_from_slice(&family.to_be_bytes());
+            p.extend_from_slice(&[source, 0]);
+            p.extend_from_slice(address);
+        }
+        None => p.extend_from_slice(&[0, 0]),
+    }
+    p
+}
+
+/// This thread's CPU time.
+fn cpu() -> std::time::Duration {
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_THREAD)
+        .expect("getrusage");
+    let t = usage.user_time();
+    let s = usage.system_time();
+    std::time::Duration::new(t.tv_sec() as u64, t.tv_usec() as u32 * 1000)
+        + std::time::Duration::new(s.tv_sec() as u64, s.tv_usec() as u32 * 1000)
+}
+
+fn main() {
+    let opts = Options::parse();
+    let row = |network: &str, zone: &str| ClientNetwork {
+        network: network.into(),
+        region: "us".into(),
+        zone: Some(zone.into()),
+    };
+    // A table of realistic size: 200 rows, the clients' two near the end.
+    let mut rows: Vec<ClientNetwork> = (0..198)
+        .map(|i| ClientNetwork {
+            network: format!("10.{}.0.0/16", i),
+            region: format!("r{}", i % 7),
+            zone: None,
+        })
+        .collect();
+    rows.push(row("192.0.2.0/24", "us1"));
+    rows.push(row("2001:db8::/32", "us2"));
+    let table = Arc::new(LocationTable::new(&rows, Default::default()).expect("valid table"));
+    let limits = Limits {
+        locality: Some(table.clone()),
+        ..Limits::default()
+    };
+    let plain = demo(&table, None);
+    let nearest = demo(&table, Some(Strategy::Nearest));
+    let weights = [("us-east".to_owned(), 1), ("us-west".to_owned(), 1)];
+    let weighted = demo(
+        &table,
+        Some(Strategy::Weighted {
+            weights: weights.into_iter().collect(),
+        }),
+    );
+    let source = Some("192.0.2.1".parse().expect("an address"));
+    let cases = [
+        ("plain (no strategy)", &plain, query(None), source),
+        (
+            "nearest, ECS IPv4 /24",
+            &nearest,
+            query(Some((1, 24, &[192, 0, 2]))),
+            None,
+        ),
+        (
+            "nearest, ECS IPv6 /48",
+            &nearest,
+            query(Some((2, 48, &[0x20, 0x01, 0x0d, 0xb8, 0, 0]))),
+            None,
+        ),
+        ("nearest, source address", &nearest, query(None), source),
+        ("weighted", &weighted, query(None), source),
+    ];
+    let mut out = Vec::with_capacity(65_535);
+    let mut base = None;
+    println!("{:<28} {:>14} {:>10}", "case", "qps/CPU-s", "vs plain");
+    for (what, store, packet, client) in &cases {
+        let started = cpu();
+        for _ in 0..opts.queries {
+            let answered = respond_from(packet, store, Transport::Udp, &limits, *client, &mut out);
+            std::hint::black_box(answered);
+        }
+        let qps = opts.queries as f64 / (cpu() - started).as_secs_f64();
+        let base = *base.get_or_insert(qps);
+        println!("{what:<28} {qps:>14.0} {:>10.3}", qps / base);
+    }
+}
