@@ -81,6 +81,39 @@ impl Drop for TaskGuard {
     }
 }
 
+/// Mirrors `api` into `writer` and signals `changed` on every change after the first listing's
+/// objects (a watch failure is logged and backed off by [`retried`]).
+async fn mirror_and_signal<K>(
+    writer: Writer<K>,
+    api: Api<K>,
+    config: watcher::Config,
+    what: &'static str,
+    changed: tokio::sync::mpsc::UnboundedSender<()>,
+) where
+    K: kube::Resource
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let stream = reflector::reflector(
+        writer,
+        retried(watcher::watcher(api, config), what.to_owned()),
+    );
+    let mut stream = std::pin::pin!(stream);
+    while let Some(event) = stream.next().await {
+        if matches!(
+            event,
+            Ok(Event::Apply(_) | Event::Delete(_) | Event::InitDone)
+        ) {
+            let _ = changed.send(());
+        }
+    }
+}
+
 /// Runs until shutdown: watches FTCs and the KubeFedConfig, runs one type sync per enabled type.
 pub async fn run(
     host: Client,
@@ -102,54 +135,20 @@ pub async fn run(
         (w, r)
     };
     let (changed_tx, mut changed_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let ftc_watch = {
-        let tx = changed_tx.clone();
-        TaskGuard(tokio::spawn(async move {
-            let stream = reflector::reflector(
-                ftc_writer,
-                retried(
-                    watcher::watcher(ftcs, watcher::Config::default()),
-                    "FederatedTypeConfigs".to_owned(),
-                ),
-            );
-            let mut stream = std::pin::pin!(stream);
-            while let Some(event) = stream.next().await {
-                match event {
-                    Ok(Event::InitApply(_)) | Ok(Event::Init) => {}
-                    Ok(_) => {
-                        let _ = tx.send(());
-                    }
-                    // Logged and backed off by `retried`.
-                    Err(_) => {}
-                }
-            }
-        }))
-    };
-    let cfg_watch = {
-        let tx = changed_tx.clone();
-        TaskGuard(tokio::spawn(async move {
-            let config =
-                watcher::Config::default().fields(&format!("metadata.name={KUBEFED_CONFIG_NAME}"));
-            let stream = reflector::reflector(
-                cfg_writer,
-                retried(
-                    watcher::watcher(configs, config),
-                    "KubeFedConfig".to_owned(),
-                ),
-            );
-            let mut stream = std::pin::pin!(stream);
-            while let Some(event) = stream.next().await {
-                match event {
-                    Ok(Event::InitApply(_)) | Ok(Event::Init) => {}
-                    Ok(_) => {
-                        let _ = tx.send(());
-                    }
-                    // Logged and backed off by `retried`.
-                    Err(_) => {}
-                }
-            }
-        }))
-    };
+    let ftc_watch = TaskGuard(tokio::spawn(mirror_and_signal(
+        ftc_writer,
+        ftcs,
+        watcher::Config::default(),
+        "FederatedTypeConfigs",
+        changed_tx.clone(),
+    )));
+    let cfg_watch = TaskGuard(tokio::spawn(mirror_and_signal(
+        cfg_writer,
+        configs,
+        watcher::Config::default().fields(&format!("metadata.name={KUBEFED_CONFIG_NAME}")),
+        "KubeFedConfig",
+        changed_tx.clone(),
+    )));
     let recorder = Recorder::new(
         host.clone(),
         Reporter {
