@@ -16,6 +16,8 @@ mod dnsperf;
 mod federation;
 #[path = "interrupt.rs"]
 mod interrupt;
+#[path = "dns_load/null.rs"]
+mod null;
 #[path = "dns_load/probe.rs"]
 mod probe;
 #[path = "dns_load/procs.rs"]
@@ -80,9 +82,14 @@ struct Options {
     /// Root of the output directories.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Servers to measure, in order.
-    #[arg(long, value_delimiter = ',', default_value = "fedns,knot,nsd")]
+    /// Servers to measure, in order; `null` is fedns's UDP workers answering one fixed reply
+    /// without looking anything up (the transport's own cost per query).
+    #[arg(long, value_delimiter = ',', default_value = "fedns,knot,nsd,null")]
     servers: Vec<String>,
+    /// Percent of one core burned on the server's core (core 0) during every dnsperf run, for
+    /// every server alike: how each holds up when something else runs on its core.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+    background: u8,
     /// Steps: throughput (pinned, 1 worker), latency (fixed rate, pinned), workers2 (2 workers,
     /// unpinned), update (fedns only) [default: all four; with --scale: throughput,update].
     #[arg(long, value_delimiter = ',')]
@@ -136,6 +143,14 @@ struct Options {
     /// Passed by `cargo bench`; without it (as under `cargo test --all-targets`) nothing runs.
     #[arg(long, hide = true)]
     bench: bool,
+    /// Internal: run as the null responder on this address (started by the benchmark itself).
+    #[arg(long, hide = true)]
+    serve_null: Option<std::net::SocketAddr>,
+    #[arg(long, hide = true, default_value_t = 1)]
+    null_workers: usize,
+    /// Internal: run as the background burner at this percent of a core.
+    #[arg(long, hide = true)]
+    burn: Option<u8>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -383,6 +398,7 @@ fn start(
         }
         Kind::Knot => servers::start_knot(&generated.zone_file(), launch),
         Kind::Nsd => servers::start_nsd(&generated.zone_file(), launch),
+        Kind::Null => servers::start_null(launch),
     }
 }
 
@@ -420,8 +436,12 @@ fn run_pinned(plan: &Plan, generated: &Generated, kind: Kind) -> Result<ServerRe
         running.startup,
         mib(result.rss_ready_kib)
     );
-    let mismatches = check_answers(generated, &running, plan.opts.check)?;
-    result.check_mismatches = Some(mismatches);
+    // The null responder answers everything with one fixed reply: nothing to check.
+    let mismatches = match kind {
+        Kind::Null => 0,
+        _ => check_answers(generated, &running, plan.opts.check)?,
+    };
+    result.check_mismatches = (kind != Kind::Null).then_some(mismatches);
     if mismatches > 0 && (kind != Kind::Fedns || plan.opts.strict) {
         bail!(
             "{} does not serve the expected answers; the comparison would be meaningless",
@@ -615,8 +635,17 @@ fn find<'a>(rows: &'a [ServerResult], server: &str) -> Option<&'a ServerResult> 
 fn throughput_table(out: &mut String, rows: &[ServerResult]) {
     let _ = writeln!(
         out,
-        "{:<6} {:>13} {:>9} {:>8} {:>7} {:>8} {:>8} {:>10} {:>11}",
-        "server", "workers", "qps", "avg µs", "lost", "srv CPU", "other**", "qps/core*", "RSS"
+        "{:<6} {:>13} {:>9} {:>8} {:>7} {:>8} {:>8} {:>6} {:>10} {:>11}",
+        "server",
+        "workers",
+        "qps",
+        "avg µs",
+        "lost",
+        "srv CPU",
+        "other**",
+        "bg",
+        "qps/core*",
+        "RSS"
     );
     for row in rows {
         let Some(t) = &row.throughput else { continue };
@@ -631,7 +660,7 @@ fn throughput_table(out: &mut String, rows: &[ServerResult]) {
         };
         let _ = writeln!(
             out,
-            "{:<6} {:>13} {:>9.0} {:>8.0} {:>7} {:>8} {:>7.0}% {:>10} {:>11}",
+            "{:<6} {:>13} {:>9.0} {:>8.0} {:>7} {:>8} {:>7.0}% {:>5.0}% {:>10} {:>11}",
             row.server,
             row.workers,
             t.qps,
@@ -639,6 +668,7 @@ fn throughput_table(out: &mut String, rows: &[ServerResult]) {
             t.lost,
             util,
             t.other_cpu_cores * 100.0,
+            t.background_cpu_cores * 100.0,
             row.qps_per_core.map_or("-".into(), |q| format!("{q:.0}")),
             mib(row.rss_after_load_kib),
         );
@@ -654,6 +684,14 @@ fn throughput_table(out: &mut String, rows: &[ServerResult]) {
                     ratio(fedns.qps_per_core, theirs.qps_per_core)
                 );
             }
+        }
+        if let Some(null) = find(rows, "null") {
+            let _ = writeln!(
+                out,
+                "fedns/null: qps/core {} (a query costs fedns {} what it costs the null responder)",
+                ratio(fedns.qps_per_core, null.qps_per_core),
+                ratio(null.qps_per_core, fedns.qps_per_core)
+            );
         }
     }
 }
@@ -684,6 +722,14 @@ fn render_results(results: &Results, plan: &Plan) -> String {
             checks.join(", ")
         );
     }
+    if plan.opts.background > 0 {
+        let _ = writeln!(
+            out,
+            "background: a burner pinned to core 0 (the pinned server's core) ran at {}% of it \
+             during every dnsperf run (`bg` column: what it got)",
+            plan.opts.background
+        );
+    }
     for note in &results.notes {
         let _ = writeln!(out, "note: {note}");
     }
@@ -702,7 +748,7 @@ fn render_results(results: &Results, plan: &Plan) -> String {
         );
         let _ = writeln!(
             out,
-            "{:<6} {:>9} {:>8} {:>8} {:>9} {:>9} {:>8} {:>8} {:>11} {:>11}",
+            "{:<6} {:>9} {:>8} {:>8} {:>9} {:>9} {:>8} {:>8} {:>6} {:>11} {:>11}",
             "server",
             "qps",
             "p50 µs",
@@ -711,6 +757,7 @@ fn render_results(results: &Results, plan: &Plan) -> String {
             "max µs",
             "lost",
             "other**",
+            "bg",
             "p99.9/knot",
             "p99.9/nsd"
         );
@@ -733,7 +780,7 @@ fn render_results(results: &Results, plan: &Plan) -> String {
             };
             let _ = writeln!(
                 out,
-                "{:<6} {:>9.0} {:>8} {:>8} {:>9} {:>9} {:>8} {:>7.0}% {:>11} {:>11}",
+                "{:<6} {:>9.0} {:>8} {:>8} {:>9} {:>9} {:>8} {:>7.0}% {:>5.0}% {:>11} {:>11}",
                 row.server,
                 l.qps,
                 p.p50_us,
@@ -742,6 +789,7 @@ fn render_results(results: &Results, plan: &Plan) -> String {
                 p.max_us,
                 l.lost,
                 l.other_cpu_cores * 100.0,
+                l.background_cpu_cores * 100.0,
                 vs_knot,
                 vs_nsd
             );
@@ -861,7 +909,7 @@ fn run(opts: &Options) -> Result<()> {
         match kind {
             Kind::Knot => drop(procs::require_tool("knotd", "knot")?),
             Kind::Nsd => drop(procs::require_tool("nsd", "nsd")?),
-            Kind::Fedns => {}
+            Kind::Fedns | Kind::Null => {}
         }
     }
     let plan = Plan {
@@ -874,6 +922,7 @@ fn run(opts: &Options) -> Result<()> {
             outstanding: opts.outstanding.max(1),
             threads: opts.threads.max(1),
             quiet_wait: Duration::from_secs(opts.quiet_wait),
+            background: opts.background,
         },
         load_timeout: Duration::from_secs(opts.load_timeout.unwrap_or(if services > 5_000 {
             600
@@ -934,6 +983,16 @@ fn run(opts: &Options) -> Result<()> {
 
 fn main() -> ExitCode {
     let opts = Options::parse();
+    // The benchmark's own helper processes: the null responder and the background burner.
+    let helper = match (opts.serve_null, opts.burn) {
+        (Some(addr), _) => Some(null::serve(addr, opts.null_workers)),
+        (None, Some(percent)) => Some(null::burn(percent)),
+        (None, None) => None,
+    };
+    if let Some(Err(e)) = helper {
+        eprintln!("dns_load: error: {e:#}");
+        return ExitCode::FAILURE;
+    }
     if !opts.bench {
         // `cargo test --all-targets` runs bench targets without `--bench`: do not start servers then.
         eprintln!(

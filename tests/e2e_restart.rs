@@ -1,8 +1,9 @@
 //! Restart safety of propagation with the real binary: `fedns serve` is stopped (SIGTERM, or
 //! SIGKILL: no shutdown path at all) and started again against the same clusters, whose lists
 //! are slow (the host's FederatedNamespaces, every member list), while 50 federated objects of
-//! 6 types are propagated. Nothing may be written to a member, nothing deleted, and every
-//! member object keeps its uid.
+//! 6 types are propagated; then two replicas elect a leader and the leader is killed, so the
+//! standby takes over. Nothing may be written to a member, nothing deleted, and every member
+//! object keeps its uid.
 //!
 //! Runs on the harness (1 host + 3 members), or on the clusters of `FEDNS_E2E_KUBECONFIGS`
 //! (host first; members then join through the config file, and write counting and slow lists
@@ -47,7 +48,36 @@ struct Fedns {
 }
 
 impl Fedns {
+    /// Started alone (`--leader-elect=false`).
     fn start(kubeconfig: &std::path::Path, context: &str, config: &std::path::Path) -> Fedns {
+        Self::start_with(kubeconfig, context, config, &["--leader-elect=false"])
+    }
+
+    /// Started as one of several replicas electing a leader with a short Lease.
+    fn start_elected(
+        kubeconfig: &std::path::Path,
+        context: &str,
+        config: &std::path::Path,
+    ) -> Fedns {
+        Self::start_with(
+            kubeconfig,
+            context,
+            config,
+            &[
+                "--leader-elect=true",
+                "--lease-duration=3s",
+                "--lease-renew-deadline=2s",
+                "--lease-retry-period=300ms",
+            ],
+        )
+    }
+
+    fn start_with(
+        kubeconfig: &std::path::Path,
+        context: &str,
+        config: &std::path::Path,
+        election: &[&str],
+    ) -> Fedns {
         let mut child = Command::new(env!("CARGO_BIN_EXE_fedns"))
             .arg("serve")
             .arg("--kubeconfig")
@@ -58,11 +88,11 @@ impl Fedns {
                 "--dns-listen=127.0.0.1:0",
                 "--admin-listen=127.0.0.1:0",
                 "--udp-workers=1",
-                "--leader-elect=false",
                 "--probe-period=200ms",
                 "--probe-timeout=300ms",
                 "--log-format=json",
             ])
+            .args(election)
             .env("RUST_LOG", "info")
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
@@ -119,6 +149,12 @@ impl Fedns {
             .sum::<f64>() as usize
     }
 
+    /// Whether this replica holds the Lease (`fedns_leader 1`).
+    async fn leads(&self) -> bool {
+        let (_, body) = http_get(self.admin, "/metrics").await;
+        body.lines().any(|l| l.trim() == "fedns_leader 1")
+    }
+
     async fn wait_steady(&self, what: &str) {
         let mut last = 0;
         let steady = eventually(STEADY, async || {
@@ -168,6 +204,37 @@ fn template(kind: &str, i: usize) -> Value {
     }
 }
 
+/// No write or delete in any member since the request counts were reset, and no host write
+/// beyond the Lease and the probes' KubeFedCluster conditions (once per process).
+fn assert_nothing_written(clusters: &Clusters, what: &str) {
+    for (i, m) in clusters.members.iter().enumerate() {
+        if let Some(fake) = m.as_fake() {
+            assert_eq!(
+                fake.object_writes(),
+                (0, 0),
+                "{what}: writes and deletes in {}: {:?}",
+                MEMBERS[i].0,
+                fake.request_counts()
+            );
+        }
+    }
+    if let Some(h) = clusters.host.as_fake() {
+        let federated_writes: Vec<_> = h
+            .request_counts()
+            .into_iter()
+            .filter(|((verb, resource), _)| {
+                matches!(verb.as_str(), "create" | "update" | "patch" | "delete")
+                    && !resource.starts_with("kubefedclusters")
+                    && !resource.starts_with("leases")
+            })
+            .collect();
+        assert!(
+            federated_writes.is_empty(),
+            "{what}: host writes {federated_writes:?}"
+        );
+    }
+}
+
 /// Every managed object in every member: (member, kind, namespace/name) → uid.
 async fn member_uids(members: &[kube::Client]) -> BTreeMap<(usize, String, String), String> {
     let mut uids = BTreeMap::new();
@@ -193,7 +260,7 @@ async fn member_uids(members: &[kube::Client]) -> BTreeMap<(usize, String, Strin
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_restarts_with_slow_lists_write_and_delete_nothing_in_members() {
+async fn ten_restarts_and_a_leader_change_with_slow_lists_write_and_delete_nothing_in_members() {
     let names: Vec<&str> = MEMBERS.iter().map(|(n, _)| *n).collect();
     let Some(clusters) = Clusters::start_named("host", &names).await else {
         return;
@@ -331,33 +398,7 @@ async fn ten_restarts_with_slow_lists_write_and_delete_nothing_in_members() {
             if graceful { "SIGTERM" } else { "SIGKILL" }
         );
         fedns.wait_steady(&what).await;
-        for (i, m) in clusters.members.iter().enumerate() {
-            if let Some(fake) = m.as_fake() {
-                let (writes, deletes) = fake.object_writes();
-                assert_eq!(
-                    (writes, deletes),
-                    (0, 0),
-                    "{what}: writes and deletes in {}: {:?}",
-                    MEMBERS[i].0,
-                    fake.request_counts()
-                );
-            }
-        }
-        if let Some(h) = clusters.host.as_fake() {
-            // The probe writes each member's KubeFedCluster conditions once per process.
-            let federated_writes: Vec<_> = h
-                .request_counts()
-                .into_iter()
-                .filter(|((verb, resource), _)| {
-                    matches!(verb.as_str(), "create" | "update" | "patch" | "delete")
-                        && !resource.starts_with("kubefedclusters")
-                })
-                .collect();
-            assert!(
-                federated_writes.is_empty(),
-                "{what}: host writes {federated_writes:?}"
-            );
-        }
+        assert_nothing_written(&clusters, &what);
     }
     assert_eq!(
         member_uids(&members).await,
@@ -365,4 +406,35 @@ async fn ten_restarts_with_slow_lists_write_and_delete_nothing_in_members() {
         "same member objects, same uids"
     );
     fedns.stop(true);
+
+    // A leader change: replica A leads, B stands by; A is killed (its Lease is left to expire)
+    // and B takes over. B's first reconcile of everything writes nothing either.
+    let a = Fedns::start_elected(&kubeconfig, &context, config.path());
+    a.wait_steady("leader A").await;
+    assert!(a.leads().await, "A leads once it propagates");
+    let b = Fedns::start_elected(&kubeconfig, &context, config.path());
+    let standby = eventually(Duration::from_secs(20), async || {
+        http_get(b.admin, "/metrics")
+            .await
+            .1
+            .lines()
+            .any(|l| l.trim() == "fedns_leader 0")
+    })
+    .await;
+    assert!(standby.is_some(), "B stands by while A leads");
+    for c in clusters.all().filter_map(|c| c.as_fake()) {
+        c.reset_requests();
+    }
+    a.stop(false);
+    // The event that could cause writes: B became the leader.
+    let took_over = eventually(Duration::from_secs(30), async || b.leads().await).await;
+    assert!(took_over.is_some(), "B takes the Lease after A is killed");
+    b.wait_steady("after the leader change").await;
+    assert_nothing_written(&clusters, "leader change");
+    assert_eq!(
+        member_uids(&members).await,
+        uids,
+        "same member objects, same uids after the leader change"
+    );
+    b.stop(true);
 }

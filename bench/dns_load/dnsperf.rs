@@ -22,6 +22,8 @@ pub struct Load {
     pub threads: usize,
     /// How long to wait for other processes (builds) to calm down before each run.
     pub quiet_wait: Duration,
+    /// Percent of core 0 (the pinned server's core) burned during every run; 0: none.
+    pub background: u8,
 }
 
 /// Latency percentiles from verbose output, in microseconds.
@@ -52,6 +54,8 @@ pub struct Report {
     pub dnsperf_cpu_seconds: f64,
     /// Cores used by everything else on the machine during the run (noise; should be ≈ 0).
     pub other_cpu_cores: f64,
+    /// Cores used by the `--background` burner during the run.
+    pub background_cpu_cores: f64,
 }
 
 /// Runs dnsperf against `server` (process group led by `server_pid`) for `load.seconds` (plus a
@@ -97,6 +101,22 @@ pub fn run(
         .collect::<Vec<_>>()
         .join(" ");
     procs::wait_for_quiet(Some(server_pid), 0.10, load.quiet_wait);
+    let burner = match load.background {
+        0 => None,
+        percent => {
+            let exe = std::env::current_exe().context("locating the benchmark executable")?;
+            let mut command = procs::pinned(&exe, Cpus::Core(0));
+            command
+                .arg("--bench")
+                .arg("--burn")
+                .arg(percent.to_string());
+            let log = output.with_extension("burner.log");
+            Some(Supervised::spawn("background burner", command, &log)?)
+        }
+    };
+    let burner_before = burner
+        .as_ref()
+        .map_or(0.0, |b| procs::group_cpu_seconds(b.pid()));
     let server_before = procs::group_cpu_seconds(server_pid);
     let dnsperf_before = procs::children_cpu_seconds();
     let busy_before = procs::machine_busy_seconds();
@@ -108,6 +128,10 @@ pub fn run(
     let server_cpu_seconds = procs::group_cpu_seconds(server_pid) - server_before;
     let dnsperf_cpu_seconds = procs::children_cpu_seconds() - dnsperf_before;
     let busy = procs::machine_busy_seconds() - busy_before;
+    let background_cpu_seconds = burner
+        .as_ref()
+        .map_or(0.0, |b| procs::group_cpu_seconds(b.pid()) - burner_before);
+    drop(burner);
     if !status.success() {
         bail!(
             "dnsperf failed ({status}); end of {}:\n{}",
@@ -131,7 +155,10 @@ pub fn run(
     report.command = line;
     report.server_cpu_seconds = server_cpu_seconds;
     report.dnsperf_cpu_seconds = dnsperf_cpu_seconds;
-    report.other_cpu_cores = ((busy - server_cpu_seconds - dnsperf_cpu_seconds) / wall).max(0.0);
+    report.other_cpu_cores =
+        ((busy - server_cpu_seconds - dnsperf_cpu_seconds - background_cpu_seconds) / wall)
+            .max(0.0);
+    report.background_cpu_cores = background_cpu_seconds / wall;
     Ok(report)
 }
 
@@ -220,5 +247,6 @@ fn parse(output: &Path, verbose: bool) -> Result<Report> {
         server_cpu_seconds: 0.0,
         dnsperf_cpu_seconds: 0.0,
         other_cpu_cores: 0.0,
+        background_cpu_cores: 0.0,
     })
 }

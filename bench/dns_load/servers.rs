@@ -20,6 +20,8 @@ pub enum Kind {
     Fedns,
     Knot,
     Nsd,
+    /// fedns's UDP workers answering a fixed reply: the transport's own cost.
+    Null,
 }
 
 impl Kind {
@@ -28,6 +30,7 @@ impl Kind {
             Kind::Fedns => "fedns",
             Kind::Knot => "knot",
             Kind::Nsd => "nsd",
+            Kind::Null => "null",
         }
     }
 
@@ -36,7 +39,8 @@ impl Kind {
             "fedns" => Ok(Kind::Fedns),
             "knot" | "knotd" => Ok(Kind::Knot),
             "nsd" => Ok(Kind::Nsd),
-            other => bail!("unknown server `{other}` (expected fedns, knot or nsd)"),
+            "null" => Ok(Kind::Null),
+            other => bail!("unknown server `{other}` (expected fedns, knot, nsd or null)"),
         }
     }
 }
@@ -245,6 +249,22 @@ pub fn start_nsd(zone_file: &Path, launch: &Launch) -> Result<Running> {
     let mut command = procs::pinned(&nsd, launch.cpus);
     command.arg("-d").arg("-c").arg(&conf);
     start_peer(Kind::Nsd, command, port, launch)
+}
+
+/// Starts the null responder (this benchmark's own executable, `--serve-null`) and waits until it
+/// answers.
+pub fn start_null(launch: &Launch) -> Result<Running> {
+    fresh_dir(launch.work_dir)?;
+    let port = free_port()?;
+    let exe = std::env::current_exe().context("locating the benchmark executable")?;
+    let mut command = procs::pinned(&exe, launch.cpus);
+    command
+        .arg("--bench")
+        .arg("--serve-null")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--null-workers")
+        .arg(launch.workers.to_string());
+    start_peer(Kind::Null, command, port, launch)
 }
 
 fn start_peer(kind: Kind, command: Command, port: u16, launch: &Launch) -> Result<Running> {

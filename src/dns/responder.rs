@@ -225,7 +225,9 @@ fn answer_query(
     }
     let mut key_buf = [0u8; wire::MAX_NAME_WIRE];
     let key = wire::lowercase_into(query.qname, &mut key_buf);
-    let zones = store.zones();
+    // One snapshot for the whole answer: a flush is seen whole or not at all.
+    let snap = store.snapshot();
+    let zones = snap.zones();
     if query.qtype == rtype::AXFR && transport == Transport::Udp {
         // A zone transfer needs TCP (as NSD and Knot answer it).
         return finish(out, false, rcode::NOTIMP as u16, [0, 0]);
@@ -275,8 +277,9 @@ fn answer_query(
             Some((store::Break::Cut, cut_len)) => {
                 let cut_at = name_at + name_len - cut_len;
                 let cut = &key[key.len() - cut_len..];
-                let (ns, extra) = store
-                    .with_entry(cut, |entry| append_referral(entry, cut_at as u16, out))
+                let (ns, extra) = snap
+                    .get(cut)
+                    .map(|entry| append_referral(entry, cut_at as u16, out))
                     .unwrap_or((0, 0));
                 let mut answered = finish_local(
                     out,
@@ -292,11 +295,9 @@ fn answer_query(
             Some((store::Break::Dname, owner_len)) => {
                 let (prefix, owner) = key.split_at(key.len() - owner_len);
                 let owner_at = name_at + name_len - owner_len;
-                let synthesized = store
-                    .with_entry(owner, |entry| {
-                        synthesize_from_dname(entry, name_at, prefix, owner_at, out)
-                    })
-                    .flatten();
+                let synthesized = snap
+                    .get(owner)
+                    .and_then(|entry| synthesize_from_dname(entry, name_at, prefix, owner_at, out));
                 match synthesized {
                     Some(Ok(target_at)) => {
                         answers += 2;
@@ -319,15 +320,15 @@ fn answer_query(
             }
             None => {}
         }
-        let mut step = store.with_entry(key, |entry| {
+        let mut step = snap.get(key).map(|entry| {
             let entry = localize(entry, query, client, limits, &local);
-            append_for_type(entry, query.qtype, name_at as u16, out, &zones, key)
+            append_for_type(entry, query.qtype, name_at as u16, out, zones, key)
         });
         if step.is_none() && zone.shape.wildcards {
             // RFC 4592: the wildcard child of the closest encloser answers, owner rewritten.
-            if let Some(source) = wildcard_source(store, key, zone.key().len(), &mut wild_buf) {
-                step = store.with_entry(source, |entry| {
-                    append_for_type(entry, query.qtype, name_at as u16, out, &zones, source)
+            if let Some(source) = wildcard_source(&snap, key, zone.key().len(), &mut wild_buf) {
+                step = snap.get(source).map(|entry| {
+                    append_for_type(entry, query.qtype, name_at as u16, out, zones, source)
                 });
             }
         }
@@ -428,7 +429,7 @@ fn find_break(zone: &store::Zone, key: &[u8], qtype: u16) -> Option<(store::Brea
 /// The key of the wildcard that covers the missing name `key` (RFC 4592 section 3.3.1): `*.`
 /// the closest encloser, when that exists.
 fn wildcard_source<'b>(
-    store: &RecordStore,
+    store: &store::Snapshot,
     key: &[u8],
     apex_len: usize,
     buf: &'b mut [u8; wire::MAX_NAME_WIRE],

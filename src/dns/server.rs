@@ -43,6 +43,24 @@ impl UdpWorkers {
         metrics: &Metrics,
         xfr: Option<Arc<Transfers>>,
     ) -> io::Result<Self> {
+        let epoch = Instant::now();
+        Self::start_with(addr, workers, |_| FednsAnswerer {
+            store: store.clone(),
+            limits: limits.clone(),
+            limiter: RateLimiter::new(rrl.clone()),
+            metrics: metrics.worker(Transport::Udp),
+            xfr: xfr.clone(),
+            epoch,
+        })
+    }
+
+    /// [`UdpWorkers::start`] with any [`Answerer`]: the same sockets and batching around other
+    /// answers (the benchmark's null responder measures the transport alone with it).
+    pub fn start_with<A: Answerer>(
+        addr: SocketAddr,
+        workers: usize,
+        mut answerer: impl FnMut(usize) -> A,
+    ) -> io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let first = bind_udp(addr)?;
         let local_addr = first.local_addr()?;
@@ -54,15 +72,11 @@ impl UdpWorkers {
             .into_iter()
             .enumerate()
             .map(|(i, socket)| {
-                let store = store.clone();
                 let stop = stop.clone();
-                let limits = limits.clone();
-                let limiter = RateLimiter::new(rrl.clone());
-                let metrics = metrics.worker(Transport::Udp);
-                let xfr = xfr.clone();
+                let answerer = answerer(i);
                 std::thread::Builder::new()
                     .name(format!("fedns-udp-{i}"))
-                    .spawn(move || udp_loop(socket, store, limits, limiter, metrics, stop, xfr))
+                    .spawn(move || udp_loop(socket, answerer, stop))
             })
             .collect::<io::Result<Vec<_>>>()?;
         Ok(Self {
@@ -78,6 +92,63 @@ impl UdpWorkers {
         for t in self.threads {
             let _ = t.join();
         }
+    }
+}
+
+/// What a UDP worker does with each datagram it reads.
+pub trait Answerer: Send + 'static {
+    /// Writes the reply to `packet` (from `client`) in `out`; `false` sends nothing.
+    fn answer(&mut self, packet: &[u8], client: Option<IpAddr>, out: &mut Vec<u8>) -> bool;
+    /// Called when the socket has been idle for a while.
+    fn idle(&mut self) {}
+}
+
+/// The fedns answer path of one worker: the store, rate limiting, transfers' TSIG, metrics.
+struct FednsAnswerer {
+    store: Arc<RecordStore>,
+    limits: Limits,
+    limiter: RateLimiter,
+    metrics: crate::metrics::WorkerMetrics,
+    xfr: Option<Arc<Transfers>>,
+    epoch: Instant,
+}
+
+impl Answerer for FednsAnswerer {
+    #[inline]
+    fn answer(&mut self, packet: &[u8], client: Option<IpAddr>, out: &mut Vec<u8>) -> bool {
+        let started = Instant::now();
+        let answered = responder::respond_from(
+            packet,
+            &self.store,
+            Transport::Udp,
+            &self.limits,
+            client,
+            out,
+        );
+        if let (Some(a), Some(x)) = (&answered, &self.xfr)
+            && a.transfer
+        {
+            x.finish_signed(packet, out, true);
+        }
+        let answered = match client {
+            Some(client) => rate_limit(
+                answered,
+                client,
+                out,
+                &mut self.limiter,
+                self.epoch,
+                started,
+                &mut self.metrics,
+            ),
+            None => answered,
+        };
+        let send = answered.is_some();
+        self.metrics.observe(packet, answered, started.elapsed());
+        send
+    }
+
+    fn idle(&mut self) {
+        self.metrics.flush();
     }
 }
 
@@ -101,15 +172,7 @@ const BATCH: usize = 32;
 
 /// Answers datagrams in batches: one `recvmmsg` and one `sendmmsg` per batch of queries.
 #[cfg(target_os = "linux")]
-fn udp_loop(
-    socket: UdpSocket,
-    store: Arc<RecordStore>,
-    limits: Limits,
-    mut limiter: RateLimiter,
-    mut metrics: crate::metrics::WorkerMetrics,
-    stop: Arc<AtomicBool>,
-    xfr: Option<Arc<Transfers>>,
-) {
+fn udp_loop(socket: UdpSocket, mut answerer: impl Answerer, stop: Arc<AtomicBool>) {
     use nix::errno::Errno;
     use nix::sys::socket::{
         ControlMessage, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg,
@@ -147,7 +210,6 @@ fn udp_loop(
         [(0, None, Destination::Bound); BATCH];
     let mut replies: [Option<SockaddrStorage>; BATCH] = [None; BATCH];
     let mut sources: [Destination; BATCH] = [Destination::Bound; BATCH];
-    let epoch = Instant::now();
 
     while !stop.load(Ordering::Relaxed) {
         let count = {
@@ -191,7 +253,7 @@ fn udp_loop(
                     n
                 }
                 Err(Errno::EAGAIN | Errno::EINTR) => {
-                    metrics.flush();
+                    answerer.idle();
                     continue;
                 }
                 Err(e) => {
@@ -203,36 +265,8 @@ fn udp_loop(
         let mut answers = 0;
         for i in 0..count {
             let (len, peer, destination) = received[i];
-            let started = Instant::now();
             let client = peer.as_ref().and_then(ip_of);
-            let answered = responder::respond_from(
-                &packets[i][..len],
-                &store,
-                Transport::Udp,
-                &limits,
-                client,
-                &mut outs[answers],
-            );
-            if let (Some(a), Some(x)) = (&answered, &xfr)
-                && a.transfer
-            {
-                x.finish_signed(&packets[i][..len], &mut outs[answers], true);
-            }
-            let Some(client) = client else {
-                metrics.observe(&packets[i][..len], answered, started.elapsed());
-                continue;
-            };
-            let answered = rate_limit(
-                answered,
-                client,
-                &mut outs[answers],
-                &mut limiter,
-                epoch,
-                started,
-                &mut metrics,
-            );
-            metrics.observe(&packets[i][..len], answered, started.elapsed());
-            if answered.is_some() {
+            if answerer.answer(&packets[i][..len], client, &mut outs[answers]) && client.is_some() {
                 replies[answers] = peer;
                 sources[answers] = destination;
                 answers += 1;
@@ -355,16 +389,7 @@ impl PartialEq for Destination {
 
 /// Answers one datagram per `recv_from`/`send_to` where batching is not available.
 #[cfg(not(target_os = "linux"))]
-fn udp_loop(
-    socket: UdpSocket,
-    store: Arc<RecordStore>,
-    limits: Limits,
-    mut limiter: RateLimiter,
-    mut metrics: crate::metrics::WorkerMetrics,
-    stop: Arc<AtomicBool>,
-    xfr: Option<Arc<Transfers>>,
-) {
-    let epoch = Instant::now();
+fn udp_loop(socket: UdpSocket, mut answerer: impl Answerer, stop: Arc<AtomicBool>) {
     let mut packet = [0u8; 4096];
     let mut out = Vec::with_capacity(64 * 1024);
     while !stop.load(Ordering::Relaxed) {
@@ -376,7 +401,7 @@ fn udp_loop(
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
-                metrics.flush();
+                answerer.idle();
                 continue;
             }
             Err(e) => {
@@ -384,35 +409,11 @@ fn udp_loop(
                 continue;
             }
         };
-        let started = Instant::now();
-        let answered = responder::respond_from(
-            &packet[..len],
-            &store,
-            Transport::Udp,
-            &limits,
-            Some(peer.ip()),
-            &mut out,
-        );
-        if let (Some(a), Some(x)) = (&answered, &xfr)
-            && a.transfer
-        {
-            x.finish_signed(&packet[..len], &mut out, true);
-        }
-        let answered = rate_limit(
-            answered,
-            peer.ip(),
-            &mut out,
-            &mut limiter,
-            epoch,
-            started,
-            &mut metrics,
-        );
-        if answered.is_some()
+        if answerer.answer(&packet[..len], Some(peer.ip()), &mut out)
             && let Err(e) = socket.send_to(&out, peer)
         {
             tracing::debug!(error = %e, %peer, "udp send failed");
         }
-        metrics.observe(&packet[..len], answered, started.elapsed());
     }
 }
 

@@ -1,14 +1,22 @@
 //! The record store: every served name, keyed by its lowercase wire form, holding pre-rendered
 //! resource-record sets, plus the table of served zones (apex, SOA, serial). One writer (the
-//! [`crate::federation::engine`]) updates it; any number of answer workers read it concurrently.
+//! [`crate::federation::engine`]) stages changes and publishes them once per flush as an immutable
+//! [`Snapshot`]; any number of answer workers read the latest snapshot concurrently.
+//!
+//! Why a snapshot and not a concurrent map: a read of a concurrent map takes a shard lock, a write
+//! to a cache line every reader shares, so answer workers on many cores slow each other down. A
+//! snapshot is read-only once published: a lookup writes nothing shared (taking the snapshot writes
+//! only the reading thread's own `arc-swap` slot), and a flush is seen whole or not at all. The
+//! snapshot is cut into [`SHARDS`] shards, each one allocation of packed entries, so a flush copies
+//! only the shards it touches and a name costs a few bytes of index instead of two heap blocks.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
-use dashmap::DashMap;
 use hickory_proto::rr::Name;
 use rustc_hash::FxBuildHasher;
 
@@ -203,16 +211,31 @@ impl Zone {
     }
 }
 
-/// The served zones, longest apex first.
+/// The served zones, longest apex first, found by hashed suffix.
 #[derive(Debug, Default)]
 pub struct ZoneTable {
     zones: Vec<Arc<Zone>>,
+    by_key: HashMap<Box<[u8]>, usize, FxBuildHasher>,
+    /// Bit `n` set when some apex key is `n` bytes long: only suffixes of such a length are
+    /// hashed and looked up.
+    lengths: [u64; 4],
 }
 
 impl ZoneTable {
     pub fn new(mut zones: Vec<Arc<Zone>>) -> Self {
         zones.sort_by(|a, b| b.key.len().cmp(&a.key.len()).then(a.key.cmp(&b.key)));
-        Self { zones }
+        let mut lengths = [0u64; 4];
+        let mut by_key = HashMap::with_capacity_and_hasher(zones.len(), FxBuildHasher);
+        for (i, zone) in zones.iter().enumerate() {
+            let len = zone.key.len().min(255);
+            lengths[len / 64] |= 1 << (len % 64);
+            by_key.insert(zone.key.clone(), i);
+        }
+        Self {
+            zones,
+            by_key,
+            lengths,
+        }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Zone>> {
@@ -220,13 +243,17 @@ impl ZoneTable {
     }
 
     /// The zone that holds `key` (lowercase wire name): the longest apex that is a suffix at a
-    /// label boundary.
+    /// label boundary. One hash lookup per suffix whose length some apex has.
+    #[inline]
     pub fn find(&self, key: &[u8]) -> Option<&Arc<Zone>> {
         let mut at = 0;
         while at < key.len() {
             let suffix = &key[at..];
-            if let Some(zone) = self.zones.iter().find(|z| *z.key == *suffix) {
-                return Some(zone);
+            let len = suffix.len().min(255);
+            if self.lengths[len / 64] & (1 << (len % 64)) != 0
+                && let Some(&i) = self.by_key.get(suffix)
+            {
+                return self.zones.get(i);
             }
             at += 1 + key[at] as usize;
         }
@@ -235,7 +262,7 @@ impl ZoneTable {
 
     pub fn by_apex(&self, apex: &Name) -> Option<&Arc<Zone>> {
         let key = crate::federation::naming::wire_key(apex);
-        self.zones.iter().find(|z| z.key == key)
+        self.by_key.get(&key).and_then(|&i| self.zones.get(i))
     }
 }
 
@@ -351,11 +378,215 @@ pub fn sets(entry: &[u8]) -> impl Iterator<Item = SetView<'_>> {
     })
 }
 
-/// All served names and zones.
+/// Staged changes: key → new entry, or `None` for a removal.
+type Changes = HashMap<Box<[u8]>, Option<Box<[u8]>>, FxBuildHasher>;
+
+/// One change on its way into a shard: low hash, key, new entry (`None`: removed).
+type ShardChange<'a> = (u32, &'a [u8], Option<&'a [u8]>);
+
+/// Number of shards of a [`Snapshot`] (a power of two). At 260,000 names a shard holds ~64.
+pub const SHARDS: usize = 4096;
+
+/// Hash of a store key: the shard is picked by the high bits, the low 32 bits order the entries
+/// inside it. Keys come from trusted objects; the wire only looks names up.
+#[inline]
+fn key_hash(key: &[u8]) -> u64 {
+    FxBuildHasher.hash_one(key)
+}
+
+#[inline]
+fn shard_of(hash: u64) -> usize {
+    (hash >> (64 - SHARDS.trailing_zeros())) as usize
+}
+
+/// A shard: entries packed in one buffer (`key length u8 | key | entry length u32 LE | entry`),
+/// and an index of `(low hash, offset)` sorted by hash, then key.
+#[derive(Debug, Default)]
+struct Shard {
+    index: Box<[(u32, u32)]>,
+    data: Box<[u8]>,
+}
+
+impl Shard {
+    /// Key and entry of the record at `at`.
+    #[inline]
+    fn record(&self, at: u32) -> (&[u8], &[u8]) {
+        let at = at as usize;
+        let key_len = self.data[at] as usize;
+        let key = &self.data[at + 1..at + 1 + key_len];
+        let len_at = at + 1 + key_len;
+        let mut len = [0u8; 4];
+        len.copy_from_slice(&self.data[len_at..len_at + 4]);
+        let entry_at = len_at + 4;
+        let entry = &self.data[entry_at..entry_at + u32::from_le_bytes(len) as usize];
+        (key, entry)
+    }
+
+    #[inline]
+    fn get(&self, hash: u32, key: &[u8]) -> Option<&[u8]> {
+        let mut i = self.index.partition_point(|&(h, _)| h < hash);
+        while let Some(&(h, at)) = self.index.get(i) {
+            if h != hash {
+                break;
+            }
+            let (k, entry) = self.record(at);
+            if k == key {
+                return Some(entry);
+            }
+            i += 1;
+        }
+        None
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (u32, &[u8], &[u8])> {
+        self.index.iter().map(|&(h, at)| {
+            let (k, e) = self.record(at);
+            (h, k, e)
+        })
+    }
+
+    /// This shard with `changes` (sorted by low hash, then key; `None` removes) applied.
+    fn with_changes(&self, changes: &[ShardChange<'_>]) -> Shard {
+        let mut kept: Vec<(u32, &[u8], &[u8])> =
+            Vec::with_capacity(self.index.len() + changes.len());
+        let mut old = self.iter().peekable();
+        for (hash, key, entry) in changes {
+            while let Some(&(h, k, e)) = old.peek() {
+                if (h, k) >= (*hash, *key) {
+                    break;
+                }
+                kept.push((h, k, e));
+                old.next();
+            }
+            if old.peek().is_some_and(|&(h, k, _)| (h, k) == (*hash, *key)) {
+                old.next();
+            }
+            if let Some(entry) = entry {
+                kept.push((*hash, key, entry));
+            }
+        }
+        kept.extend(old);
+        let size: usize = kept.iter().map(|(_, k, e)| 5 + k.len() + e.len()).sum();
+        let mut index = Vec::with_capacity(kept.len());
+        let mut data = Vec::with_capacity(size);
+        for (hash, key, entry) in kept {
+            index.push((hash, data.len() as u32));
+            data.push(key.len() as u8);
+            data.extend_from_slice(key);
+            data.extend_from_slice(&(entry.len() as u32).to_le_bytes());
+            data.extend_from_slice(entry);
+        }
+        Shard {
+            index: index.into_boxed_slice(),
+            data: data.into_boxed_slice(),
+        }
+    }
+}
+
+/// Every served name and zone as of one flush; never changes once published.
+#[derive(Debug)]
+pub struct Snapshot {
+    zones: Arc<ZoneTable>,
+    shards: Box<[Arc<Shard>]>,
+    len: usize,
+}
+
+impl Default for Snapshot {
+    fn default() -> Self {
+        let empty = Arc::new(Shard::default());
+        Self {
+            zones: Arc::default(),
+            shards: vec![empty; SHARDS].into_boxed_slice(),
+            len: 0,
+        }
+    }
+}
+
+impl Snapshot {
+    #[inline]
+    pub fn zones(&self) -> &ZoneTable {
+        &self.zones
+    }
+
+    /// The entry of `key` (lowercase wire name), if the name exists.
+    #[inline]
+    pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
+        let hash = key_hash(key);
+        self.shards[shard_of(hash)].get(hash as u32, key)
+    }
+
+    #[inline]
+    pub fn contains(&self, key: &[u8]) -> bool {
+        self.get(key).is_some()
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Calls `f` with every name and entry (for zone transfers and digests).
+    pub fn for_each(&self, mut f: impl FnMut(&[u8], &[u8])) {
+        for shard in self.shards.iter() {
+            for (_, key, entry) in shard.iter() {
+                f(key, entry);
+            }
+        }
+    }
+
+    /// A new snapshot with `changes` applied; untouched shards are shared with this one.
+    fn with_changes(&self, zones: Option<Arc<ZoneTable>>, changes: Changes) -> Snapshot {
+        let mut changes: Vec<(u64, Box<[u8]>, _)> = changes
+            .into_iter()
+            .map(|(key, entry)| (key_hash(&key), key, entry))
+            .collect();
+        changes.sort_unstable_by(|a, b| {
+            (shard_of(a.0), a.0 as u32, &a.1).cmp(&(shard_of(b.0), b.0 as u32, &b.1))
+        });
+        let mut shards = self.shards.clone();
+        let mut len = self.len;
+        let mut rest = &changes[..];
+        let mut group: Vec<ShardChange<'_>> = Vec::new();
+        while let Some(first) = rest.first() {
+            let shard = shard_of(first.0);
+            let n = rest.partition_point(|c| shard_of(c.0) == shard);
+            group.clear();
+            group.extend(
+                rest[..n]
+                    .iter()
+                    .map(|(h, k, e)| (*h as u32, &k[..], e.as_deref())),
+            );
+            let before = shards[shard].index.len();
+            let next = shards[shard].with_changes(&group);
+            len = len - before + next.index.len();
+            shards[shard] = Arc::new(next);
+            rest = &rest[n..];
+        }
+        Snapshot {
+            zones: zones.unwrap_or_else(|| self.zones.clone()),
+            shards,
+            len,
+        }
+    }
+}
+
+/// What the writer has changed since the last [`RecordStore::commit`].
+#[derive(Debug, Default)]
+struct Staged {
+    zones: Option<Arc<ZoneTable>>,
+    changes: Changes,
+}
+
+/// All served names and zones: the published [`Snapshot`] that answers read, and the changes
+/// the single writer has staged for the next one.
 #[derive(Debug)]
 pub struct RecordStore {
-    names: DashMap<Box<[u8]>, Box<[u8]>, FxBuildHasher>,
-    zones: ArcSwap<ZoneTable>,
+    published: ArcSwap<Snapshot>,
+    /// Touched by the writer (and the admin side) only, never by the answer path.
+    staged: Mutex<Staged>,
     synced: AtomicBool,
 }
 
@@ -368,61 +599,93 @@ impl Default for RecordStore {
 impl RecordStore {
     pub fn new() -> Self {
         Self {
-            names: DashMap::with_hasher(FxBuildHasher),
-            zones: ArcSwap::from_pointee(ZoneTable::default()),
+            published: ArcSwap::from_pointee(Snapshot::default()),
+            staged: Mutex::default(),
             synced: AtomicBool::new(false),
         }
     }
 
-    /// Calls `f` with every name and entry; for zone transfers and digests, never the answer
-    /// path (it read-locks each shard of the map in turn).
-    pub fn for_each(&self, mut f: impl FnMut(&[u8], &[u8])) {
-        for item in self.names.iter() {
-            f(item.key(), item.value());
+    /// The latest published snapshot: the answer path's only access to the store.
+    #[inline]
+    pub fn snapshot(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.published.load()
+    }
+
+    fn staged(&self) -> MutexGuard<'_, Staged> {
+        self.staged.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Calls `f` with every published name and entry; for zone transfers and digests.
+    pub fn for_each(&self, f: impl FnMut(&[u8], &[u8])) {
+        self.snapshot().for_each(f);
+    }
+
+    /// Calls `f` with the entry of `key` as the writer sees it (its staged change, else the
+    /// published entry), without copying it.
+    pub fn with_entry<R>(&self, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        let staged = self.staged();
+        match staged.changes.get(key) {
+            Some(change) => change.as_deref().map(f),
+            None => self.snapshot().get(key).map(f),
         }
     }
 
-    /// Calls `f` with the entry of `key`, if any, without copying it.
-    #[inline]
-    pub fn with_entry<R>(&self, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> Option<R> {
-        self.names.get(key).map(|e| f(e.value()))
-    }
-
     pub fn contains(&self, key: &[u8]) -> bool {
-        self.names.contains_key(key)
+        self.with_entry(key, |_| ()).is_some()
     }
 
+    /// Stages `entry` for `key`; answers see it from the next [`RecordStore::commit`].
     pub fn insert(&self, key: Box<[u8]>, entry: Box<[u8]>) {
-        self.names.insert(key, entry);
+        self.staged().changes.insert(key, Some(entry));
     }
 
+    /// Stages the removal of `key`.
     pub fn remove(&self, key: &[u8]) {
-        self.names.remove(key);
+        self.staged().changes.insert(key.into(), None);
     }
 
+    /// Names published.
     pub fn len(&self) -> usize {
-        self.names.len()
+        self.snapshot().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
+        self.len() == 0
     }
 
-    /// The zone table as of now; cheap, lock-free.
-    #[inline]
-    pub fn zones(&self) -> arc_swap::Guard<Arc<ZoneTable>> {
-        self.zones.load()
+    /// The zone table as the writer sees it (staged, else published).
+    pub fn zones(&self) -> Arc<ZoneTable> {
+        let staged = self.staged();
+        match &staged.zones {
+            Some(table) => table.clone(),
+            None => self.snapshot().zones.clone(),
+        }
     }
 
+    /// Stages a new zone table, published with the names of the same flush.
     pub fn set_zones(&self, table: ZoneTable) {
-        self.zones.store(Arc::new(table));
+        self.staged().zones = Some(Arc::new(table));
+    }
+
+    /// Publishes everything staged as one new snapshot: answers see a flush whole or not at all.
+    pub fn commit(&self) {
+        let mut staged = self.staged();
+        if staged.zones.is_none() && staged.changes.is_empty() {
+            return;
+        }
+        let zones = staged.zones.take();
+        let changes = std::mem::take(&mut staged.changes);
+        let next = self.snapshot().with_changes(zones, changes);
+        self.published.store(Arc::new(next));
     }
 
     pub fn is_synced(&self) -> bool {
         self.synced.load(Ordering::Acquire)
     }
 
+    /// Publishes what is staged, then marks the store synced (answers stop being SERVFAIL).
     pub fn mark_synced(&self) {
+        self.commit();
         self.synced.store(true, Ordering::Release);
     }
 }
@@ -476,6 +739,153 @@ mod tests {
         let entry = b.finish();
         let kinds: Vec<_> = sets(&entry).map(|s| (s.rtype, s.count)).collect();
         assert_eq!(kinds, [(rtype::A, 1), (rtype::AAAA, 1)]);
+    }
+
+    fn key(i: usize) -> Box<[u8]> {
+        crate::federation::naming::wire_key(
+            &parse_dotted("n", &format!("s{i}.example.com")).unwrap(),
+        )
+    }
+
+    #[test]
+    fn staged_changes_are_answered_only_after_the_commit() {
+        let store = RecordStore::new();
+        store.insert(key(1), Box::from(&b"one"[..]));
+        assert!(
+            store.snapshot().get(&key(1)).is_none(),
+            "staged, not published"
+        );
+        assert_eq!(
+            store.with_entry(&key(1), |e| e.to_vec()).unwrap(),
+            b"one",
+            "the writer sees it"
+        );
+        store.commit();
+        assert_eq!(store.snapshot().get(&key(1)).unwrap(), b"one");
+        store.remove(&key(1));
+        assert!(store.snapshot().get(&key(1)).is_some(), "removal staged");
+        assert!(!store.contains(&key(1)));
+        store.commit();
+        assert!(store.snapshot().get(&key(1)).is_none());
+        assert_eq!(store.len(), 0);
+    }
+
+    #[test]
+    fn a_snapshot_taken_before_a_commit_keeps_its_content() {
+        let store = RecordStore::new();
+        store.insert(key(1), Box::from(&b"old"[..]));
+        store.commit();
+        let before = store.snapshot();
+        store.insert(key(1), Box::from(&b"new"[..]));
+        store.insert(key(2), Box::default());
+        store.commit();
+        assert_eq!(before.get(&key(1)).unwrap(), b"old");
+        assert!(before.get(&key(2)).is_none());
+        assert_eq!(store.snapshot().get(&key(1)).unwrap(), b"new");
+        assert_eq!(
+            store.snapshot().get(&key(2)).unwrap(),
+            b"",
+            "empty non-terminal"
+        );
+    }
+
+    #[test]
+    fn a_commit_copies_only_the_shards_it_touches() {
+        let store = RecordStore::new();
+        for i in 0..10_000 {
+            store.insert(key(i), Box::from(format!("v{i}").as_bytes()));
+        }
+        store.commit();
+        let before = store.snapshot();
+        store.insert(key(7), Box::from(&b"changed"[..]));
+        store.commit();
+        let after = store.snapshot();
+        let shared = (0..SHARDS)
+            .filter(|&i| Arc::ptr_eq(&before.shards[i], &after.shards[i]))
+            .count();
+        assert_eq!(shared, SHARDS - 1);
+        assert_eq!(after.len(), 10_000);
+    }
+
+    #[test]
+    fn zones_staged_with_names_are_published_together() {
+        let store = RecordStore::new();
+        store.set_zones(ZoneTable::new(vec![zone("example.com")]));
+        store.insert(key(1), Box::default());
+        assert!(store.snapshot().zones().iter().next().is_none());
+        assert_eq!(
+            store.zones().iter().count(),
+            1,
+            "the writer sees its staged table"
+        );
+        store.commit();
+        assert_eq!(store.snapshot().zones().iter().count(), 1);
+        assert!(store.snapshot().contains(&key(1)));
+    }
+
+    proptest::proptest! {
+        /// Any sequence of inserts, removals and commits leaves the published snapshot equal to
+        /// a plain map that applied the same changes.
+        #[test]
+        fn snapshots_match_a_plain_map(
+            batches in proptest::collection::vec(
+                proptest::collection::vec((0usize..300, proptest::option::of(0u8..4)), 0..80),
+                1..12,
+            )
+        ) {
+            let store = RecordStore::new();
+            let mut model = std::collections::BTreeMap::new();
+            for batch in batches {
+                for (i, value) in batch {
+                    match value {
+                        Some(v) => {
+                            let entry: Box<[u8]> = vec![v; v as usize].into();
+                            store.insert(key(i), entry.clone());
+                            model.insert(key(i), entry);
+                        }
+                        None => {
+                            store.remove(&key(i));
+                            model.remove(&key(i));
+                        }
+                    }
+                }
+                store.commit();
+                let snap = store.snapshot();
+                proptest::prop_assert_eq!(snap.len(), model.len());
+                for i in 0..300 {
+                    proptest::prop_assert_eq!(snap.get(&key(i)), model.get(&key(i)).map(|e| &e[..]));
+                }
+                let mut walked = std::collections::BTreeMap::new();
+                snap.for_each(|k, e| {
+                    walked.insert(Box::<[u8]>::from(k), Box::<[u8]>::from(e));
+                });
+                proptest::prop_assert_eq!(&walked, &model);
+            }
+        }
+    }
+
+    #[test]
+    fn zone_lookup_by_apex_and_by_name_agree() {
+        let table = ZoneTable::new(vec![
+            zone("example.com"),
+            zone("a.b.example.com"),
+            zone("org"),
+        ]);
+        for (name, apex) in [
+            ("x.a.b.example.com", Some("a.b.example.com.")),
+            ("b.example.com", Some("example.com.")),
+            ("example.org", Some("org.")),
+            ("example.net", None),
+        ] {
+            let key = crate::federation::naming::wire_key(&parse_dotted("n", name).unwrap());
+            assert_eq!(
+                table.find(&key).map(|z| z.apex.to_ascii()).as_deref(),
+                apex,
+                "{name}"
+            );
+        }
+        let apex = parse_dotted("n", "a.b.example.com").unwrap();
+        assert_eq!(table.by_apex(&apex).unwrap().apex, apex);
     }
 
     #[test]

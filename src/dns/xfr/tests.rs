@@ -103,6 +103,7 @@ fn soa_serial(r: &hickory_proto::rr::Record) -> Option<u32> {
 fn nobody_may_transfer_by_default() {
     let (store, zone) = store(3);
     let t = transfers(&[]);
+    store.commit();
     t.commit(&store, &[zone]);
     let out = t
         .answer_transfer(&query(RecordType::AXFR, None), LOCAL)
@@ -116,6 +117,7 @@ fn nobody_may_transfer_by_default() {
     );
     // Another network than the allowed one: refused too.
     let t = transfers(&[("192.0.2.0/24", None)]);
+    store.commit();
     t.commit(&store, &[store.zones().iter().next().unwrap().clone()]);
     let m = parse(
         &t.answer_transfer(&query(RecordType::AXFR, None), LOCAL)
@@ -128,6 +130,7 @@ fn nobody_may_transfer_by_default() {
 fn axfr_sends_soa_first_and_last_and_every_record_in_messages_under_64k() {
     let (store, zone) = store(6000);
     let t = transfers(&[("127.0.0.0/8", None)]);
+    store.commit();
     t.commit(&store, &[zone]);
     let out = t
         .answer_transfer(&query(RecordType::AXFR, None), LOCAL)
@@ -154,6 +157,7 @@ fn axfr_sends_soa_first_and_last_and_every_record_in_messages_under_64k() {
 fn a_key_bound_rule_needs_the_key_and_a_bad_signature_is_notauth() {
     let (store, zone) = store(3);
     let t = transfers(&[("127.0.0.0/8", Some("xfr"))]);
+    store.commit();
     t.commit(&store, &[zone]);
     // No key: refused.
     let m = parse(
@@ -211,6 +215,7 @@ fn ixfr_sends_only_the_changed_sets_and_falls_back_to_the_whole_zone() {
             .rrset(rtype::TXT, 60, [&b"\x02hi"[..]])
             .finish(),
     );
+    store.commit();
     t.commit(&store, std::slice::from_ref(&zone));
     // h1 changes address, h2 goes, h9 comes.
     store.insert(
@@ -228,6 +233,7 @@ fn ixfr_sends_only_the_changed_sets_and_falls_back_to_the_whole_zone() {
             .finish(),
     );
     zone.set_serial(11);
+    store.commit();
     t.commit(&store, std::slice::from_ref(&zone));
     let out = t
         .answer_transfer(&query(RecordType::IXFR, Some(10)), LOCAL)
@@ -275,6 +281,7 @@ fn the_journal_keeps_only_its_depth() {
     let (store, zone) = store(1);
     let mut t = transfers(&[("127.0.0.0/8", None)]);
     t.config.journal = 2;
+    store.commit();
     t.commit(&store, std::slice::from_ref(&zone));
     for serial in 11..15u32 {
         store.insert(
@@ -284,6 +291,7 @@ fn the_journal_keeps_only_its_depth() {
                 .finish(),
         );
         zone.set_serial(serial);
+        store.commit();
         t.commit(&store, std::slice::from_ref(&zone));
     }
     // From 12: two deltas (12→13→14) are kept: incremental.
@@ -304,6 +312,7 @@ fn the_journal_keeps_only_its_depth() {
 fn ixfr_over_udp_is_the_soa_when_current_else_truncated() {
     let (store, zone) = store(1);
     let t = transfers(&[]);
+    store.commit();
     t.commit(&store, &[zone]);
     let mut out = Vec::new();
     t.finish_signed(&query(RecordType::IXFR, Some(10)), &mut out, true);
@@ -320,6 +329,7 @@ fn ixfr_over_udp_is_the_soa_when_current_else_truncated() {
 fn malformed_transfer_requests_get_an_error_never_a_panic() {
     let (store, zone) = store(2);
     let t = transfers(&[("127.0.0.0/8", None)]);
+    store.commit();
     t.commit(&store, &[zone]);
     let key = tsig::Key::new("xfr.", "hmac-sha256", SECRET).unwrap();
     let mut signed = query(RecordType::IXFR, Some(10));
@@ -379,6 +389,7 @@ fn axfr_sends_the_all_set_of_a_localized_name_never_its_variants_or_additional_d
             .finish(),
     );
     let t = transfers(&[("127.0.0.0/8", None)]);
+    store.commit();
     t.commit(&store, &[zone]);
     let out = t
         .answer_transfer(&query(RecordType::AXFR, None), LOCAL)

@@ -464,6 +464,8 @@ impl Engine {
         }
         self.dirty_zones.clear();
         self.serial_pending = false;
+        // Answers see the whole flush at once, then its serials.
+        self.store.commit();
         let renumbered = self.settle_serials(unix_now);
         if let Some(transfers) = &self.transfers {
             transfers.commit(&self.store, &renumbered);

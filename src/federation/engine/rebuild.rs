@@ -134,7 +134,9 @@ impl Engine {
         for key in fresh {
             self.dirty_zones.remove(&key);
         }
-        // Names may have moved between zones: count every zone's digest afresh.
+        // Names may have moved between zones: count every zone's digest afresh, over the
+        // names as published.
+        self.store.commit();
         let zones = self.store.zones();
         let mut digests: std::collections::HashMap<Box<[u8]>, u64> = zones
             .iter()
