@@ -2,13 +2,20 @@
 //! `fedns serve`) serves a generated federation from the directory source; one member's
 //! KubeFedCluster readiness flips every `--flip-ms` (each flip recomputes every record) and
 //! `/metrics` is scraped without pause, while a client on its own thread measures `/healthz` and
-//! TCP DNS latency. Prints p50/p99/max of both and how many flushes ran.
+//! TCP DNS latency. Prints p50/p99/max of both and how many flushes ran. A Lease election with a
+//! 2 s renew deadline runs on the same runtime against an in-process fake API server (the test
+//! harness): the leader must never step down while the engine is busy.
 //!
 //! `cargo bench --bench engine_busy -- [--clusters 100] [--services 10000] [--seconds 20]`
 //! Everything listens on 127.0.0.1; the tree is written to a temporary directory.
 
 #[path = "../tests/common/generated.rs"]
 mod generated;
+// Cargo builds benches with `--cfg test` but without libtest, so the harness's own unit-test
+// modules compile with their `#[test]` functions stripped and their imports unused.
+#[allow(unused_imports, dead_code)]
+#[path = "../tests/harness/mod.rs"]
+mod harness;
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -134,6 +141,14 @@ fn percentiles(label: &str, samples: &mut [Duration]) -> String {
 
 fn main() -> Result<()> {
     let opts = Options::parse();
+    // Warnings (a failing Lease renewal, say) on stderr; RUST_LOG for more.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
     let dir = tempfile::tempdir()?;
     let source = dir.path().join("source");
     std::fs::create_dir_all(&source)?;
@@ -162,6 +177,40 @@ fn main() -> Result<()> {
     let running = server_rt.block_on(fedns::app::start(args.resolve()?))?;
     let (dns, admin) = (running.dns_addrs[0], running.admin_addr);
     println!("serving after {:.1?}", started.elapsed());
+
+    // A leader renewing its Lease on the same runtime, with a 2 s renew deadline.
+    let lease_shutdown = fedns::shutdown::Shutdown::new();
+    let (_host, leadership) = server_rt.block_on(async {
+        let host = harness::FakeCluster::start("host").await;
+        host.apply_json(serde_json::json!({
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "kube-federation-system"},
+        }));
+        let settings = fedns::k8s::lease::LeaseSettings {
+            lease_duration: Duration::from_secs(3),
+            renew_deadline: Duration::from_secs(2),
+            retry_period: Duration::from_millis(500),
+            ..fedns::k8s::lease::LeaseSettings::new("kube-federation-system")
+        };
+        let mut leadership =
+            fedns::k8s::lease::start(host.client().await, settings, lease_shutdown.clone());
+        tokio::time::timeout(Duration::from_secs(10), leadership.acquired())
+            .await
+            .context("the Lease was not acquired within 10 s")?;
+        anyhow::Ok((host, leadership))
+    })?;
+    let step_downs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    {
+        let mut flag = leadership.flag();
+        let step_downs = step_downs.clone();
+        server_rt.spawn(async move {
+            while flag.changed().await.is_ok() {
+                if !*flag.borrow_and_update() {
+                    step_downs.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     let flipper = {
@@ -213,6 +262,16 @@ fn main() -> Result<()> {
     );
     println!("{}", percentiles("/healthz", &mut healthz));
     println!("{}", percentiles("TCP DNS", &mut answers));
+    let stepped = step_downs.load(Ordering::Relaxed);
+    println!(
+        "Lease (renew deadline 2 s, retry 500 ms): {} step-downs; leading at the end: {}",
+        stepped,
+        leadership.is_leader()
+    );
+    lease_shutdown.trigger();
     server_rt.block_on(running.stop(Duration::ZERO));
+    if stepped > 0 || !leadership.is_leader() {
+        anyhow::bail!("the leader stepped down while the engine was busy");
+    }
     Ok(())
 }
