@@ -489,3 +489,51 @@ async fn a_secondary_with_the_wrong_key_gets_nothing() {
     assert_eq!(soa_serial(secondary.addr, "example.com."), None);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_of_a_zone_apex_shows_its_serial_and_what_each_secondary_did() {
+    // A secondary that never answers (nothing listens there) and the test itself transferring.
+    let silent = SocketAddr::from(([127, 0, 0, 2], free_port()));
+    let server = fedns("127.0.0.0/8", &[silent], SECRET).await;
+    let serial = soa_serial(server.dns, "example.com.").expect("the zone is served");
+    assert!(axfr(server.dns, "example.com.", Some(&key())).is_ok());
+    assert_eq!(axfr(server.dns, "example.com.", None).unwrap_err(), 5);
+    let admin = server.admin.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_fedns"))
+            .args(["explain", "example.com", "--admin", &admin])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The same lines as /status, after the zone's serial.
+    let (_, status) = server.admin_get("/status").await;
+    assert!(text.contains(&format!("serial: {serial}\n")), "{text}");
+    for peer in ["127.0.0.1", "127.0.0.2"] {
+        let line = status
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("secondary:        {peer}; ")))
+            .unwrap_or_else(|| panic!("no {peer} in /status:\n{status}"));
+        assert!(
+            text.contains(&format!("secondary: {peer}; {line}\n")),
+            "{peer}: {line:?} missing from:\n{text}"
+        );
+    }
+    assert!(
+        text.contains(&format!(
+            "secondary: 127.0.0.1; last transfer axfr example.com. serial {serial} at "
+        )) && text.contains("error: not allowed by transfer.allow"),
+        "{text}"
+    );
+    // A name inside the zone is not its apex: no serial, no secondaries.
+    let (_, inside) = server.admin_get(&format!("/explain?name={GLOBAL}")).await;
+    assert!(!inside.contains("secondary:"), "{inside}");
+    server.stop().await;
+}
