@@ -17,8 +17,6 @@ mod generated;
 #[path = "../tests/harness/mod.rs"]
 mod harness;
 
-use std::fmt::Write as _;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -27,7 +25,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::generated::{kubefed_cluster, programming};
+use crate::generated::{kubefed_cluster, programming, write_federation};
 
 /// Latency of /healthz and TCP DNS while the engine recomputes continuously.
 #[derive(Debug, Parser)]
@@ -46,52 +44,6 @@ struct Options {
     /// Ignored (cargo bench passes it).
     #[arg(long, hide = true)]
     bench: bool,
-}
-
-fn generate(source: &Path, clusters: usize, services: usize) -> Result<()> {
-    let mut items = vec![
-        r#"{"apiVersion": "multiclusterdns.kubefed.io/v1alpha1", "kind": "Domain",
-  "metadata": {"name": "load"}, "domain": "example.com"}"#
-            .to_owned(),
-    ];
-    for s in 0..services {
-        items.push(format!(
-            r#"{{"apiVersion": "multiclusterdns.kubefed.io/v1alpha1", "kind": "ServiceDNSRecord",
-  "metadata": {{"name": "s{s}", "namespace": "load"}},
-  "spec": {{"domainRef": "load", "allowServiceWithoutEndpoints": true}}}}"#
-        ));
-    }
-    for c in 1..clusters {
-        items.push(kubefed_cluster(&format!("c{c}"), c % 5, true));
-    }
-    let list = format!(r#"{{"kind": "List", "items": [{}]}}"#, items.join(",\n"));
-    std::fs::write(source.join("federation.json"), list)?;
-    std::fs::write(source.join("flip.json"), kubefed_cluster("c0", 0, true))?;
-    let mut per_cluster = vec![String::new(); clusters];
-    for s in 0..services {
-        for c in [s % clusters, (s + 1) % clusters, (s + 2) % clusters] {
-            let out = &mut per_cluster[c];
-            if !out.is_empty() {
-                out.push(',');
-            }
-            let _ = write!(
-                out,
-                r#"{{"apiVersion": "v1", "kind": "Service", "metadata": {{"name": "s{s}", "namespace": "load"}},
-  "spec": {{"type": "LoadBalancer"}},
-  "status": {{"loadBalancer": {{"ingress": [{{"ip": "10.{}.{}.{}"}}]}}}}}}"#,
-                c % 250,
-                s / 250 % 250,
-                s % 250 + 1
-            );
-        }
-    }
-    for (c, services) in per_cluster.into_iter().enumerate() {
-        let dir = source.join(format!("c{c}"));
-        std::fs::create_dir_all(&dir)?;
-        let list = format!(r#"{{"kind": "List", "items": [{services}]}}"#);
-        std::fs::write(dir.join("services.json"), list)?;
-    }
-    Ok(())
 }
 
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<String> {
@@ -153,7 +105,7 @@ fn main() -> Result<()> {
     let source = dir.path().join("source");
     std::fs::create_dir_all(&source)?;
     let generated = Instant::now();
-    generate(&source, opts.clusters, opts.services)?;
+    write_federation(&source, opts.clusters, opts.services)?;
     println!(
         "generated {} clusters × {} services in {:.1?}",
         opts.clusters,

@@ -100,7 +100,7 @@ struct ExplainQuery {
 }
 
 async fn explain(State(s): State<AdminState>, Query(q): Query<ExplainQuery>) -> impl IntoResponse {
-    let explanation = match s
+    let mut explanation = match s
         .engine
         .query(move |e| e.explain_for(&q.name, q.client.as_deref(), Instant::now()))
         .await
@@ -113,6 +113,10 @@ async fn explain(State(s): State<AdminState>, Query(q): Query<ExplainQuery>) -> 
             );
         }
     };
+    // A zone apex also shows what the secondaries last did (the engine does not know them).
+    if let (Some(apex), Some(transfers)) = (&mut explanation.apex, &s.transfers) {
+        apex.secondaries = transfers.secondaries();
+    }
     (
         StatusCode::OK,
         crate::federation::explain::render(&explanation),
@@ -173,24 +177,8 @@ async fn status(State(s): State<AdminState>) -> impl IntoResponse {
         let _ = writeln!(out, "watch failing:    {w}");
     }
     if let Some(transfers) = &s.transfers {
-        for (peer, p) in transfers.peers() {
-            let mut line = format!("secondary:        {peer}");
-            if let Some((zone, kind, serial, at)) = &p.last_transfer {
-                let _ = write!(
-                    line,
-                    "; last transfer {kind} {zone} serial {serial} at {at}"
-                );
-            }
-            if let Some((zone, serial, result, at)) = &p.last_notify {
-                let _ = write!(
-                    line,
-                    "; last NOTIFY {zone} serial {serial} {result} at {at}"
-                );
-            }
-            if let Some(e) = &p.last_error {
-                let _ = write!(line, "; error: {e}");
-            }
-            let _ = writeln!(out, "{line}");
+        for (peer, p) in transfers.secondaries() {
+            let _ = writeln!(out, "secondary:        {peer}; {p}");
         }
     }
     (StatusCode::OK, out)

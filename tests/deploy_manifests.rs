@@ -94,14 +94,19 @@ struct HelmRender {
     lint: Value,
 }
 
-fn helm(values: Value, name: &str, namespace: &str) -> HelmRender {
-    let out = Command::new("python3")
+/// Runs [`HELM_PY`] on the chart.
+fn run_helm(values: &Value, name: &str, namespace: &str) -> std::process::Output {
+    Command::new("python3")
         .args(["-c", HELM_PY])
         .arg(deploy("helm/fedns"))
         .arg(values.to_string())
         .args([name, namespace])
         .output()
-        .expect("python3 runs");
+        .expect("python3 runs")
+}
+
+fn helm(values: Value, name: &str, namespace: &str) -> HelmRender {
+    let out = run_helm(&values, name, namespace);
     assert!(
         out.status.success(),
         "helm render failed:\n{}",
@@ -681,7 +686,9 @@ fn check_deployment(objects: &[Value], d: &Value, expect: &Expect, problems: &mu
             fail("no --config".into());
             continue;
         };
-        let text = config_text(objects, &volumes, &mounts, config_path);
+        let secrets = tempfile::tempdir().unwrap();
+        let text = config_text(objects, &volumes, &mounts, config_path)
+            .and_then(|text| with_secret_files(&text, objects, &volumes, &mounts, secrets.path()));
         match text {
             Err(e) => fail(e),
             Ok(text) => {
@@ -730,6 +737,72 @@ fn config_text(
             .ok_or_else(|| format!("{path}: no ConfigMap key {file} behind the mount"));
     }
     Err(format!("{path} is not inside any volume mount"))
+}
+
+/// Every `tsigKeys[].secretFile` of the config must be a file of a mounted Secret volume, and a key
+/// of that Secret when the manifests hold it. Returns the config with each `secretFile` pointing at
+/// a copy in `dir` (the Secret's value; a placeholder for a Secret made outside the manifests), so
+/// that fedns's own parser reads the key as the pod would.
+fn with_secret_files(
+    text: &str,
+    objects: &[Value],
+    volumes: &[&Value],
+    mounts: &[&Value],
+    dir: &Path,
+) -> Result<String, String> {
+    use base64::Engine as _;
+    let mut config: Value = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
+    let Some(keys) = config["tsigKeys"].as_array_mut() else {
+        return Ok(text.to_owned());
+    };
+    for (i, key) in keys.iter_mut().enumerate() {
+        let Some(path) = key["secretFile"].as_str() else {
+            continue;
+        };
+        let (mount, file) = mounts
+            .iter()
+            .find_map(|m| {
+                let dir = m["mountPath"].as_str()?.trim_end_matches('/');
+                let file = path.strip_prefix(dir)?.strip_prefix('/')?;
+                Some((m, file.to_owned()))
+            })
+            .ok_or_else(|| {
+                format!(
+                    "tsigKeys {}: secretFile {path} is not in a volume mount",
+                    key["name"]
+                )
+            })?;
+        let secret_name = volumes
+            .iter()
+            .find(|v| v["name"] == mount["name"])
+            .and_then(|v| v["secret"]["secretName"].as_str())
+            .ok_or_else(|| format!("tsigKeys {}: {path} is not in a Secret volume", key["name"]))?;
+        let value = match find(objects, "Secret", secret_name) {
+            None => "cGxhY2Vob2xkZXItc2VjcmV0".to_owned(),
+            Some(secret) => match (
+                secret["stringData"][&file].as_str(),
+                secret["data"][&file].as_str(),
+            ) {
+                (Some(text), _) => text.to_owned(),
+                (None, Some(b64)) => String::from_utf8(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(b64)
+                        .map_err(|e| format!("Secret {secret_name} {file}: {e}"))?,
+                )
+                .map_err(|e| format!("Secret {secret_name} {file}: {e}"))?,
+                (None, None) => {
+                    return Err(format!(
+                        "tsigKeys {}: Secret {secret_name} has no key {file}",
+                        key["name"]
+                    ));
+                }
+            },
+        };
+        let copy = dir.join(format!("tsig-{i}"));
+        std::fs::write(&copy, value).unwrap();
+        key["secretFile"] = json!(copy.display().to_string());
+    }
+    serde_yaml_ng::to_string(&config).map_err(|e| e.to_string())
 }
 
 /// The config's `zones` directory, if any, must be a mounted ConfigMap of the manifests whose every
@@ -1591,6 +1664,134 @@ fn helm_chart_with_overrides_renders_and_validates() {
         "kube-federation-system",
     );
     assert_eq!(of_kind(&single.objects, "PodDisruptionBudget").count(), 0);
+}
+
+/// A Helm rendering that must fail: Helm's error.
+fn helm_error(values: Value) -> String {
+    let out = run_helm(&values, "fedns", "kube-federation-system");
+    assert!(!out.status.success(), "rendered with {values}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+const TSIG_SECRET: &str = "c2VjcmV0LWZvci10aGUtZmVkbnMtZGVtby1vbmx5IQ==";
+
+/// The fedns pod's TSIG volume, its mount, and the config file as YAML.
+fn tsig_parts(objects: &[Value]) -> (Value, Value, Value) {
+    let pod = &find(objects, "Deployment", "fedns").unwrap()["spec"]["template"]["spec"];
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "tsig")
+        .expect("a tsig volume")
+        .clone();
+    let mount = pod["containers"][0]["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "tsig")
+        .expect("a tsig volume mount")
+        .clone();
+    let config = find(objects, "ConfigMap", "fedns-config").unwrap()["data"]["config.yaml"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (volume, mount, serde_yaml_ng::from_str(&config).unwrap())
+}
+
+#[test]
+#[cfg_attr(
+    any(fedns_missing_helm, fedns_missing_kustomize),
+    ignore = "needs kubectl kustomize / Helm; FEDNS_SKIP_MISSING_TOOLS=1 and missing"
+)]
+fn helm_chart_mounts_the_tsig_secret_and_writes_the_transfer_config() {
+    require_helm();
+    require_kustomize();
+    let transfer = json!({
+        "allow": [{"network": "192.0.2.0/24", "key": "fedns-xfr"}],
+        "notify": [{"address": "192.0.2.10:53", "key": "fedns-xfr"}, "192.0.2.11:53"],
+        "notifySource": "192.0.2.53",
+        "journal": 500,
+    });
+    // An existing Secret, the key's secret under its data key `secret`. (The checks of
+    // assert_clean resolve the config with fedns's parser, the secretFile inside the mount.)
+    let render = helm(
+        json!({"transfer": transfer, "tsig": {
+            "keys": [{"name": "fedns-xfr", "algorithm": "hmac-sha256", "secretKey": "secret"}],
+            "existingSecret": "fedns-tsig"}}),
+        "fedns",
+        "kube-federation-system",
+    );
+    let lint: Vec<&Value> = render.lint["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["severity"].as_i64().unwrap_or(3) >= 2)
+        .collect();
+    assert!(lint.is_empty(), "helm lint --strict: {lint:?}");
+    let mut objects = render.objects;
+    objects.extend(render.crds);
+    assert_clean("helm tsig existingSecret", &objects, &HOST);
+    let (volume, mount, config) = tsig_parts(&objects);
+    assert_eq!(volume["secret"]["secretName"], "fedns-tsig");
+    assert_eq!(mount["mountPath"], "/etc/fedns-tsig");
+    assert_eq!(mount["readOnly"], true);
+    assert_eq!(
+        config["tsigKeys"],
+        json!([{"name": "fedns-xfr", "algorithm": "hmac-sha256",
+                "secretFile": "/etc/fedns-tsig/secret"}])
+    );
+    assert_eq!(config["transfer"], transfer);
+    assert_eq!(
+        of_kind(&objects, "Secret").count(),
+        0,
+        "the Secret is not ours"
+    );
+    // The chart creates the Secret from the values, and rolls the pods when it changes.
+    let render = helm(
+        json!({"transfer": transfer, "tsig": {
+            "keys": [{"name": "fedns-xfr", "algorithm": "hmac-sha256"}],
+            "secrets": {"fedns-xfr": TSIG_SECRET}}}),
+        "fedns",
+        "kube-federation-system",
+    );
+    let mut objects = render.objects;
+    objects.extend(render.crds);
+    assert_clean("helm tsig secrets", &objects, &HOST);
+    let secret = find(&objects, "Secret", "fedns-tsig").expect("the chart's Secret");
+    assert_eq!(secret["stringData"]["fedns-xfr"], TSIG_SECRET);
+    let (volume, _, config) = tsig_parts(&objects);
+    assert_eq!(volume["secret"]["secretName"], "fedns-tsig");
+    assert_eq!(
+        config["tsigKeys"][0]["secretFile"],
+        "/etc/fedns-tsig/fedns-xfr"
+    );
+    let d = find(&objects, "Deployment", "fedns").unwrap();
+    assert!(
+        d["spec"]["template"]["metadata"]["annotations"]["checksum/tsig"].is_string(),
+        "{d}"
+    );
+    // Keys without a Secret, or a created Secret missing a key, do not render.
+    let e = helm_error(json!({"tsig": {"keys": [{"name": "k", "algorithm": "hmac-sha256"}]}}));
+    assert!(e.contains("tsig.existingSecret"), "{e}");
+    let e = helm_error(
+        json!({"tsig": {"keys": [{"name": "k", "algorithm": "hmac-sha256"}],
+        "secrets": {"other": TSIG_SECRET}}}),
+    );
+    assert!(
+        e.contains("tsig.secrets has no") && e.contains("\"k\""),
+        "{e}"
+    );
+    // Without tsig values: no volume, no tsigKeys, no transfer.
+    let plain = helm(json!({}), "fedns", "kube-federation-system").objects;
+    let config = find(&plain, "ConfigMap", "fedns-config").unwrap()["data"]["config.yaml"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        !config.contains("tsigKeys") && !config.contains("transfer"),
+        "{config}"
+    );
 }
 
 const ACME_ZONE: &str = "$ORIGIN acme.com.\n$TTL 300\n\

@@ -11,147 +11,17 @@
 
 mod common;
 
-use std::net::{SocketAddr, UdpSocket};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::secondary::*;
 use common::*;
 use fedns::dns::tsig;
-use hickory_proto::op::{Message, ResponseCode};
-use hickory_proto::rr::{RData, RecordType};
+use hickory_proto::op::Message;
+use hickory_proto::rr::RecordType;
 
-/// The secret of the recipes (and of the test's fedns).
-const SECRET: &str = "c2VjcmV0LWZvci10aGUtZmVkbnMtZGVtby1vbmx5IQ==";
 const GLOBAL: &str = "nginx.test.galactic.svc.example.com.";
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Kind {
-    Nsd,
-    Knot,
-    Bind,
-}
-
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A running secondary; killed on drop.
-struct Secondary {
-    child: Child,
-    addr: SocketAddr,
-    dir: tempfile::TempDir,
-    kind: Kind,
-}
-
-impl Drop for Secondary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Secondary {
-    fn log(&self) -> String {
-        let file = match self.kind {
-            Kind::Nsd => "nsd.log",
-            Kind::Knot => "knot.log",
-            Kind::Bind => "named.log",
-        };
-        std::fs::read_to_string(self.dir.path().join(file)).unwrap_or_default()
-    }
-}
-
-/// The recipe of `deploy/secondaries/` with fedns's address (and `secret`) put in.
-fn recipe(kind: Kind, fedns: SocketAddr, secret: &str) -> String {
-    let file = match kind {
-        Kind::Nsd => "nsd.conf",
-        Kind::Knot => "knot.conf",
-        Kind::Bind => "named.conf",
-    };
-    let text = std::fs::read_to_string(repo().join("deploy/secondaries").join(file)).unwrap();
-    let port = fedns.port();
-    text.replace("192.0.2.53@53", &format!("127.0.0.1@{port}"))
-        .replace("port 53", &format!("port {port}"))
-        .replace("192.0.2.53", "127.0.0.1")
-        .replace(SECRET, secret)
-}
-
-fn start_secondary(kind: Kind, port: u16, fedns: SocketAddr, secret: &str) -> Secondary {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().display();
-    let (program, package) = match kind {
-        Kind::Nsd => ("/usr/sbin/nsd", "nsd"),
-        Kind::Knot => ("/usr/sbin/knotd", "knot"),
-        Kind::Bind => ("/usr/sbin/named", "bind9"),
-    };
-    if !Path::new(program).exists() {
-        tools::missing(program, &format!("apt-get install {package}"));
-    }
-    let recipe = recipe(kind, fedns, secret);
-    let (conf, args): (String, Vec<String>) = match kind {
-        Kind::Nsd => (
-            format!(
-                "server:\n  ip-address: 127.0.0.1@{port}\n  zonesdir: {d}\n  username: \"\"\n  chroot: \"\"\n  \
-                 pidfile: {d}/nsd.pid\n  database: \"\"\n  zonelistfile: {d}/zone.list\n  xfrdfile: {d}/xfrd.state\n  \
-                 xfrdir: {d}\n  logfile: {d}/nsd.log\n  server-count: 1\n  verbosity: 2\n  rrl-ratelimit: 0\n\
-                 remote-control:\n  control-enable: no\n{recipe}"
-            ),
-            vec!["-d".into(), "-c".into(), format!("{d}/secondary.conf")],
-        ),
-        Kind::Knot => (
-            format!(
-                "server:\n  listen: 127.0.0.1@{port}\n  rundir: {d}\n\
-                 database:\n  storage: {d}\n\
-                 template:\n  - id: default\n    storage: {d}\n\
-                 log:\n  - target: {d}/knot.log\n    any: debug\n\
-                 {recipe}"
-            ),
-            vec!["-c".into(), format!("{d}/secondary.conf")],
-        ),
-        Kind::Bind => (
-            format!(
-                r#"options {{
-    directory "{d}";
-    pid-file "{d}/named.pid";
-    session-keyfile "{d}/session.key";
-    managed-keys-directory "{d}";
-    listen-on port {port} {{ 127.0.0.1; }};
-    listen-on-v6 {{ none; }};
-    recursion no;
-    notify no;
-    dnssec-validation no;
-}};
-controls {{ }};
-logging {{
-    channel file {{ file "{d}/named.log"; severity debug 1; print-time yes; }};
-    category default {{ file; }};
-    category xfer-in {{ file; }};
-    category notify {{ file; }};
-}};
-{recipe}"#
-            ),
-            vec!["-g".into(), "-c".into(), format!("{d}/secondary.conf")],
-        ),
-    };
-    std::fs::write(dir.path().join("secondary.conf"), conf).unwrap();
-    let child = Command::new(program)
-        .args(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {program}: {e}"));
-    Secondary {
-        child,
-        addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        dir,
-        kind,
-    }
-}
 
 /// A fedns serving the demo with transfers allowed from `allow` with the key, NOTIFYing
 /// `notify`.
@@ -220,51 +90,10 @@ fn answer_within(m: &Message, zone: &str) -> String {
     format!("{:?} {}", m.metadata.response_code, records.join(" | "))
 }
 
-fn soa_serial(server: SocketAddr, zone: &str) -> Option<u32> {
-    let m = exchange(server, zone, RecordType::SOA)?;
-    match &m.answers.first()?.data {
-        RData::SOA(soa) if m.metadata.response_code == ResponseCode::NoError => Some(soa.serial),
-        _ => None,
-    }
-}
-
 /// An AXFR of `zone` from `server` signed with `key` (if any): the messages, TSIG stripped, or
 /// the rcode of the refusal.
 fn axfr(server: SocketAddr, zone: &str, key: Option<&tsig::Key>) -> Result<Vec<Message>, u8> {
-    use std::io::{Read, Write};
-    let mut query = query_bytes(zone, RecordType::AXFR, false);
-    if let Some(key) = key {
-        tsig::sign_request(&mut query, key, tsig::now());
-    }
-    let mut s = std::net::TcpStream::connect(server).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(&(query.len() as u16).to_be_bytes()).unwrap();
-    s.write_all(&query).unwrap();
-    let mut messages = Vec::new();
-    let mut soas = 0;
-    while soas < 2 {
-        let mut len = [0u8; 2];
-        s.read_exact(&mut len).unwrap();
-        let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
-        s.read_exact(&mut buf).unwrap();
-        let rc = buf[3] & 0x0F;
-        if rc != 0 {
-            return Err(rc);
-        }
-        if let Ok(Some(record)) = tsig::find(&buf) {
-            buf.truncate(record.at);
-            let ar = u16::from_be_bytes([buf[10], buf[11]]) - 1;
-            buf[10..12].copy_from_slice(&ar.to_be_bytes());
-        }
-        let m = Message::from_vec(&buf).unwrap();
-        soas += m
-            .answers
-            .iter()
-            .filter(|r| r.record_type() == RecordType::SOA)
-            .count();
-        messages.push(m);
-    }
-    Ok(messages)
+    transfer(server, zone, None, key).map(|t| t.messages)
 }
 
 fn key() -> tsig::Key {
@@ -487,5 +316,67 @@ async fn a_secondary_with_the_wrong_key_gets_nothing() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(soa_serial(secondary.addr, "example.com."), None);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_of_a_zone_apex_shows_its_serial_and_what_each_secondary_did() {
+    // A secondary that never answers (nothing listens there) and the test itself transferring.
+    let silent = SocketAddr::from(([127, 0, 0, 2], free_port()));
+    let server = fedns("127.0.0.0/8", &[silent], SECRET).await;
+    let transferred = axfr(server.dns, "example.com.", Some(&key())).expect("allowed");
+    let axfr_serial = match &transferred[0].answers[0].data {
+        hickory_proto::rr::RData::SOA(soa) => soa.serial,
+        other => panic!("the transfer opens with {other:?}"),
+    };
+    assert_eq!(axfr(server.dns, "example.com.", None).unwrap_err(), 5);
+    let admin = server.admin.to_string();
+    // The demo may still renumber its zone right after start: explain and /status are compared
+    // within one serial.
+    let mut attempts = 0;
+    let (text, status, serial) = loop {
+        let before = soa_serial(server.dns, "example.com.").expect("the zone is served");
+        let admin = admin.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_fedns"))
+                .args(["explain", "example.com", "--admin", &admin])
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (_, status) = server.admin_get("/status").await;
+        if soa_serial(server.dns, "example.com.") == Some(before) {
+            break (String::from_utf8(out.stdout).unwrap(), status, before);
+        }
+        attempts += 1;
+        assert!(attempts < 20, "the serial never held still");
+    };
+    // The zone's serial, then the same lines as /status.
+    assert!(text.contains(&format!("serial: {serial}\n")), "{text}");
+    for peer in ["127.0.0.1", "127.0.0.2"] {
+        let line = status
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("secondary:        {peer}; ")))
+            .unwrap_or_else(|| panic!("no {peer} in /status:\n{status}"));
+        assert!(
+            text.contains(&format!("secondary: {peer}; {line}\n")),
+            "{peer}: {line:?} missing from:\n{text}"
+        );
+    }
+    assert!(
+        text.contains(&format!(
+            "secondary: 127.0.0.1; last transfer axfr example.com. serial {axfr_serial} at "
+        )) && text.contains("error: not allowed by transfer.allow"),
+        "{text}"
+    );
+    // A name inside the zone is not its apex: no serial, no secondaries.
+    let (_, inside) = server.admin_get(&format!("/explain?name={GLOBAL}")).await;
+    assert!(!inside.contains("secondary:"), "{inside}");
     server.stop().await;
 }

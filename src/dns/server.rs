@@ -671,11 +671,9 @@ impl TcpConnection<'_> {
                     framed.clear();
                     framed.extend_from_slice(&(message.len() as u16).to_be_bytes());
                     framed.extend_from_slice(&message);
-                    tokio::time::timeout(self.settings.idle_timeout, stream.write_all(&framed))
-                        .await
-                        .map_err(|_| {
-                            io::Error::new(io::ErrorKind::TimedOut, "transfer write timed out")
-                        })??;
+                    if !self.write_bounded(&mut stream, &framed, &stop).await? {
+                        return Ok(());
+                    }
                 }
                 self.conn
                     .last_active
@@ -703,7 +701,9 @@ impl TcpConnection<'_> {
                     framed.clear();
                     framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
                     framed.extend_from_slice(&out);
-                    stream.write_all(&framed).await?;
+                    if !self.write_bounded(&mut stream, &framed, &stop).await? {
+                        return Ok(());
+                    }
                 }
                 // A message we cannot answer ends the connection (RFC 7766 section 6.2.3).
                 None => return Ok(()),
@@ -719,6 +719,26 @@ impl TcpConnection<'_> {
                     *buf = Vec::new();
                 }
             }
+        }
+    }
+
+    /// Writes one framed message. A peer that has not taken it within the idle timeout (it
+    /// stopped reading, or reads too slowly) is disconnected: a stalled reader holds its slot,
+    /// and nothing else, for that long at most. `Ok(false)`: the connection was asked to close
+    /// (pressure at the cap, shutdown) while the write was waiting.
+    async fn write_bounded(
+        &self,
+        stream: &mut TcpStream,
+        framed: &[u8],
+        stop: &Shutdown,
+    ) -> io::Result<bool> {
+        tokio::select! {
+            r = tokio::time::timeout(self.settings.idle_timeout, stream.write_all(framed)) => {
+                r.map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "tcp write timed out"))??;
+                Ok(true)
+            }
+            _ = self.conn.close.notified() => Ok(false),
+            _ = stop.wait() => Ok(false),
         }
     }
 }

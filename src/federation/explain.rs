@@ -19,6 +19,12 @@ pub fn render(e: &Explanation) -> String {
             let _ = writeln!(out, "zone:   none of ours (queries get REFUSED)");
         }
     }
+    if let Some(apex) = &e.apex {
+        let _ = writeln!(out, "serial: {}", apex.serial);
+        for (peer, status) in &apex.secondaries {
+            let _ = writeln!(out, "secondary: {peer}; {status}");
+        }
+    }
     match &e.served {
         Some((owner, claim)) => {
             let _ = writeln!(out, "owner:  {owner}");

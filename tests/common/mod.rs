@@ -4,6 +4,7 @@
 
 pub mod federation;
 pub mod generated;
+pub mod secondary;
 pub mod tools;
 
 use std::net::{SocketAddr, UdpSocket};

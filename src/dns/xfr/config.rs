@@ -221,6 +221,32 @@ mod tests {
     }
 
     #[test]
+    fn a_secret_file_that_cannot_be_read_is_an_error_naming_the_key_and_the_path() {
+        let missing = vec![TsigKeyFile {
+            secret: String::new(),
+            secret_file: Some("/nonexistent/fedns-tsig/xfr".into()),
+            ..keys()[0].clone()
+        }];
+        let e = TransferConfig::resolve(None, &missing, Duration::from_secs(1)).unwrap_err();
+        assert!(
+            e.contains("key xfr.")
+                && e.contains("secretFile /nonexistent/fedns-tsig/xfr")
+                && e.contains("No such file"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        std::fs::write(&path, "not base64!\n").unwrap();
+        let garbled = vec![TsigKeyFile {
+            secret: String::new(),
+            secret_file: Some(path),
+            ..keys()[0].clone()
+        }];
+        let e = TransferConfig::resolve(None, &garbled, Duration::from_secs(1)).unwrap_err();
+        assert!(e.contains("not base64"), "{e}");
+    }
+
+    #[test]
     fn keys_are_matched_with_or_without_the_trailing_dot() {
         let file: TransferFile = serde_yaml_ng::from_str(
             "allow: [{network: 127.0.0.0/8, key: xfr}]\nnotify: ['127.0.0.1:5300', {address: '127.0.0.2:53', key: 'xfr.'}]\nnotifySource: 127.0.0.1\n",

@@ -67,6 +67,31 @@ pub struct PeerStatus {
     pub last_error: Option<String>,
 }
 
+impl std::fmt::Display for PeerStatus {
+    /// One line, the same in `/status` and `fedns explain`: last transfer, last NOTIFY, last
+    /// error (times are Unix seconds).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        if let Some((zone, kind, serial, at)) = &self.last_transfer {
+            parts.push(format!(
+                "last transfer {kind} {zone} serial {serial} at {at}"
+            ));
+        }
+        if let Some((zone, serial, result, at)) = &self.last_notify {
+            parts.push(format!(
+                "last NOTIFY {zone} serial {serial} {result} at {at}"
+            ));
+        }
+        if let Some(e) = &self.last_error {
+            parts.push(format!("error: {e}"));
+        }
+        if parts.is_empty() {
+            parts.push("no transfer or NOTIFY yet".into());
+        }
+        f.write_str(&parts.join("; "))
+    }
+}
+
 /// The transfer side of the server: zone copies, journals, the ACL and keys.
 #[derive(Debug)]
 pub struct Transfers {
@@ -103,6 +128,16 @@ impl Transfers {
     /// What each secondary last did.
     pub fn peers(&self) -> BTreeMap<IpAddr, PeerStatus> {
         self.peers.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Every secondary: the `transfer.notify` targets (also those that did nothing yet) and
+    /// every address that transferred or was refused, with what it last did.
+    pub fn secondaries(&self) -> Vec<(IpAddr, PeerStatus)> {
+        let mut all = self.peers();
+        for target in &self.config.notify {
+            all.entry(target.address.ip()).or_default();
+        }
+        all.into_iter().collect()
     }
 
     pub(crate) fn note_peer(&self, peer: IpAddr, f: impl FnOnce(&mut PeerStatus)) {

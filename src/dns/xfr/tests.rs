@@ -408,3 +408,32 @@ fn axfr_sends_the_all_set_of_a_localized_name_never_its_variants_or_additional_d
         ]
     );
 }
+
+#[test]
+fn secondaries_are_the_notify_targets_and_every_client_seen_with_what_each_last_did() {
+    let file = TransferFile {
+        notify: vec![config::NotifyFile::Address("127.0.0.2:53".into())],
+        ..TransferFile::default()
+    };
+    let config = TransferConfig::resolve(Some(&file), &[], Duration::from_secs(1))
+        .unwrap()
+        .unwrap();
+    let t = Transfers::new(config, Metrics::new());
+    let seen: IpAddr = [127, 0, 0, 1].into();
+    t.note_peer(seen, |p| {
+        p.last_transfer = Some(("example.com.".into(), "ixfr".into(), 7, 1_700_000_000));
+        p.last_error = Some("not allowed by transfer.allow".into());
+    });
+    let lines: Vec<String> = t
+        .secondaries()
+        .iter()
+        .map(|(peer, p)| format!("{peer}; {p}"))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "127.0.0.1; last transfer ixfr example.com. serial 7 at 1700000000; error: not allowed by transfer.allow",
+            "127.0.0.2; no transfer or NOTIFY yet",
+        ]
+    );
+}

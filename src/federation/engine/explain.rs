@@ -26,6 +26,17 @@ pub struct Explanation {
     pub empty_non_terminal: bool,
     /// What one client gets, when asked with `--client` / `&client=`.
     pub client: Option<ClientExplanation>,
+    /// When the name is a zone's apex: the zone's serial and its secondaries.
+    pub apex: Option<ApexState>,
+}
+
+/// A served zone as seen from its apex.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApexState {
+    pub serial: u32,
+    /// What each secondary last did; filled in by the server, which holds the transfers (empty
+    /// without transfer configuration or when computing from a source directory).
+    pub secondaries: Vec<(std::net::IpAddr, crate::dns::xfr::PeerStatus)>,
 }
 
 /// What one client (an address or a subnet) gets from a name.
@@ -66,11 +77,17 @@ impl Engine {
                     record_error: Some(e.to_string()),
                     empty_non_terminal: false,
                     client: None,
+                    apex: None,
                 };
             }
         };
         let zones = self.store.zones();
-        let zone = zones.find(&key).map(|z| z.apex.to_ascii());
+        let found = zones.find(&key);
+        let zone = found.map(|z| z.apex.to_ascii());
+        let apex = found.filter(|z| *z.key() == *key).map(|z| ApexState {
+            serial: z.serial(),
+            secondaries: Vec::new(),
+        });
         let list = self.claims.get(&key);
         let served = list.and_then(|l| l.first()).cloned();
         let rejected = list
@@ -95,6 +112,7 @@ impl Engine {
             record_error,
             empty_non_terminal: self.ent_refs.contains_key(&key) && !self.present.contains(&key),
             client,
+            apex,
         }
     }
 

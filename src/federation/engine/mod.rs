@@ -39,7 +39,7 @@ mod zones;
 pub use zones::{next_serial, serial_gt};
 
 pub use claims::key_to_text;
-pub use explain::{ClientExplanation, Explanation};
+pub use explain::{ApexState, ClientExplanation, Explanation};
 use slices::{ClusterSlice, Liveness};
 
 /// Who put a name in the store. Order is priority: the first claimant of a name wins.

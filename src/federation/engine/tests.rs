@@ -885,3 +885,17 @@ fn in_zone_name_server_addresses_resolve_and_go_with_ns_answers() {
     assert!(f.ask("example.com.", RecordType::NS).additionals.is_empty());
     assert_eq!(f.answer("ns1.example.com."), "NXDomain");
 }
+
+#[test]
+fn explain_of_a_zone_apex_gives_its_serial_and_other_names_do_not() {
+    let mut f = Fixture::new();
+    f.healthy("c1", "10.20.30.1");
+    let e = f.engine.explain("example.com.", f.now);
+    assert_eq!(e.apex.map(|a| a.serial), Some(f.serial()));
+    assert_eq!(f.engine.explain(G, f.now).apex, None);
+    let text = crate::federation::explain::render(&f.engine.explain("Example.COM", f.now));
+    assert!(
+        text.contains(&format!("serial: {}\n", f.serial())),
+        "{text}"
+    );
+}

@@ -41,3 +41,12 @@ app.kubernetes.io/part-of: fedns
 {{- default "default" .Values.serviceAccount.name }}
 {{- end }}
 {{- end }}
+
+{{/* The Secret holding the TSIG secrets: tsig.existingSecret, else the one the chart creates. */}}
+{{- define "fedns.tsigSecretName" -}}
+{{- if .Values.tsig.existingSecret }}
+{{- .Values.tsig.existingSecret }}
+{{- else }}
+{{- printf "%s-tsig" (include "fedns.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
