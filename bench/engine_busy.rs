@@ -153,6 +153,7 @@ fn main() -> Result<()> {
     })?;
     let step_downs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     {
+        let _runtime = server_rt.enter();
         let mut flag = leadership.flag();
         let step_downs = step_downs.clone();
         server_rt.spawn(async move {
@@ -215,14 +216,13 @@ fn main() -> Result<()> {
     println!("{}", percentiles("/healthz", &mut healthz));
     println!("{}", percentiles("TCP DNS", &mut answers));
     let stepped = step_downs.load(Ordering::Relaxed);
+    let leading = leadership.is_leader();
     println!(
-        "Lease (renew deadline 2 s, retry 500 ms): {} step-downs; leading at the end: {}",
-        stepped,
-        leadership.is_leader()
+        "Lease (renew deadline 2 s, retry 500 ms): {stepped} step-downs; leading at the end: {leading}"
     );
     lease_shutdown.trigger();
     server_rt.block_on(running.stop(Duration::ZERO));
-    if stepped > 0 || !leadership.is_leader() {
+    if stepped > 0 || !leading {
         anyhow::bail!("the leader stepped down while the engine was busy");
     }
     Ok(())
