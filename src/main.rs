@@ -51,7 +51,8 @@ enum Command {
         #[arg(short = 'n', long, requires = "kubeconfig")]
         namespace: Option<String>,
         /// Also say what this client gets: an address or subnet (10.1.2.3, 2001:db8::/56), placed
-        /// by the clientNetworks of --config (of the running server with --admin).
+        /// by the clientNetworks and GeoIP database of --config (of the running server with
+        /// --admin).
         #[arg(long)]
         client: Option<String>,
         /// Config file of `serve` (for clientNetworks, regionPreferences and geoipRegions), with

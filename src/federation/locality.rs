@@ -78,7 +78,7 @@ impl std::fmt::Display for Row {
 
 /// The `clientNetworks` table, the GeoIP database's mapped networks and the
 /// `regionPreferences`, as loaded at startup.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct LocationTable {
     /// Location `id` is `locations[id - 1]`; id 0 is nowhere.
     locations: Vec<Location>,
@@ -88,6 +88,17 @@ pub struct LocationTable {
     v4: PrefixIndex<u32>,
     v6: PrefixIndex<u128>,
     preferences: BTreeMap<String, Vec<String>>,
+}
+
+impl std::fmt::Debug for LocationTable {
+    /// The rows by count: a GeoIP database gives hundreds of thousands.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocationTable")
+            .field("locations", &self.locations)
+            .field("rows", &self.rows.len())
+            .field("preferences", &self.preferences)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One `clientNetworks` row as written in the config file.
