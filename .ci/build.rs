@@ -7,7 +7,7 @@
 use std::process::Command;
 
 /// cfg name, and a shell command that succeeds when the tool is usable.
-const TOOLS: [(&str, &str); 9] = [
+const TOOLS: [(&str, &str); 10] = [
     ("fedns_missing_dig", "command -v dig"),
     ("fedns_missing_kdig", "command -v kdig"),
     (
@@ -29,6 +29,10 @@ const TOOLS: [(&str, &str); 9] = [
     ),
     ("fedns_missing_kustomize", "kubectl kustomize --help"),
     ("fedns_missing_helm", "python3 -c 'import helm_python'"),
+    (
+        "fedns_missing_mmdb_writer",
+        "python3 -c 'import mmdb_writer'",
+    ),
 ];
 
 fn main() {

@@ -15,6 +15,7 @@ use crate::dns::responder::Limits;
 use crate::dns::rrl::{Prefix, RrlSettings};
 use crate::dns::server::TcpSettings;
 use crate::federation::engine::Settings;
+use crate::federation::geoip::{self, GeoipRegions};
 use crate::federation::locality::{ClientNetwork, LocationTable};
 use crate::federation::records::TtlPolicy;
 use crate::k8s::lease::LeaseSettings;
@@ -114,6 +115,10 @@ pub struct ServeArgs {
     /// Answer to CH TXT version.bind and version.server [default: none, those are REFUSED].
     #[arg(long, env = "FEDNS_VERSION_STRING")]
     pub version_string: Option<String>,
+    /// MaxMind DB file (GeoLite2/GeoIP2 Country or City) placing clients no clientNetworks row
+    /// matches, by the config file's geoipRegions; read once at startup [default: none].
+    #[arg(long, env = "FEDNS_GEOIP_DATABASE")]
+    pub geoip_database: Option<PathBuf>,
     /// Resolver for load-balancer hostnames outside our zones, ip:port [default: the system's].
     #[arg(long, env = "FEDNS_UPSTREAM_RESOLVER")]
     pub upstream_resolver: Option<SocketAddr>,
@@ -303,6 +308,11 @@ struct FileConfig {
     /// For `nearest`: the regions to try, in order, when the client's own has no healthy cluster.
     #[serde(default)]
     region_preferences: BTreeMap<String, Vec<String>>,
+    /// MaxMind DB file placing the clients `clientNetworks` does not (`--geoip-database`).
+    geoip_database: Option<PathBuf>,
+    /// `{<ISO country or continent code>: <region>}` for the GeoIP database's networks.
+    #[serde(default)]
+    geoip_regions: BTreeMap<String, String>,
     leader_elect: Option<bool>,
     lease_name: Option<String>,
     lease_duration: Option<String>,
@@ -391,6 +401,7 @@ impl ServeArgs {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
+        let locality = location_table(&file, self.geoip_database.as_deref())?;
         let grace = match (&self.grace_period, &file.grace_period) {
             (Some(d), _) => *d,
             (None, Some(text)) => parse_duration(text).map_err(|message| ConfigError::Invalid {
@@ -535,14 +546,6 @@ impl ServeArgs {
                 })
             }
         };
-        let locality = Arc::new(
-            LocationTable::new(&file.client_networks, file.region_preferences).map_err(
-                |message| ConfigError::Invalid {
-                    field: "clientNetworks",
-                    message,
-                },
-            )?,
-        );
         let notify_interval = duration(
             self.notify_interval,
             &file.notify_interval,
@@ -669,18 +672,58 @@ fn server_identity(text: &str) -> std::sync::Arc<[u8]> {
     text.into_bytes().into()
 }
 
-/// The location table (`clientNetworks`, `regionPreferences`) of a config file; empty without one.
-pub fn locality_from(path: Option<&Path>) -> Result<Arc<LocationTable>, ConfigError> {
-    let Some(path) = path else {
-        return Ok(Arc::default());
+/// The location table of a config file (`clientNetworks`, `regionPreferences`, `geoipRegions`,
+/// `geoipDatabase` unless `geoip_database` is given); empty without one.
+pub fn locality_from(
+    path: Option<&Path>,
+    geoip_database: Option<&Path>,
+) -> Result<Arc<LocationTable>, ConfigError> {
+    let file = match path {
+        Some(path) => read_file(path)?,
+        None => FileConfig::default(),
     };
-    let file = read_file(path)?;
-    LocationTable::new(&file.client_networks, file.region_preferences)
-        .map(Arc::new)
-        .map_err(|message| ConfigError::Invalid {
-            field: "clientNetworks",
-            message,
-        })
+    location_table(&file, geoip_database)
+}
+
+/// `clientNetworks` and `regionPreferences`, then the GeoIP database (`geoip_database`, else the
+/// file's `geoipDatabase`) mapped by `geoipRegions`. One without the other is an error, as is a
+/// database that cannot be read (naming its path).
+fn location_table(
+    file: &FileConfig,
+    geoip_database: Option<&Path>,
+) -> Result<Arc<LocationTable>, ConfigError> {
+    let invalid = |field, message| ConfigError::Invalid { field, message };
+    let table = LocationTable::new(&file.client_networks, file.region_preferences.clone())
+        .map_err(|m| invalid("clientNetworks", m))?;
+    let regions = GeoipRegions::new(&file.geoip_regions).map_err(|m| invalid("geoipRegions", m))?;
+    let table = match (
+        geoip_database.or(file.geoip_database.as_deref()),
+        regions.is_empty(),
+    ) {
+        (None, true) => table,
+        (None, false) => {
+            return Err(invalid(
+                "geoipRegions",
+                "set, but no GeoIP database: pass --geoip-database <file> (or geoipDatabase)"
+                    .into(),
+            ));
+        }
+        (Some(path), true) => {
+            return Err(invalid(
+                "geoipRegions",
+                format!(
+                    "empty: the GeoIP database {} would place no client; map ISO country or \
+                     continent codes to regions, e.g. geoipRegions: {{DE: eu, NA: us}}",
+                    path.display()
+                ),
+            ));
+        }
+        (Some(path), false) => {
+            let networks = geoip::load(path, &regions).map_err(|m| invalid("geoipDatabase", m))?;
+            table.with_geoip(&regions, &networks)
+        }
+    };
+    Ok(Arc::new(table))
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -864,6 +907,32 @@ mod tests {
         .unwrap();
         let err = a.resolve().unwrap_err().to_string();
         assert!(err.contains("place"), "{err}");
+    }
+
+    #[test]
+    fn geoip_regions_and_the_geoip_database_come_together_and_a_bad_database_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fedns.yaml");
+        let mut a = args();
+        a.config = Some(path.clone());
+        let err = |a: &ServeArgs| a.resolve().unwrap_err().to_string();
+        std::fs::write(&path, "geoipRegions: {DE: eu}\n").unwrap();
+        assert!(err(&a).starts_with("geoipRegions: set, but no GeoIP database"));
+        std::fs::write(&path, "geoipRegions: {DEU: eu}\n").unwrap();
+        assert!(err(&a).starts_with("geoipRegions: \"DEU\" is not an ISO country"));
+        let missing = dir.path().join("missing.mmdb");
+        std::fs::write(&path, format!("geoipDatabase: {}\n", missing.display())).unwrap();
+        assert!(err(&a).starts_with("geoipRegions: empty: the GeoIP database"));
+        std::fs::write(&path, "geoipRegions: {DE: eu}\n").unwrap();
+        a.geoip_database = Some(missing.clone());
+        let text = err(&a);
+        assert!(
+            text.starts_with(&format!(
+                "geoipDatabase: cannot read GeoIP database {}:",
+                missing.display()
+            )),
+            "{text}"
+        );
     }
 
     #[test]

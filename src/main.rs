@@ -51,13 +51,18 @@ enum Command {
         #[arg(short = 'n', long, requires = "kubeconfig")]
         namespace: Option<String>,
         /// Also say what this client gets: an address or subnet (10.1.2.3, 2001:db8::/56), placed
-        /// by the clientNetworks of --config (of the running server with --admin).
+        /// by the clientNetworks and GeoIP database of --config (of the running server with
+        /// --admin).
         #[arg(long)]
         client: Option<String>,
-        /// Config file of `serve` (for clientNetworks and regionPreferences), with --source or
-        /// --kubeconfig.
+        /// Config file of `serve` (for clientNetworks, regionPreferences and geoipRegions), with
+        /// --source or --kubeconfig.
         #[arg(long, env = "FEDNS_CONFIG", conflicts_with = "admin")]
         config: Option<PathBuf>,
+        /// GeoIP database of `serve` (--geoip-database), with --source or --kubeconfig
+        /// [default: geoipDatabase of --config].
+        #[arg(long, env = "FEDNS_GEOIP_DATABASE", conflicts_with = "admin")]
+        geoip_database: Option<PathBuf>,
     },
     /// Print the CustomResourceDefinitions fedns reads and writes (Domain, ServiceDNSRecord,
     /// IngressDNSRecord, DNSEndpoint, KubeFedCluster, FederatedTypeConfig, KubeFedConfig,
@@ -171,13 +176,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             namespace,
             client,
             config,
+            geoip_database,
         } => explain_from_cluster(
             &name,
             kubeconfig,
             context,
             namespace,
             zones,
-            ExplainClient { client, config },
+            ExplainClient {
+                client,
+                config,
+                geoip_database,
+            },
         ),
         Command::Explain {
             name,
@@ -186,13 +196,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             zones,
             client,
             config,
+            geoip_database,
             ..
         } => explain(
             &name,
             admin,
             source,
             zones,
-            ExplainClient { client, config },
+            ExplainClient {
+                client,
+                config,
+                geoip_database,
+            },
         ),
         Command::Query {
             name,
@@ -418,6 +433,7 @@ fn domains_from_cluster(
 struct ExplainClient {
     client: Option<String>,
     config: Option<PathBuf>,
+    geoip_database: Option<PathBuf>,
 }
 
 impl ExplainClient {
@@ -439,7 +455,10 @@ fn explain(
     client: ExplainClient,
 ) -> anyhow::Result<()> {
     if let Some(source) = source {
-        let locality = fedns::config::locality_from(client.config.as_deref())?;
+        let locality = fedns::config::locality_from(
+            client.config.as_deref(),
+            client.geoip_database.as_deref(),
+        )?;
         let snapshot = fedns::source::dir::load(&source)?;
         for e in snapshot.errors() {
             eprintln!("warning: {e}");
@@ -491,6 +510,7 @@ fn explain_from_cluster(
 ) -> anyhow::Result<()> {
     let args = ServeArgs {
         config: client.config.clone(),
+        geoip_database: client.geoip_database.clone(),
         kubeconfig: Some(kubeconfig),
         context,
         namespace,

@@ -238,12 +238,21 @@ fn per_client_answers_are_picked_without_allocating() {
         region: "us".into(),
         zone: Some(zone.into()),
     };
+    // And a GeoIP database network, 198.51.100.0/24 in the US (region us, no zone).
+    use fedns::federation::geoip::{GeoipRegions, mapped};
+    let regions = [("US".to_owned(), "us".to_owned())].into_iter().collect();
+    let regions = GeoipRegions::new(&regions).unwrap();
+    let geoip = mapped(
+        [("198.51.100.0/24".parse().unwrap(), Some("US"), Some("NA"))],
+        &regions,
+    );
     let table = Arc::new(
         LocationTable::new(
             &[row("192.0.2.0/24", "us1"), row("2001:db8::/32", "us2")],
             Default::default(),
         )
-        .unwrap(),
+        .unwrap()
+        .with_geoip(&regions, &geoip),
     );
     // The demo with nginx's ServiceDNSRecord given `strategy`.
     let demo_with = |strategy: Strategy| {
@@ -311,6 +320,20 @@ fn per_client_answers_are_picked_without_allocating() {
             query(nginx, RecordType::A, false),
             us_client,
             &["NoError A 10.1.0.10"][..],
+        ),
+        (
+            "nearest by a GeoIP network",
+            &nearest,
+            with_ecs(nginx, 1, 24, &[198, 51, 100]),
+            None,
+            &["NoError A 10.1.0.10 A 10.2.0.10"][..],
+        ),
+        (
+            "an ECS source shorter than a GeoIP network",
+            &nearest,
+            with_ecs(nginx, 1, 16, &[198, 51]),
+            None,
+            &["NoError A 10.1.0.10 A 10.2.0.10"][..],
         ),
         (
             "nowhere",

@@ -626,3 +626,148 @@ fn explain_with_a_client_says_where_it_is_and_why_each_cluster_is_in_or_out() {
         "{text}"
     );
 }
+
+// GeoIP: `--geoip-database` with `geoipRegions`, against a tiny MaxMind DB written by the test
+// (PyPI mmdb-writer): DE -> eu, JP -> ap, BR not mapped.
+
+const GEOIP_CONFIG: &str = "\
+clientNetworks:
+- {network: 100.64.5.0/24, region: us}
+geoipRegions: {DE: eu, jp: ap}
+";
+
+/// Writes a MaxMind DB (IPv6, IPv4 networks in its ::/96 subtree, like GeoLite2) holding
+/// `networks` as `(network, country, continent)` GeoIP2 Country records.
+fn write_geoip_database(path: &Path, networks: &[(&str, &str, &str)]) {
+    tools::require(
+        "mmdb-writer (Python, import mmdb_writer)",
+        "python3 -c 'import mmdb_writer'",
+        "python3 -m pip install mmdb-writer==0.2.7",
+    );
+    let script = r#"
+import json, sys
+from mmdb_writer import MMDBWriter
+from netaddr import IPSet
+w = MMDBWriter(ip_version=6, ipv4_compatible=True, database_type="GeoLite2-Country",
+               languages=["en"], description="fedns test")
+for net, country, continent in json.loads(sys.argv[2]):
+    w.insert_network(IPSet([net]), {"country": {"iso_code": country},
+                                    "continent": {"code": continent}})
+w.to_db_file(sys.argv[1])
+"#;
+    let list: Vec<[&str; 3]> = networks.iter().map(|(n, c, k)| [*n, *c, *k]).collect();
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(path)
+        .arg(serde_json::to_string(&list).unwrap())
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "mmdb-writer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+const GEOIP_NETWORKS: [(&str, &str, &str); 4] = [
+    ("100.64.0.0/16", "DE", "EU"),
+    ("2001:db8:de::/48", "DE", "EU"),
+    ("100.65.0.0/20", "JP", "AS"),
+    ("100.66.0.0/24", "BR", "SA"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    any(fedns_missing_kdig, fedns_missing_mmdb_writer),
+    ignore = "kdig (apt-get install knot-dnsutils) or mmdb-writer (pip install mmdb-writer) is \
+              missing and FEDNS_SKIP_MISSING_TOOLS=1"
+)]
+async fn geoip_database_places_clients_by_country_with_the_database_networks_length_as_scope() {
+    let server = Server::start_configured(
+        |source, _| federation(source, &[]),
+        |args| {
+            let dir = args.source.as_ref().unwrap().parent().unwrap().to_owned();
+            let database = dir.join("geo.mmdb");
+            write_geoip_database(&database, &GEOIP_NETWORKS);
+            std::fs::write(dir.join("fedns.yaml"), GEOIP_CONFIG).unwrap();
+            args.config = Some(dir.join("fedns.yaml"));
+            args.geoip_database = Some(database);
+        },
+    )
+    .await;
+    let d = server.dns;
+    // DE (a /16 in the database) -> eu; the scope is the database network's length.
+    let de = kdig(d, NEAR, "A", Some("100.64.9.0/24"));
+    assert_eq!(de.rcode, "NOERROR");
+    assert_eq!(de.addrs, set(&[EU[0]]), "{de:?}");
+    assert_eq!(de.ecs.as_deref(), Some("100.64.9.0/24/16"));
+    let de6 = kdig(d, NEAR, "AAAA", Some("2001:db8:de:1::/56"));
+    assert_eq!(de6.addrs, set(&[EU[1]]), "{de6:?}");
+    assert_eq!(de6.ecs.as_deref(), Some("2001:db8:de::/56/48"));
+    // JP (a /20; geoipRegions keys in any case) -> ap.
+    let jp = kdig(d, NEAR, "A", Some("100.65.3.0/24"));
+    assert_eq!(jp.addrs, set(&[AP[0]]), "{jp:?}");
+    assert_eq!(jp.ecs.as_deref(), Some("100.65.3.0/24/20"));
+    // BR is in the database but not in geoipRegions: nowhere, every healthy cluster.
+    let br = kdig(d, NEAR, "A", Some("100.66.0.0/24"));
+    assert_eq!(br.addrs, set(&[US[0], EU[0], AP[0]]), "{br:?}");
+    assert_eq!(br.ecs.as_deref(), Some("100.66.0.0/24/24"));
+    // A clientNetworks row inside the DE network wins over the database.
+    let row = kdig(d, NEAR, "A", Some("100.64.5.0/24"));
+    assert_eq!(row.addrs, set(&[US[0]]), "{row:?}");
+    assert_eq!(row.ecs.as_deref(), Some("100.64.5.0/24/24"));
+    server.stop().await;
+}
+
+#[test]
+#[cfg_attr(
+    fedns_missing_mmdb_writer,
+    ignore = "mmdb-writer is missing (pip install mmdb-writer) and FEDNS_SKIP_MISSING_TOOLS=1"
+)]
+fn explain_says_a_location_came_from_the_geoip_database_and_a_bad_database_stops_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("geo.mmdb");
+    write_geoip_database(&database, &GEOIP_NETWORKS);
+    let config = format!("{GEOIP_CONFIG}geoipDatabase: {}\n", database.display());
+    let (ok, text) = explain_cli(dir.path(), "100.64.9.1", &config);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("location: region eu (GeoIP country DE 100.64.0.0/16; ECS scope /16)"),
+        "{text}"
+    );
+    let (ok, text) = explain_cli(dir.path(), "100.66.0.1", &config);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains(
+            "location: nowhere (no clientNetworks row or mapped GeoIP network matches; ECS scope /32)"
+        ),
+        "{text}"
+    );
+    // serve with a database it cannot read: a startup error naming the path, nothing served.
+    let missing = dir.path().join("missing.mmdb");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fedns"))
+        .args([
+            "serve",
+            "--dns-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--source")
+        .arg(dir.path().join("source"))
+        .arg("--config")
+        .arg(dir.path().join("fedns.yaml"))
+        .arg("--geoip-database")
+        .arg(&missing)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "geoipDatabase: cannot read GeoIP database {}",
+            missing.display()
+        )),
+        "{stderr}"
+    );
+}

@@ -101,17 +101,22 @@ fn render_client(out: &mut String, c: &ClientExplanation, computed: Option<&Comp
         return;
     }
     match &c.location {
-        Some((location, network)) => {
+        Some((location, row)) => {
             let _ = writeln!(
                 out,
-                "  location: {location} (clientNetworks {network}; ECS scope /{})",
+                "  location: {location} ({row}; ECS scope /{})",
                 c.scope
             );
         }
         None => {
+            let searched = if c.geoip {
+                "no clientNetworks row or mapped GeoIP network matches"
+            } else {
+                "no clientNetworks row matches"
+            };
             let _ = writeln!(
                 out,
-                "  location: nowhere (no clientNetworks row matches; ECS scope /{})",
+                "  location: nowhere ({searched}; ECS scope /{})",
                 c.scope
             );
         }

@@ -1,6 +1,7 @@
 //! Client locality: where a query comes from, and which clusters the global name answers it with.
 //!
-//! - [`LocationTable`]: the config's `clientNetworks` (longest prefix wins, IPv4 and IPv6) and
+//! - [`LocationTable`]: the config's `clientNetworks` (longest prefix wins, IPv4 and IPv6), below
+//!   them the GeoIP database's mapped networks ([`crate::federation::geoip`]), and
 //!   `regionPreferences`; [`LocationTable::locate`] maps a client address (or an EDNS Client Subnet,
 //!   RFC 7871) to a location id and the prefix length the finding depended on (the ECS scope).
 //! - [`Strategy`]: a ServiceDNSRecord's `spec.strategy` (`all`, `nearest`, `failover`, `weighted`);
@@ -13,7 +14,10 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use rustc_hash::FxHashMap;
+
 use crate::dns::rrl::Prefix;
+use crate::federation::geoip::{GeoipCode, GeoipNetwork, GeoipRegions};
 use crate::federation::records::{ShardHealth, ShardReport};
 
 /// Location id of a client found nowhere.
@@ -41,18 +45,60 @@ impl std::fmt::Display for Location {
 pub struct Located {
     pub location: u16,
     pub scope: u8,
-    /// Index of the matched `clientNetworks` row, for `explain`.
-    pub row: Option<u16>,
+    /// Index of the matched row (see [`LocationTable::row`]), for `explain`.
+    pub row: Option<u32>,
 }
 
-/// The `clientNetworks` table and the `regionPreferences`, as loaded from the config file.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// Where a row of the table comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A `clientNetworks` row of the config file (its index there).
+    ClientNetwork(u16),
+    /// A network of the GeoIP database, mapped by `geoipRegions` through this code.
+    Geoip(GeoipCode),
+}
+
+/// One network of the table: a `clientNetworks` row or a mapped GeoIP database network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Row {
+    pub network: Prefix,
+    pub location: u16,
+    pub origin: Origin,
+}
+
+impl std::fmt::Display for Row {
+    /// How `explain` names it: `clientNetworks 10.1.0.0/16`, `GeoIP country DE 192.0.2.0/24`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.origin {
+            Origin::ClientNetwork(_) => write!(f, "clientNetworks {}", self.network),
+            Origin::Geoip(code) => write!(f, "GeoIP {code} {}", self.network),
+        }
+    }
+}
+
+/// The `clientNetworks` table, the GeoIP database's mapped networks and the
+/// `regionPreferences`, as loaded at startup.
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct LocationTable {
     /// Location `id` is `locations[id - 1]`; id 0 is nowhere.
     locations: Vec<Location>,
-    /// (network, location id, row in the config), longest prefix first.
-    networks: Vec<(Prefix, u16, u16)>,
+    /// `clientNetworks` in file order, then the GeoIP networks none of them covers.
+    rows: Vec<Row>,
+    /// Longest-prefix indexes of `rows`, per family.
+    v4: PrefixIndex<u32>,
+    v6: PrefixIndex<u128>,
     preferences: BTreeMap<String, Vec<String>>,
+}
+
+impl std::fmt::Debug for LocationTable {
+    /// The rows by count: a GeoIP database gives hundreds of thousands.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocationTable")
+            .field("locations", &self.locations)
+            .field("rows", &self.rows.len())
+            .field("preferences", &self.preferences)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One `clientNetworks` row as written in the config file.
@@ -81,19 +127,72 @@ impl LocationTable {
             if row.region.trim().is_empty() {
                 return Err(at("region must not be empty".into()));
             }
-            let network = masked(network);
             let location = Location {
                 region: row.region.clone(),
                 zone: row.zone.clone().filter(|z| !z.is_empty()),
             };
             let id = table.intern(location);
-            table.networks.push((network, id, i as u16));
+            table.push(Row {
+                network: masked(network),
+                location: id,
+                origin: Origin::ClientNetwork(i as u16),
+            });
         }
-        // Longest prefix first; for equal prefixes the first row in the file wins.
-        table
-            .networks
-            .sort_by(|a, b| b.0.len.cmp(&a.0.len).then(a.2.cmp(&b.2)));
         Ok(table)
+    }
+
+    /// Adds the GeoIP database's mapped networks (see [`crate::federation::geoip`]) below the
+    /// `clientNetworks`: a client any `clientNetworks` row matches is placed by it, whatever the
+    /// database says; the others by the longest database network holding them.
+    pub fn with_geoip(mut self, regions: &GeoipRegions, networks: &[GeoipNetwork]) -> Self {
+        let mut ids: BTreeMap<GeoipCode, u16> = BTreeMap::new();
+        let first = self.rows.len();
+        for n in networks {
+            let network = masked(n.network);
+            // Covered by a clientNetworks row (all rows so far are): that row decides.
+            let (found, _) = self.index_locate(network.addr, network.len);
+            if found.is_some() {
+                continue;
+            }
+            let Some(region) = regions.region(n.code) else {
+                continue;
+            };
+            let location = match ids.get(&n.code) {
+                Some(id) => *id,
+                None => {
+                    let id = self.intern(Location {
+                        region: region.to_owned(),
+                        zone: None,
+                    });
+                    ids.insert(n.code, id);
+                    id
+                }
+            };
+            self.rows.push(Row {
+                network,
+                location,
+                origin: Origin::Geoip(n.code),
+            });
+        }
+        // Index the GeoIP rows only now, so the coverage check above saw clientNetworks alone.
+        for i in first..self.rows.len() {
+            self.index(i);
+        }
+        self
+    }
+
+    fn push(&mut self, row: Row) {
+        self.rows.push(row);
+        self.index(self.rows.len() - 1);
+    }
+
+    /// Indexes `rows[i]`; for equal networks the first row keeps them.
+    fn index(&mut self, i: usize) {
+        let row = &self.rows[i];
+        match row.network.addr {
+            IpAddr::V4(a) => self.v4.insert(u32::from(a), row.network.len, i as u32),
+            IpAddr::V6(a) => self.v6.insert(u128::from(a), row.network.len, i as u32),
+        }
     }
 
     fn intern(&mut self, location: Location) -> u16 {
@@ -108,7 +207,7 @@ impl LocationTable {
 
     /// Whether no client can be found anywhere.
     pub fn is_empty(&self) -> bool {
-        self.networks.is_empty()
+        self.rows.is_empty()
     }
 
     /// Number of locations: ids run from 1 to this.
@@ -123,12 +222,21 @@ impl LocationTable {
             .and_then(|i| self.locations.get(i))
     }
 
-    /// The network of a `clientNetworks` row, for `explain`.
-    pub fn network(&self, row: u16) -> Option<Prefix> {
-        self.networks
-            .iter()
-            .find(|(_, _, r)| *r == row)
-            .map(|(p, _, _)| *p)
+    /// A row of the table ([`Located::row`]), for `explain`.
+    pub fn row(&self, row: u32) -> Option<&Row> {
+        self.rows.get(row as usize)
+    }
+
+    /// The network of a row, for `explain`.
+    pub fn network(&self, row: u32) -> Option<Prefix> {
+        self.row(row).map(|r| r.network)
+    }
+
+    /// Whether some rows come from the GeoIP database.
+    pub fn has_geoip(&self) -> bool {
+        self.rows
+            .last()
+            .is_some_and(|r| matches!(r.origin, Origin::Geoip(_)))
     }
 
     /// The regions to try, in order, after `region` itself (`regionPreferences`).
@@ -141,43 +249,129 @@ impl LocationTable {
     /// than `source_len` can match; the scope is the matched row's length, or `source_len` when
     /// nothing matched, raised to the longest row that would need more bits than the client gave
     /// (RFC 7871 section 7.2.1: the source prefix was not specific enough; never for a /0
-    /// source). Allocates nothing.
+    /// source). Allocates nothing; costs one hash probe per distinct row length up to
+    /// `source_len`, and a binary search per longer one.
     pub fn locate(&self, addr: IpAddr, source_len: u8) -> Located {
-        let addr = canonical(addr);
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let source_len = source_len.min(max);
-        let mut found = None;
-        let mut longer = 0u8;
-        for (net, id, row) in &self.networks {
-            if net.len > source_len {
-                // A /0 source asks for no tailoring at all (RFC 7871 section 7.1.2).
-                if source_len == 0 {
-                    continue;
-                }
-                let known = Prefix {
-                    addr: net.addr,
-                    len: source_len,
-                };
-                if known.contains(addr) {
-                    longer = longer.max(net.len);
-                }
-            } else if net.contains(addr) {
-                found = Some((*id, net.len, *row));
-                break;
-            }
-        }
+        let (found, longer) = self.index_locate(addr, source_len);
         match found {
-            Some((location, len, row)) => Located {
-                location,
-                scope: len.max(longer),
+            Some(row) => Located {
+                location: self.rows[row as usize].location,
+                scope: self.rows[row as usize].network.len.max(longer),
                 row: Some(row),
             },
-            None => Located {
-                location: NOWHERE,
-                scope: source_len.max(longer),
-                row: None,
-            },
+            None => {
+                let max = if canonical(addr).is_ipv4() { 32 } else { 128 };
+                Located {
+                    location: NOWHERE,
+                    scope: source_len.min(max).max(longer),
+                    row: None,
+                }
+            }
         }
+    }
+
+    /// The matched row and the longest row inside the client's prefix too long to match.
+    #[inline]
+    fn index_locate(&self, addr: IpAddr, source_len: u8) -> (Option<u32>, u8) {
+        match canonical(addr) {
+            IpAddr::V4(a) => self.v4.locate(u32::from(a), source_len.min(32)),
+            IpAddr::V6(a) => self.v6.locate(u128::from(a), source_len.min(128)),
+        }
+    }
+}
+
+/// An address family's addresses as an integer.
+trait Bits: Copy + Eq + Ord + std::hash::Hash + std::fmt::Debug + Default {
+    const WIDTH: u8;
+    /// The first `len` bits, the rest cleared.
+    fn masked(self, len: u8) -> Self;
+    /// The last address of the `/len` network starting at `self`.
+    fn last(self, len: u8) -> Self;
+}
+
+impl Bits for u32 {
+    const WIDTH: u8 = 32;
+    fn masked(self, len: u8) -> Self {
+        self & u32::MAX.checked_shl(32 - len as u32).unwrap_or(0)
+    }
+    fn last(self, len: u8) -> Self {
+        self | u32::MAX.checked_shr(len as u32).unwrap_or(0)
+    }
+}
+
+impl Bits for u128 {
+    const WIDTH: u8 = 128;
+    fn masked(self, len: u8) -> Self {
+        self & u128::MAX.checked_shl(128 - len as u32).unwrap_or(0)
+    }
+    fn last(self, len: u8) -> Self {
+        self | u128::MAX.checked_shr(len as u32).unwrap_or(0)
+    }
+}
+
+/// Longest-prefix index of one family: per distinct prefix length, longest first, the networks
+/// of that length (masked) and their rows. A lookup probes one hash map per length.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct PrefixIndex<K: Bits> {
+    levels: Vec<Level<K>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Level<K: Bits> {
+    len: u8,
+    rows: FxHashMap<K, u32>,
+    /// The same networks, sorted: finds rows inside a shorter client prefix.
+    sorted: Vec<K>,
+}
+
+impl<K: Bits> PrefixIndex<K> {
+    fn insert(&mut self, network: K, len: u8, row: u32) {
+        let network = network.masked(len);
+        let at = match self.levels.binary_search_by(|l| len.cmp(&l.len)) {
+            Ok(at) => at,
+            Err(at) => {
+                self.levels.insert(
+                    at,
+                    Level {
+                        len,
+                        rows: FxHashMap::default(),
+                        sorted: Vec::new(),
+                    },
+                );
+                at
+            }
+        };
+        let level = &mut self.levels[at];
+        if let std::collections::hash_map::Entry::Vacant(e) = level.rows.entry(network) {
+            e.insert(row);
+            let i = level.sorted.partition_point(|n| *n < network);
+            level.sorted.insert(i, network);
+        }
+    }
+
+    /// The row of the longest network no longer than `source_len` holding `addr`, and the
+    /// longest network longer than `source_len` inside `addr/source_len` (0 when none, or when
+    /// `source_len` is 0: a /0 source asks for no tailoring at all, RFC 7871 section 7.1.2).
+    #[inline]
+    fn locate(&self, addr: K, source_len: u8) -> (Option<u32>, u8) {
+        let mut longer = 0;
+        for level in &self.levels {
+            if level.len > source_len {
+                // Levels run longest first: the first one with a row inside is the longest.
+                if longer == 0 && source_len > 0 {
+                    let first = addr.masked(source_len);
+                    let last = first.last(source_len);
+                    let i = level.sorted.partition_point(|n| *n < first);
+                    if level.sorted.get(i).is_some_and(|n| *n <= last) {
+                        longer = level.len;
+                    }
+                }
+            } else if let Some(row) = level.rows.get(&addr.masked(level.len)) {
+                return (Some(*row), longer);
+            }
+        }
+        debug_assert!(source_len <= K::WIDTH);
+        (None, longer)
     }
 }
 
@@ -189,19 +383,28 @@ fn canonical(addr: IpAddr) -> IpAddr {
     }
 }
 
-/// The prefix with its host bits cleared, so `10.1.2.3/8` prints as `10.0.0.0/8`.
+/// The prefix with its host bits cleared, so `10.1.2.3/8` prints as `10.0.0.0/8`; an
+/// IPv4-mapped IPv6 prefix of at least /96 becomes the IPv4 prefix it covers.
 fn masked(p: Prefix) -> Prefix {
-    let addr = match canonical(p.addr) {
+    match p.addr {
         IpAddr::V4(a) => {
-            let mask = u32::MAX.checked_shl(32 - p.len.min(32) as u32).unwrap_or(0);
-            IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask))
+            let len = p.len.min(32);
+            Prefix {
+                addr: IpAddr::V4(Ipv4Addr::from(u32::from(a).masked(len))),
+                len,
+            }
         }
-        IpAddr::V6(a) => {
-            let mask = u128::MAX.checked_shl(128 - p.len as u32).unwrap_or(0);
-            IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask))
-        }
-    };
-    Prefix { addr, len: p.len }
+        IpAddr::V6(a) => match a.to_ipv4_mapped() {
+            Some(v4) if p.len >= 96 => masked(Prefix {
+                addr: IpAddr::V4(v4),
+                len: p.len - 96,
+            }),
+            _ => Prefix {
+                addr: IpAddr::V6(Ipv6Addr::from(u128::from(a).masked(p.len.min(128)))),
+                len: p.len.min(128),
+            },
+        },
+    }
 }
 
 /// How a global name picks its clusters for a client (`spec.strategy` of a ServiceDNSRecord, or
@@ -567,6 +770,86 @@ mod tests {
         assert!(err.unwrap_err().contains("clientNetworks[1]: region"));
     }
 
+    /// clientNetworks us /8, eu /16, eu/eu1 /25, and a database with DE -> eu, JP -> ap and the
+    /// continent NA -> us mapped.
+    fn geoip_table() -> LocationTable {
+        use crate::federation::geoip::{GeoipRegions, mapped};
+        let t = LocationTable::new(
+            &[
+                row("10.0.0.0/8", "us", None),
+                row("10.1.0.0/16", "eu", None),
+                row("192.0.2.128/25", "eu", Some("eu1")),
+            ],
+            BTreeMap::new(),
+        )
+        .unwrap();
+        let regions = [("DE", "eu"), ("JP", "ap"), ("NA", "us")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let regions = GeoipRegions::new(&regions).unwrap();
+        let networks = mapped(
+            [
+                // Inside clientNetworks rows: dropped, the rows decide.
+                ("10.1.128.0/17", Some("JP"), Some("AS")),
+                ("10.200.0.0/16", Some("JP"), Some("AS")),
+                // Holds the clientNetworks /25.
+                ("192.0.2.0/24", Some("DE"), Some("EU")),
+                ("198.51.100.0/22", Some("CA"), Some("NA")),
+                ("203.0.113.0/24", Some("BR"), Some("SA")),
+                ("2001:db9::/32", Some("DE"), Some("EU")),
+            ]
+            .map(|(n, c, k)| (n.parse().unwrap(), c, k)),
+            &regions,
+        );
+        assert_eq!(networks.len(), 5, "BR/SA is not mapped");
+        t.with_geoip(&regions, &networks)
+    }
+
+    fn explained(t: &LocationTable, addr: &str, len: u8) -> Option<String> {
+        let found = t.locate(addr.parse().unwrap(), len);
+        found.row.map(|r| t.row(r).unwrap().to_string())
+    }
+
+    #[test]
+    fn geoip_networks_place_clients_no_client_network_matches_with_their_length_as_scope() {
+        let t = geoip_table();
+        assert!(t.has_geoip());
+        assert_eq!(at(&t, "192.0.2.7", 32), (loc("eu", None), 24));
+        assert_eq!(
+            explained(&t, "192.0.2.7", 32).as_deref(),
+            Some("GeoIP country DE 192.0.2.0/24")
+        );
+        assert_eq!(at(&t, "198.51.101.1", 32), (loc("us", None), 22));
+        assert_eq!(
+            explained(&t, "198.51.101.1", 32).as_deref(),
+            Some("GeoIP continent NA 198.51.100.0/22")
+        );
+        assert_eq!(at(&t, "2001:db9:1::", 56), (loc("eu", None), 32));
+        // An unmapped country is nowhere; so is what the database does not hold.
+        assert_eq!(at(&t, "203.0.113.9", 32), (None, 32));
+        assert_eq!(at(&t, "233.252.0.1", 32), (None, 32));
+        // The database's regions share location ids with the clientNetworks rows of the same
+        // place; the dropped JP networks add none.
+        assert_eq!(t.len(), 3, "us, eu, eu/eu1");
+    }
+
+    #[test]
+    fn client_networks_override_the_geoip_database() {
+        let t = geoip_table();
+        // Database networks inside clientNetworks rows, even longer ones, never decide.
+        assert_eq!(at(&t, "10.1.200.1", 32), (loc("eu", None), 16));
+        assert_eq!(
+            explained(&t, "10.1.200.1", 32).as_deref(),
+            Some("clientNetworks 10.1.0.0/16")
+        );
+        assert_eq!(at(&t, "10.200.0.1", 32), (loc("us", None), 8));
+        // A clientNetworks row inside a database network decides for its own clients, and an
+        // ECS /24 that cannot tell them apart gets the /25 as its scope.
+        assert_eq!(at(&t, "192.0.2.130", 32), (loc("eu", Some("eu1")), 25));
+        assert_eq!(at(&t, "192.0.2.0", 24), (loc("eu", None), 25));
+    }
+
     fn shard(cluster: &str, region: &str, zone: &str, ip: &str, ok: bool) -> ShardReport {
         ShardReport {
             cluster: cluster.into(),
@@ -683,6 +966,72 @@ mod tests {
             ["10.20.0.1".parse::<Ipv4Addr>().unwrap()]
         );
         assert!(localize(&Strategy::All, &shards(), &t).is_none());
+    }
+
+    /// The linear scan `locate` replaced: every row, longest first (ties in file order).
+    fn locate_by_scan(t: &LocationTable, addr: IpAddr, source_len: u8) -> Located {
+        let addr = canonical(addr);
+        let source_len = source_len.min(if addr.is_ipv4() { 32 } else { 128 });
+        let mut rows: Vec<(usize, &Row)> = t.rows.iter().enumerate().collect();
+        rows.sort_by(|a, b| b.1.network.len.cmp(&a.1.network.len).then(a.0.cmp(&b.0)));
+        let mut longer = 0;
+        for (i, row) in rows {
+            let net = row.network;
+            if net.len > source_len {
+                let known = Prefix {
+                    addr: net.addr,
+                    len: source_len,
+                };
+                if source_len > 0 && known.contains(addr) {
+                    longer = longer.max(net.len);
+                }
+            } else if net.contains(addr) {
+                return Located {
+                    location: row.location,
+                    scope: net.len.max(longer),
+                    row: Some(i as u32),
+                };
+            }
+        }
+        Located {
+            location: NOWHERE,
+            scope: source_len.max(longer),
+            row: None,
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_prefix_index_finds_what_a_scan_of_every_row_finds(
+            rows in proptest::collection::vec((0u32..4, proptest::prelude::any::<u32>(), 0u8..=32, 0u8..3), 0..40),
+            queries in proptest::collection::vec((0u32..4, proptest::prelude::any::<u32>(), 0u8..=40), 50),
+        ) {
+            // Addresses packed into 10.0.0.0/14 so that rows overlap; some rows are IPv6
+            // (the same bits under 2001:db8::/32).
+            let addr = |top: u32, low: u32, v6: bool| -> IpAddr {
+                let v4 = (10 << 24) | (top << 22) | (low >> 10);
+                if v6 {
+                    IpAddr::V6(Ipv6Addr::from((0x2001_0db8u128 << 96) | ((v4 as u128) << 64)))
+                } else {
+                    IpAddr::V4(Ipv4Addr::from(v4))
+                }
+            };
+            let config: Vec<ClientNetwork> = rows
+                .iter()
+                .map(|(top, low, len, region)| {
+                    let v6 = low % 5 == 0;
+                    let len = if v6 { 32 + *len * 2 } else { *len };
+                    row(&format!("{}/{len}", addr(*top, *low, v6)), &format!("r{region}"), None)
+                })
+                .collect();
+            let t = LocationTable::new(&config, BTreeMap::new()).unwrap();
+            for (top, low, len) in queries {
+                let v6 = low % 3 == 0;
+                let a = addr(top, low, v6);
+                let len = if v6 { 32 + len * 2 } else { len };
+                proptest::prop_assert_eq!(t.locate(a, len), locate_by_scan(&t, a, len), "{}/{}", a, len);
+            }
+        }
     }
 
     /// A small deterministic generator for the property test (xorshift64*).

@@ -1,5 +1,5 @@
 //! External tools some tests drive (dig, kdig, unbound, named, promtool, kubectl kustomize, Helm's
-//! Python package). A missing tool fails the test with the package to install; `bash .ci/test`
+//! Python package, the mmdb-writer Python package). A missing tool fails the test with the package to install; `bash .ci/test`
 //! installs them all. With `FEDNS_SKIP_MISSING_TOOLS=1` the build (`.ci/build.rs`) marks the
 //! tests of missing tools as ignored instead, so they are reported as skipped, never as passed.
 

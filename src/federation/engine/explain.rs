@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use crate::dns::rrl::Prefix;
-use crate::federation::locality::{self, Choice, Location, Strategy};
+use crate::federation::locality::{self, Choice, Location, Row, Strategy};
 use crate::federation::model::ObjectKey;
 use crate::federation::naming;
 use crate::federation::records::Computed;
@@ -46,8 +46,10 @@ pub struct ClientExplanation {
     pub client: String,
     /// Why it could not be used (not an address or subnet).
     pub error: Option<String>,
-    /// Where the client is, and the `clientNetworks` row that said so.
-    pub location: Option<(Location, Prefix)>,
+    /// Where the client is, and the row (`clientNetworks` or GeoIP network) that said so.
+    pub location: Option<(Location, Row)>,
+    /// Whether the location table has GeoIP networks (what "nowhere" searched).
+    pub geoip: bool,
     /// The ECS scope an answer depending on the location carries.
     pub scope: u8,
     /// The strategy of the name (`all` for names without one).
@@ -127,6 +129,7 @@ impl Engine {
             client: client.to_owned(),
             error: None,
             location: None,
+            geoip: false,
             scope: 0,
             strategy: Strategy::All,
             choice: None,
@@ -141,10 +144,11 @@ impl Engine {
         let table = &self.settings.locality;
         let found = table.locate(subnet.addr, subnet.len);
         out.scope = found.scope;
+        out.geoip = table.has_geoip();
         out.location = table
             .location(found.location)
             .cloned()
-            .zip(found.row.and_then(|r| table.network(r)));
+            .zip(found.row.and_then(|r| table.row(r)).copied());
         // Only the global name of a record with a strategy answers per client.
         let localized = matches!(served, Some((_, Claim::Localized(..))));
         if let (Some((Owner::Service(key), _)), true) = (served, localized)
