@@ -13,7 +13,7 @@
 mod generated;
 // Cargo builds benches with `--cfg test` but without libtest, so the harness's own unit-test
 // modules compile with their `#[test]` functions stripped and their imports unused.
-#[allow(unused_imports, dead_code)]
+#[allow(unused_imports)]
 #[path = "../tests/harness/mod.rs"]
 mod harness;
 
@@ -96,8 +96,7 @@ fn main() -> Result<()> {
     // Warnings (a failing Lease renewal, say) on stderr; RUST_LOG for more.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .try_init();
