@@ -322,14 +322,14 @@ fn answer_query(
         }
         let mut step = snap.get(key).map(|entry| {
             let entry = localize(entry, query, client, limits, &local);
-            append_for_type(entry, query.qtype, name_at as u16, out, zones, key)
+            append_for_type(entry, query.qtype, name_at as u16, out, zone)
         });
         if step.is_none() && zone.shape.wildcards {
             // RFC 4592: the wildcard child of the closest encloser answers, owner rewritten.
             if let Some(source) = wildcard_source(&snap, key, zone.key().len(), &mut wild_buf) {
-                step = snap.get(source).map(|entry| {
-                    append_for_type(entry, query.qtype, name_at as u16, out, zones, source)
-                });
+                step = snap
+                    .get(source)
+                    .map(|entry| append_for_type(entry, query.qtype, name_at as u16, out, zone));
             }
         }
         match step {
@@ -554,8 +554,7 @@ fn append_for_type(
     qtype: u16,
     owner_at: u16,
     out: &mut Vec<u8>,
-    zones: &store::ZoneTable,
-    key: &[u8],
+    zone: &store::Zone,
 ) -> Step {
     let mut chosen = None;
     let mut cname = None;
@@ -589,10 +588,7 @@ fn append_for_type(
     }
     match chosen {
         Some(set) if set.rtype == rtype::SOA && set.count == 0 => {
-            // Apex SOA: rendered live so the serial is current.
-            let Some(zone) = zones.find(key) else {
-                return Step::NoData;
-            };
+            // Apex SOA: rendered live so the serial is current (the entry is the apex of `zone`).
             let start = out.len();
             zone.push_soa(out, zone.soa.ttl, Some(owner_at));
             let end = out.len();

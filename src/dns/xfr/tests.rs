@@ -103,7 +103,6 @@ fn soa_serial(r: &hickory_proto::rr::Record) -> Option<u32> {
 fn nobody_may_transfer_by_default() {
     let (store, zone) = store(3);
     let t = transfers(&[]);
-    store.commit();
     t.commit(&store, &[zone]);
     let out = t
         .answer_transfer(&query(RecordType::AXFR, None), LOCAL)
@@ -117,7 +116,6 @@ fn nobody_may_transfer_by_default() {
     );
     // Another network than the allowed one: refused too.
     let t = transfers(&[("192.0.2.0/24", None)]);
-    store.commit();
     t.commit(&store, &[store.zones().iter().next().unwrap().clone()]);
     let m = parse(
         &t.answer_transfer(&query(RecordType::AXFR, None), LOCAL)
@@ -130,7 +128,6 @@ fn nobody_may_transfer_by_default() {
 fn axfr_sends_soa_first_and_last_and_every_record_in_messages_under_64k() {
     let (store, zone) = store(6000);
     let t = transfers(&[("127.0.0.0/8", None)]);
-    store.commit();
     t.commit(&store, &[zone]);
     let out = t
         .answer_transfer(&query(RecordType::AXFR, None), LOCAL)
@@ -157,7 +154,6 @@ fn axfr_sends_soa_first_and_last_and_every_record_in_messages_under_64k() {
 fn a_key_bound_rule_needs_the_key_and_a_bad_signature_is_notauth() {
     let (store, zone) = store(3);
     let t = transfers(&[("127.0.0.0/8", Some("xfr"))]);
-    store.commit();
     t.commit(&store, &[zone]);
     // No key: refused.
     let m = parse(
@@ -281,7 +277,6 @@ fn the_journal_keeps_only_its_depth() {
     let (store, zone) = store(1);
     let mut t = transfers(&[("127.0.0.0/8", None)]);
     t.config.journal = 2;
-    store.commit();
     t.commit(&store, std::slice::from_ref(&zone));
     for serial in 11..15u32 {
         store.insert(
@@ -312,7 +307,6 @@ fn the_journal_keeps_only_its_depth() {
 fn ixfr_over_udp_is_the_soa_when_current_else_truncated() {
     let (store, zone) = store(1);
     let t = transfers(&[]);
-    store.commit();
     t.commit(&store, &[zone]);
     let mut out = Vec::new();
     t.finish_signed(&query(RecordType::IXFR, Some(10)), &mut out, true);
@@ -329,7 +323,6 @@ fn ixfr_over_udp_is_the_soa_when_current_else_truncated() {
 fn malformed_transfer_requests_get_an_error_never_a_panic() {
     let (store, zone) = store(2);
     let t = transfers(&[("127.0.0.0/8", None)]);
-    store.commit();
     t.commit(&store, &[zone]);
     let key = tsig::Key::new("xfr.", "hmac-sha256", SECRET).unwrap();
     let mut signed = query(RecordType::IXFR, Some(10));
