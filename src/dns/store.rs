@@ -529,11 +529,36 @@ impl Snapshot {
     }
 
     /// Calls `f` with every name and entry (for zone transfers and digests).
-    pub fn for_each(&self, mut f: impl FnMut(&[u8], &[u8])) {
+    pub fn for_each<'a>(&'a self, mut f: impl FnMut(&'a [u8], &'a [u8])) {
         for shard in self.shards.iter() {
             for (_, key, entry) in shard.iter() {
                 f(key, entry);
             }
+        }
+    }
+
+    /// Whether the two snapshots have the same zone table (not only equal: the same one).
+    pub fn same_zones(&self, other: &Snapshot) -> bool {
+        Arc::ptr_eq(&self.zones, &other.zones)
+    }
+
+    /// Calls `f` with every name whose entry differs from this snapshot to `newer`: the key, the
+    /// entry here and the entry there (empty where the name is absent). Only shards the two do
+    /// not share are compared, so a snapshot a few changes away costs a few shards.
+    pub fn for_each_change<'a>(
+        &'a self,
+        newer: &'a Snapshot,
+        mut f: impl FnMut(&'a [u8], &'a [u8], &'a [u8]),
+    ) {
+        for (old, new) in self.shards.iter().zip(newer.shards.iter()) {
+            if Arc::ptr_eq(old, new) {
+                continue;
+            }
+            merge_changes(
+                old.iter().map(|(h, k, e)| ((h, k), k, e)),
+                new.iter().map(|(h, k, e)| ((h, k), k, e)),
+                &mut f,
+            );
         }
     }
 
@@ -569,6 +594,40 @@ impl Snapshot {
             zones: zones.unwrap_or_else(|| self.zones.clone()),
             shards,
             len,
+        }
+    }
+}
+
+/// Merges two lists of `(order, key, entry)` sorted by `order` (one key per order) and calls
+/// `f` with each key whose entry differs: key, old entry, new entry (empty where absent).
+pub fn merge_changes<'a, O: Ord>(
+    old: impl Iterator<Item = (O, &'a [u8], &'a [u8])>,
+    new: impl Iterator<Item = (O, &'a [u8], &'a [u8])>,
+    f: &mut impl FnMut(&'a [u8], &'a [u8], &'a [u8]),
+) {
+    let (mut a, mut b) = (old.peekable(), new.peekable());
+    loop {
+        let (key, before, after) = match (a.peek(), b.peek()) {
+            (Some((oa, ..)), Some((ob, ..))) if oa == ob => {
+                let ((_, k, ea), (_, _, eb)) = (a.next().unwrap(), b.next().unwrap());
+                (k, ea, eb)
+            }
+            (Some((oa, ..)), Some((ob, ..))) if oa < ob => {
+                let (_, k, e) = a.next().unwrap();
+                (k, e, &[][..])
+            }
+            (Some(_), None) => {
+                let (_, k, e) = a.next().unwrap();
+                (k, e, &[][..])
+            }
+            (_, Some(_)) => {
+                let (_, k, e) = b.next().unwrap();
+                (k, &[][..], e)
+            }
+            (None, None) => break,
+        };
+        if before != after {
+            f(key, before, after);
         }
     }
 }
@@ -834,6 +893,7 @@ mod tests {
         ) {
             let store = RecordStore::new();
             let mut model = std::collections::BTreeMap::new();
+            let mut previous = (store.snapshot(), model.clone());
             for batch in batches {
                 for (i, value) in batch {
                     match value {
@@ -859,6 +919,24 @@ mod tests {
                     walked.insert(Box::<[u8]>::from(k), Box::<[u8]>::from(e));
                 });
                 proptest::prop_assert_eq!(&walked, &model);
+                // The changes from the previous snapshot are exactly the model's (an empty
+                // entry and an absent name look the same).
+                let mut changed = std::collections::BTreeMap::new();
+                previous.0.for_each_change(&snap, |k, old, new| {
+                    if old != new {
+                        changed.insert(Box::<[u8]>::from(k), (old.to_vec(), new.to_vec()));
+                    }
+                });
+                let mut expected = std::collections::BTreeMap::new();
+                for k in previous.1.keys().chain(model.keys()) {
+                    let old = previous.1.get(k).map_or(vec![], |e| e.to_vec());
+                    let new = model.get(k).map_or(vec![], |e| e.to_vec());
+                    if old != new {
+                        expected.insert(k.clone(), (old, new));
+                    }
+                }
+                proptest::prop_assert_eq!(&changed, &expected);
+                previous = (snap, model.clone());
             }
         }
     }

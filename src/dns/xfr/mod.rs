@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use crate::dns::store::{self, RecordStore, Zone};
+use crate::dns::store::{self, RecordStore, Snapshot, Zone};
 use crate::dns::tsig::{self, Key, ResponseSigner};
 use crate::dns::wire::{self, rcode, rtype};
 use crate::metrics::Metrics;
@@ -26,17 +26,39 @@ const MAX_MESSAGE: usize = 65_535;
 /// Journal bytes kept per zone at most, whatever its depth in changes.
 const JOURNAL_BYTES: usize = 64 << 20;
 
-/// A name (lowercase wire key) and its store entry.
-type NameEntry = (Box<[u8]>, Box<[u8]>);
 /// A name, its old entry and its new one (empty: absent).
 type NameChange = (Box<[u8]>, Box<[u8]>, Box<[u8]>);
 
-/// A zone's content at one serial: every non-empty name and its store entry, sorted by key.
+/// A zone's content at one serial: the store snapshot published with that serial (immutable,
+/// and sharing every shard that did not change since with the snapshots after it, so keeping
+/// it costs only what changed).
 #[derive(Debug)]
 pub struct ZoneCopy {
     pub zone: Arc<Zone>,
     pub serial: u32,
-    names: Vec<NameEntry>,
+    snapshot: Arc<Snapshot>,
+}
+
+impl ZoneCopy {
+    /// Whether `key` is a name of this zone (not of a zone below it) in `snapshot`.
+    fn holds(&self, snapshot: &Snapshot, key: &[u8]) -> bool {
+        snapshot
+            .zones()
+            .find(key)
+            .is_some_and(|z| z.key() == self.zone.key())
+    }
+
+    /// Every non-empty name of the zone and its entry, sorted by key (for AXFR).
+    fn names(&self) -> Vec<(&[u8], &[u8])> {
+        let mut names = Vec::new();
+        self.snapshot.for_each(|key, entry| {
+            if !entry.is_empty() && self.holds(&self.snapshot, key) {
+                names.push((key, entry));
+            }
+        });
+        names.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        names
+    }
 }
 
 /// What changed from one serial to the next: names whose entry changed, old and new.
@@ -149,8 +171,10 @@ impl Transfers {
             .or_default());
     }
 
-    /// Called by the engine after a flush: copies the zones whose serial changed (and any zone
-    /// not copied yet), journals the difference, and drops zones no longer served.
+    /// Called by the engine after a flush (and after the store published it): takes the
+    /// published snapshot as the copy of each zone whose serial changed (and of any zone not
+    /// copied yet), journals the difference, and drops zones no longer served. Costs what
+    /// changed, not the size of the zones.
     pub fn commit(&self, store: &RecordStore, renumbered: &[Arc<Zone>]) {
         let table = store.zones();
         let mut zones = self.zones.lock().unwrap_or_else(|e| e.into_inner());
@@ -167,30 +191,12 @@ impl Transfers {
         if due.is_empty() {
             return;
         }
-        drop(zones);
-        // One walk of the store for every zone due (outside the lock: transfers go on meanwhile).
-        let mut names: BTreeMap<Box<[u8]>, Vec<NameEntry>> = due
-            .iter()
-            .map(|z| (Box::<[u8]>::from(z.key()), Vec::new()))
-            .collect();
-        store.for_each(|key, entry| {
-            if entry.is_empty() {
-                return;
-            }
-            if let Some(zone) = table.find(key)
-                && let Some(list) = names.get_mut(zone.key())
-            {
-                list.push((key.into(), entry.into()));
-            }
-        });
-        let mut zones = self.zones.lock().unwrap_or_else(|e| e.into_inner());
+        let snapshot = arc_swap::Guard::into_inner(store.snapshot());
         for zone in due {
-            let mut list = names.remove(zone.key()).unwrap_or_default();
-            list.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             let copy = Arc::new(ZoneCopy {
                 serial: zone.serial(),
                 zone: zone.clone(),
-                names: list,
+                snapshot: snapshot.clone(),
             });
             let state = zones.entry(zone.key().into()).or_default();
             if let Some(old) = &state.copy
@@ -404,36 +410,34 @@ fn chain_from(journal: &[Arc<Delta>], client: u32, current: u32) -> Option<Vec<&
     (linked && chain.last().is_some_and(|d| d.to == current)).then_some(chain)
 }
 
-/// The names whose entry differs between two copies.
+/// The names of the zone whose entry differs between two copies, sorted by key: found from the
+/// snapshots' unshared shards only.
+/// When the zone table changed in between (a zone added or removed, so names may have moved
+/// between zones), the two zones are compared whole.
 fn diff(old: &ZoneCopy, new: &ZoneCopy) -> Delta {
-    let mut names = Vec::new();
-    let (mut i, mut j) = (0, 0);
-    let empty = || Box::<[u8]>::from(&[][..]);
-    while i < old.names.len() || j < new.names.len() {
-        let a = old.names.get(i);
-        let b = new.names.get(j);
-        match (a, b) {
-            (Some(a), Some(b)) if a.0 == b.0 => {
-                if a.1 != b.1 {
-                    names.push((a.0.clone(), a.1.clone(), b.1.clone()));
+    let mut names: Vec<NameChange> = Vec::new();
+    if old.snapshot.same_zones(&new.snapshot) {
+        old.snapshot
+            .for_each_change(&new.snapshot, |key, mut before, mut after| {
+                // A name of another zone counts as absent.
+                if !before.is_empty() && !old.holds(&old.snapshot, key) {
+                    before = &[];
                 }
-                i += 1;
-                j += 1;
-            }
-            (Some(a), Some(b)) if a.0 < b.0 => {
-                names.push((a.0.clone(), a.1.clone(), empty()));
-                i += 1;
-            }
-            (Some(a), None) => {
-                names.push((a.0.clone(), a.1.clone(), empty()));
-                i += 1;
-            }
-            (_, Some(b)) => {
-                names.push((b.0.clone(), empty(), b.1.clone()));
-                j += 1;
-            }
-            (None, None) => break,
-        }
+                if !after.is_empty() && !new.holds(&new.snapshot, key) {
+                    after = &[];
+                }
+                if before != after {
+                    names.push((key.into(), before.into(), after.into()));
+                }
+            });
+        names.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    } else {
+        let (before, after) = (old.names(), new.names());
+        store::merge_changes(
+            before.iter().map(|&(k, e)| (k, k, e)),
+            after.iter().map(|&(k, e)| (k, k, e)),
+            &mut |key, before, after| names.push((key.into(), before.into(), after.into())),
+        );
     }
     let bytes = names
         .iter()
@@ -640,7 +644,7 @@ impl<'a, 'k> Writer<'a, 'k> {
     /// AXFR: SOA, every record, SOA.
     fn full(&mut self, copy: &ZoneCopy) {
         self.soa(copy, copy.serial);
-        for (key, entry) in &copy.names {
+        for (key, entry) in copy.names() {
             self.entry(key, entry, |_| true);
         }
         self.soa(copy, copy.serial);

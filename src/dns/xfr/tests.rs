@@ -234,16 +234,8 @@ fn ixfr_sends_only_the_changed_sets_and_falls_back_to_the_whole_zone() {
     let out = t
         .answer_transfer(&query(RecordType::IXFR, Some(10)), LOCAL)
         .unwrap();
-    let records: Vec<_> = parse(&out).into_iter().flat_map(|m| m.answers).collect();
-    let text: Vec<String> = records
-        .iter()
-        .map(|r| match soa_serial(r) {
-            Some(s) => format!("SOA {s}"),
-            None => format!("{} {}", r.name, r.data),
-        })
-        .collect();
     assert_eq!(
-        text,
+        rendered(&out),
         [
             "SOA 11",
             "SOA 10",
@@ -269,6 +261,114 @@ fn ixfr_sends_only_the_changed_sets_and_falls_back_to_the_whole_zone() {
         records.len(),
         3 + 1 + 1 + 2,
         "A records, TXT, NS, SOA twice"
+    );
+}
+
+/// The answer records of a transfer, SOAs as `SOA <serial>`, others as `name rdata`.
+fn rendered(out: &[Vec<u8>]) -> Vec<String> {
+    parse(out)
+        .into_iter()
+        .flat_map(|m| m.answers)
+        .map(|r| match soa_serial(&r) {
+            Some(s) => format!("SOA {s}"),
+            None => format!("{} {}", r.name, r.data),
+        })
+        .collect()
+}
+
+fn set_a(store: &RecordStore, owner: &str, ip: [u8; 4]) {
+    store.insert(
+        wire_key(&name(owner)),
+        EntryBuilder::new().rrset(rtype::A, 60, [&ip[..]]).finish(),
+    );
+}
+
+#[test]
+fn a_copy_stays_at_its_serial_while_the_store_moves_on() {
+    let (store, zone) = store(2);
+    let t = transfers(&[("127.0.0.0/8", None)]);
+    t.commit(&store, std::slice::from_ref(&zone));
+    // Published while the serial waits for the next second: no new copy.
+    set_a(&store, "h0.example.com", [192, 0, 2, 1]);
+    store.commit();
+    t.commit(&store, &[]);
+    let axfr = rendered(
+        &t.answer_transfer(&query(RecordType::AXFR, None), LOCAL)
+            .unwrap(),
+    );
+    assert!(
+        axfr.contains(&"h0.example.com. 10.0.0.0".to_string()),
+        "{axfr:?}"
+    );
+    assert!(
+        !axfr.contains(&"h0.example.com. 192.0.2.1".to_string()),
+        "{axfr:?}"
+    );
+    // The next serial holds both changes, and so does its delta.
+    set_a(&store, "h1.example.com", [192, 0, 2, 2]);
+    zone.set_serial(11);
+    store.commit();
+    t.commit(&store, std::slice::from_ref(&zone));
+    let ixfr = t
+        .answer_transfer(&query(RecordType::IXFR, Some(10)), LOCAL)
+        .unwrap();
+    assert_eq!(
+        rendered(&ixfr),
+        [
+            "SOA 11",
+            "SOA 10",
+            "h0.example.com. 10.0.0.0",
+            "h1.example.com. 10.0.0.1",
+            "SOA 11",
+            "h0.example.com. 192.0.2.1",
+            "h1.example.com. 192.0.2.2",
+            "SOA 11",
+        ]
+    );
+}
+
+#[test]
+fn names_taken_by_a_new_zone_below_leave_the_parent_zone() {
+    let (store, zone) = store(1);
+    let t = transfers(&[("127.0.0.0/8", None)]);
+    set_a(&store, "x.sub.example.com", [192, 0, 2, 7]);
+    store.commit();
+    t.commit(&store, std::slice::from_ref(&zone));
+    let axfr = rendered(
+        &t.answer_transfer(&query(RecordType::AXFR, None), LOCAL)
+            .unwrap(),
+    );
+    assert!(
+        axfr.contains(&"x.sub.example.com. 192.0.2.7".to_string()),
+        "{axfr:?}"
+    );
+    // sub.example.com becomes a zone of its own: x.sub leaves example.com unchanged.
+    let soa = zone.soa.clone();
+    let sub = Arc::new(Zone::new(name("sub.example.com"), soa, 1));
+    store.set_zones(ZoneTable::new(vec![zone.clone(), sub]));
+    zone.set_serial(11);
+    store.commit();
+    t.commit(&store, std::slice::from_ref(&zone));
+    let ixfr = t
+        .answer_transfer(&query(RecordType::IXFR, Some(10)), LOCAL)
+        .unwrap();
+    assert_eq!(
+        rendered(&ixfr),
+        [
+            "SOA 11",
+            "SOA 10",
+            "x.sub.example.com. 192.0.2.7",
+            "SOA 11",
+            "SOA 11"
+        ]
+    );
+    let axfr = rendered(
+        &t.answer_transfer(&query(RecordType::AXFR, None), LOCAL)
+            .unwrap(),
+    );
+    assert!(
+        !axfr.iter().any(|r| r.contains("sub.example.com")),
+        "{axfr:?}"
     );
 }
 
