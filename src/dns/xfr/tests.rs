@@ -276,6 +276,16 @@ fn rendered(out: &[Vec<u8>]) -> Vec<String> {
         .collect()
 }
 
+/// The rendered AXFR, or IXFR from `serial`, answered to loopback.
+fn transfer(t: &Transfers, ixfr_from: Option<u32>) -> Vec<String> {
+    let qtype = if ixfr_from.is_some() {
+        RecordType::IXFR
+    } else {
+        RecordType::AXFR
+    };
+    rendered(&t.answer_transfer(&query(qtype, ixfr_from), LOCAL).unwrap())
+}
+
 fn set_a(store: &RecordStore, owner: &str, ip: [u8; 4]) {
     store.insert(
         wire_key(&name(owner)),
@@ -292,10 +302,7 @@ fn a_copy_stays_at_its_serial_while_the_store_moves_on() {
     set_a(&store, "h0.example.com", [192, 0, 2, 1]);
     store.commit();
     t.commit(&store, &[]);
-    let axfr = rendered(
-        &t.answer_transfer(&query(RecordType::AXFR, None), LOCAL)
-            .unwrap(),
-    );
+    let axfr = transfer(&t, None);
     assert!(
         axfr.contains(&"h0.example.com. 10.0.0.0".to_string()),
         "{axfr:?}"
@@ -309,11 +316,8 @@ fn a_copy_stays_at_its_serial_while_the_store_moves_on() {
     zone.set_serial(11);
     store.commit();
     t.commit(&store, std::slice::from_ref(&zone));
-    let ixfr = t
-        .answer_transfer(&query(RecordType::IXFR, Some(10)), LOCAL)
-        .unwrap();
     assert_eq!(
-        rendered(&ixfr),
+        transfer(&t, Some(10)),
         [
             "SOA 11",
             "SOA 10",
@@ -334,10 +338,7 @@ fn names_taken_by_a_new_zone_below_leave_the_parent_zone() {
     set_a(&store, "x.sub.example.com", [192, 0, 2, 7]);
     store.commit();
     t.commit(&store, std::slice::from_ref(&zone));
-    let axfr = rendered(
-        &t.answer_transfer(&query(RecordType::AXFR, None), LOCAL)
-            .unwrap(),
-    );
+    let axfr = transfer(&t, None);
     assert!(
         axfr.contains(&"x.sub.example.com. 192.0.2.7".to_string()),
         "{axfr:?}"
@@ -349,11 +350,8 @@ fn names_taken_by_a_new_zone_below_leave_the_parent_zone() {
     zone.set_serial(11);
     store.commit();
     t.commit(&store, std::slice::from_ref(&zone));
-    let ixfr = t
-        .answer_transfer(&query(RecordType::IXFR, Some(10)), LOCAL)
-        .unwrap();
     assert_eq!(
-        rendered(&ixfr),
+        transfer(&t, Some(10)),
         [
             "SOA 11",
             "SOA 10",
@@ -362,10 +360,7 @@ fn names_taken_by_a_new_zone_below_leave_the_parent_zone() {
             "SOA 11"
         ]
     );
-    let axfr = rendered(
-        &t.answer_transfer(&query(RecordType::AXFR, None), LOCAL)
-            .unwrap(),
-    );
+    let axfr = transfer(&t, None);
     assert!(
         !axfr.iter().any(|r| r.contains("sub.example.com")),
         "{axfr:?}"
