@@ -62,17 +62,27 @@ fn endpoint_slice(service: usize, cluster: usize, ready: bool) -> Value {
     })
 }
 
-/// Writes the directory source into `dir` (which must not exist yet or be empty of stale clusters).
-pub fn write_source(fed: &Federation, flip: Option<&FlipTarget>, dir: &Path) -> Result<()> {
+/// Writes the directory source into `dir` (which must not exist yet or be empty of stale clusters);
+/// `strategy`, when given, is the Domain's default strategy for its records.
+pub fn write_source(
+    fed: &Federation,
+    flip: Option<&FlipTarget>,
+    strategy: Option<Value>,
+    dir: &Path,
+) -> Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
 
-    let mut federation_items = vec![json!({
+    let mut domain = json!({
         "apiVersion": "multiclusterdns.kubefed.io/v1alpha1",
         "kind": "Domain",
         "metadata": { "name": FEDERATION, "namespace": "kube-federation-system" },
         "domain": DOMAIN,
         "nameServer": NAME_SERVER,
-    })];
+    });
+    if let Some(strategy) = strategy {
+        domain["strategy"] = strategy;
+    }
+    let mut federation_items = vec![domain];
     for service in 0..fed.params.services {
         federation_items.push(json!({
             "apiVersion": "multiclusterdns.kubefed.io/v1alpha1",

@@ -24,6 +24,8 @@ pub struct Load {
     pub quiet_wait: Duration,
     /// Percent of core 0 (the pinned server's core) burned during every run; 0: none.
     pub background: u8,
+    /// An EDNS option sent with every query, as dnsperf's `-E code:hex-value`.
+    pub edns_option: Option<String>,
 }
 
 /// Latency percentiles from verbose output, in microseconds.
@@ -94,6 +96,9 @@ pub fn run(
     }
     if verbose {
         command.arg("-v");
+    }
+    if let Some(option) = &load.edns_option {
+        command.arg("-E").arg(option);
     }
     let line = std::iter::once(command.get_program())
         .chain(command.get_args())

@@ -612,6 +612,25 @@ pub fn query_mix(fed: &Federation, records: &[NameRecord], mix: Mix, count: usiz
     queries
 }
 
+/// `count` queries for global names with healthy targets only (the names a strategy picks
+/// among clusters for), drawn at random (seeded) with the address type of each.
+pub fn global_queries(records: &[NameRecord], count: usize, seed: u64) -> Vec<Query> {
+    let mut rng = Rng::new(seed ^ 0x474c_4f42_414c);
+    let global: Vec<&NameRecord> = records
+        .iter()
+        .filter(|r| category_of(r) == Category::HitGlobal)
+        .collect();
+    if global.is_empty() {
+        return Vec::new();
+    }
+    (0..count)
+        .map(|_| {
+            let record = global[rng.below(global.len())];
+            hit_query(&mut rng, record, Category::HitGlobal)
+        })
+        .collect()
+}
+
 fn category_of(record: &NameRecord) -> Category {
     match (&record.rrset, record.level, record.fallback) {
         (Rrset::Addrs { .. }, Level::Global, _) => Category::HitGlobal,

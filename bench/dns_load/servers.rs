@@ -90,6 +90,8 @@ impl FednsBinary {
 pub struct Running {
     pub kind: Kind,
     pub dns: SocketAddr,
+    /// fedns's admin listener (`/metrics`); `None` for the others.
+    pub admin: Option<SocketAddr>,
     pub process: Supervised,
     pub startup: Duration,
 }
@@ -122,11 +124,12 @@ fn fresh_dir(dir: &Path) -> Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
 }
 
-/// Starts fedns on the directory source and waits for `/ready`.
+/// Starts fedns on the directory source (with `--config`, when given) and waits for `/ready`.
 pub fn start_fedns(
     binary: &FednsBinary,
     source: &Path,
     zones: &Path,
+    config: Option<&Path>,
     launch: &Launch,
 ) -> Result<Running> {
     fresh_dir(launch.work_dir)?;
@@ -145,6 +148,9 @@ pub fn start_fedns(
         .arg(dns.to_string())
         .arg("--admin-listen")
         .arg(admin.to_string());
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
+    }
     if binary.udp_workers_flag {
         command.arg("--udp-workers").arg(launch.workers.to_string());
     }
@@ -176,6 +182,7 @@ pub fn start_fedns(
     Ok(Running {
         kind: Kind::Fedns,
         dns,
+        admin: Some(admin),
         process,
         startup,
     })
@@ -183,19 +190,42 @@ pub fn start_fedns(
 
 /// `GET <path>` over HTTP/1.1; the status code.
 fn http_status(addr: SocketAddr, path: &str) -> Result<u16> {
+    let response = http_get(addr, path, 64)?;
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .context("malformed HTTP status line")
+}
+
+/// The sum of every sample of metric `name` in fedns's `/metrics`.
+pub fn metric_sum(admin: SocketAddr, name: &str) -> Result<f64> {
+    let text = http_get(admin, "/metrics", usize::MAX)?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
+}
+
+/// `GET <path>` over HTTP/1.1: the response's first `limit` bytes (at least one read).
+fn http_get(addr: SocketAddr, path: &str, limit: usize) -> Result<String> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(200))?;
     stream.set_read_timeout(Some(Duration::from_millis(500)))?;
     write!(
         stream,
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
     )?;
-    let mut head = [0u8; 64];
-    let len = stream.read(&mut head)?;
-    let line = String::from_utf8_lossy(&head[..len]);
-    line.split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .context("malformed HTTP status line")
+    let mut response = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let len = stream.read(&mut chunk)?;
+        response.extend_from_slice(&chunk[..len]);
+        if len == 0 || response.len() >= limit {
+            break;
+        }
+    }
+    Ok(String::from_utf8_lossy(&response).into_owned())
 }
 
 /// Starts `knotd` on the zone file and waits until it serves the apex SOA.
@@ -298,6 +328,7 @@ fn start_peer(kind: Kind, command: Command, port: u16, launch: &Launch) -> Resul
     Ok(Running {
         kind,
         dns,
+        admin: None,
         startup: started.elapsed(),
         process,
     })

@@ -114,7 +114,9 @@ struct FednsAnswerer {
 }
 
 impl Answerer for FednsAnswerer {
-    #[inline]
+    // Not inlined: one symbol holding the whole answer path (lookup, rate limiting, metrics), so
+    // bench/answer_instructions can count its instructions; one direct call per packet.
+    #[inline(never)]
     fn answer(&mut self, packet: &[u8], client: Option<IpAddr>, out: &mut Vec<u8>) -> bool {
         let started = Instant::now();
         let answered = responder::respond_from(
