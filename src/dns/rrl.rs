@@ -136,20 +136,20 @@ impl RateLimiter {
         }
     }
 
-    /// Decides about the response in `response` (a complete message, question included) of
-    /// `class` to `client`, at `second` (whole seconds on any monotonic clock).
+    /// Decides about a response of `class` to `client`, at `second` (whole seconds on any
+    /// monotonic clock); `question` is the response up to the end of its question section.
     #[inline]
     pub fn check(
         &mut self,
         client: IpAddr,
         class: ResponseClass,
-        response: &[u8],
+        question: &[u8],
         second: u32,
     ) -> Action {
         if self.settings.rate == 0 || self.settings.exempt.iter().any(|p| p.contains(client)) {
             return Action::Send;
         }
-        let key = bucket_key(client, class, response);
+        let key = bucket_key(client, class, question);
         let rate = self.settings.rate.min(i32::MAX as u32 / 2) as i32;
         let window = self.settings.window.as_secs().clamp(1, 3600) as i32;
         let debt_limit = -rate.saturating_mul(window);
@@ -182,24 +182,42 @@ impl RateLimiter {
     }
 }
 
+/// Bit 5 of every byte: set on a name's bytes, it folds ASCII letters to lowercase.
+const FOLD: u64 = 0x2020_2020_2020_2020;
+
 /// The bucket of a response: the client's prefix and the response class, plus the question name
 /// and type for answers (so a flood for one name does not limit the others). NXDOMAIN, errors and
 /// referrals share one bucket per prefix and class, whatever the name: random names must not
-/// escape the limit.
-fn bucket_key(client: IpAddr, class: ResponseClass, response: &[u8]) -> u64 {
+/// escape the limit. `question` is the response up to the end of its question section.
+///
+/// The name is hashed eight bytes at a time with bit 5 of each byte set, so names differing only
+/// in case share a bucket; a few other byte values fold together as well, which can only let two
+/// names share a bucket (more limiting, never less).
+fn bucket_key(client: IpAddr, class: ResponseClass, question: &[u8]) -> u64 {
     let mut h = FxHasher::default();
     match client {
         IpAddr::V4(ip) => h.write_u32(u32::from(ip) & 0xFFFF_FF00),
         IpAddr::V6(ip) => h.write_u64((u128::from(ip) >> 72) as u64),
     }
     h.write_u8(class as u8);
+    // Name and type: the question without its class.
+    let name_and_type = question.get(wire::QNAME_OFFSET..question.len().saturating_sub(2));
     if class == ResponseClass::Answer
-        && let Some(end) = wire::uncompressed_name_end(response, wire::QNAME_OFFSET)
+        && let Some(name_and_type) = name_and_type
+        && name_and_type.len() >= 3
     {
-        for b in &response[wire::QNAME_OFFSET..end] {
-            h.write_u8(b.to_ascii_lowercase());
+        let (name, qtype) = name_and_type.split_at(name_and_type.len() - 2);
+        let mut words = name.chunks_exact(8);
+        for word in &mut words {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(word);
+            h.write_u64(u64::from_le_bytes(bytes) | FOLD);
         }
-        h.write_u16(wire::read_u16(response, end).unwrap_or(0));
+        let rest = words.remainder();
+        let mut last = [0u8; 8];
+        last[..rest.len()].copy_from_slice(rest);
+        h.write_u64(u64::from_le_bytes(last) | FOLD);
+        h.write_u16(u16::from_be_bytes([qtype[0], qtype[1]]));
     }
     h.finish()
 }
@@ -284,6 +302,26 @@ mod tests {
             })
             .count();
         assert_eq!(sent, 5, "random names do not escape the NXDOMAIN limit");
+    }
+
+    #[test]
+    fn names_differing_only_in_case_share_a_bucket() {
+        let mut l = limiter(5, 0);
+        let long = b"\x0bLongerLabel\x07Example\x03COM\x00";
+        assert_eq!(
+            run(&mut l, "192.0.2.1", &response(long, 1), 5, 0),
+            [5, 0, 0]
+        );
+        let lower = long.to_ascii_lowercase();
+        assert_eq!(
+            run(&mut l, "192.0.2.1", &response(&lower, 1), 1, 0),
+            [0, 0, 1]
+        );
+        // The type still counts: AAAA has its own bucket.
+        assert_eq!(
+            run(&mut l, "192.0.2.1", &response(&lower, 28), 1, 0),
+            [1, 0, 0]
+        );
     }
 
     #[test]

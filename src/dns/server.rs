@@ -351,7 +351,8 @@ fn rate_limit(
 ) -> Option<Answered> {
     let mut answered = answered?;
     let second = now.saturating_duration_since(epoch).as_secs() as u32;
-    match limiter.check(client, answered.class, out, second) {
+    let question = out.get(..answered.question_end as usize).unwrap_or(out);
+    match limiter.check(client, answered.class, question, second) {
         Action::Send => Some(answered),
         Action::Slip => {
             metrics.rate_limited(true);
