@@ -768,7 +768,7 @@ fn find<'a>(rows: &'a [ServerResult], server: &str) -> Option<&'a ServerResult> 
 fn throughput_table(out: &mut String, rows: &[ServerResult]) {
     let _ = writeln!(
         out,
-        "{:<6} {:>13} {:>9} {:>8} {:>7} {:>8} {:>8} {:>6} {:>10} {:>11}",
+        "{:<11} {:>7} {:>9} {:>8} {:>7} {:>8} {:>8} {:>6} {:>10} {:>11}",
         "server",
         "workers",
         "qps",
@@ -793,7 +793,7 @@ fn throughput_table(out: &mut String, rows: &[ServerResult]) {
         };
         let _ = writeln!(
             out,
-            "{:<6} {:>13} {:>9.0} {:>8.0} {:>7} {:>8} {:>7.0}% {:>5.0}% {:>10} {:>11}",
+            "{:<11} {:>7} {:>9.0} {:>8.0} {:>7} {:>8} {:>7.0}% {:>5.0}% {:>10} {:>11}",
             row.server,
             row.workers,
             t.qps,
