@@ -89,16 +89,27 @@ pub fn from_labels<'a>(labels: impl IntoIterator<Item = &'a str>) -> Result<Name
     Ok(name)
 }
 
-/// Appends `suffix` (a zone) to relative `labels`, checking the length.
+/// Appends `suffix` (a zone) to relative `labels`, checking the length. Builds the name from
+/// the labels and the suffix's own labels: no text round trip (this runs for every name of every
+/// record when the engine computes them).
 pub fn under(labels: &[&str], suffix: &Name) -> Result<Name, NameError> {
-    let suffix_text = suffix.to_ascii();
-    let suffix_text = suffix_text.trim_end_matches('.');
-    from_labels(
-        labels
-            .iter()
-            .copied()
-            .chain(suffix_text.split('.').filter(|l| !l.is_empty())),
-    )
+    // Text length: every label and the dot after it, less the last dot.
+    let text_len = labels
+        .iter()
+        .map(|l| l.len() + 1)
+        .chain(suffix.iter().map(|l| l.len() + 1))
+        .sum::<usize>()
+        .saturating_sub(1);
+    let too_long = || NameError::TooLong {
+        name: format!("{}.{}", labels.join("."), suffix.to_ascii()),
+    };
+    if text_len > MAX_NAME_LEN {
+        return Err(too_long());
+    }
+    let mut name = Name::from_labels(labels.iter().map(|l| l.as_bytes()).chain(suffix.iter()))
+        .map_err(|_| too_long())?;
+    name.set_fqdn(true);
+    Ok(name)
 }
 
 /// The validated prefix `L.N.F.svc` shared by all names of one ServiceDNSRecord.
@@ -210,6 +221,22 @@ mod tests {
         let base = ServiceBase::new(&long, &long, &long).unwrap();
         let zone = parse_dotted("domain", &format!("{long}.com")).unwrap();
         assert!(matches!(base.global(&zone), Err(NameError::TooLong { .. })));
+    }
+
+    #[test]
+    fn a_name_of_253_characters_is_the_longest_allowed() {
+        let zone = parse_dotted("domain", &format!("{}.com", "z".repeat(63))).unwrap();
+        // first + 1 + 63 + 1 + 63 + 1 + "svc" + 1 + 63 + 1 + "com" = first + 200.
+        let name = |first: usize| {
+            let (b, c) = ("b".repeat(63), "c".repeat(63));
+            under(&[&"a".repeat(first), &b, &c, "svc"], &zone).map(|n| n.to_ascii())
+        };
+        let longest = name(53).unwrap();
+        assert_eq!(longest.len(), 254, "253 characters and the final dot");
+        assert!(longest.ends_with(
+            ".svc.zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz.com."
+        ));
+        assert!(matches!(name(54), Err(NameError::TooLong { .. })));
     }
 
     #[test]
