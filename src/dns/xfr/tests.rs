@@ -228,9 +228,7 @@ fn ixfr_sends_only_the_changed_sets_and_falls_back_to_the_whole_zone() {
             .rrset(rtype::A, 60, [&[192u8, 0, 2, 9][..]])
             .finish(),
     );
-    zone.set_serial(11);
-    store.commit();
-    t.commit(&store, std::slice::from_ref(&zone));
+    publish(&store, &t, &zone, 11);
     let out = t
         .answer_transfer(&query(RecordType::IXFR, Some(10)), LOCAL)
         .unwrap();
@@ -286,6 +284,13 @@ fn transfer(t: &Transfers, ixfr_from: Option<u32>) -> Vec<String> {
     rendered(&t.answer_transfer(&query(qtype, ixfr_from), LOCAL).unwrap())
 }
 
+/// Publishes what `store` has staged as serial `serial` of `zone`, as the engine does.
+fn publish(store: &RecordStore, t: &Transfers, zone: &Arc<Zone>, serial: u32) {
+    zone.set_serial(serial);
+    store.commit();
+    t.commit(store, std::slice::from_ref(zone));
+}
+
 fn set_a(store: &RecordStore, owner: &str, ip: [u8; 4]) {
     store.insert(
         wire_key(&name(owner)),
@@ -313,9 +318,7 @@ fn a_copy_stays_at_its_serial_while_the_store_moves_on() {
     );
     // The next serial holds both changes, and so does its delta.
     set_a(&store, "h1.example.com", [192, 0, 2, 2]);
-    zone.set_serial(11);
-    store.commit();
-    t.commit(&store, std::slice::from_ref(&zone));
+    publish(&store, &t, &zone, 11);
     assert_eq!(
         transfer(&t, Some(10)),
         [
@@ -347,9 +350,7 @@ fn names_taken_by_a_new_zone_below_leave_the_parent_zone() {
     let soa = zone.soa.clone();
     let sub = Arc::new(Zone::new(name("sub.example.com"), soa, 1));
     store.set_zones(ZoneTable::new(vec![zone.clone(), sub]));
-    zone.set_serial(11);
-    store.commit();
-    t.commit(&store, std::slice::from_ref(&zone));
+    publish(&store, &t, &zone, 11);
     assert_eq!(
         transfer(&t, Some(10)),
         [
@@ -374,15 +375,8 @@ fn the_journal_keeps_only_its_depth() {
     t.config.journal = 2;
     t.commit(&store, std::slice::from_ref(&zone));
     for serial in 11..15u32 {
-        store.insert(
-            wire_key(&name("h0.example.com")),
-            EntryBuilder::new()
-                .rrset(rtype::A, 60, [&[192u8, 0, 2, serial as u8][..]])
-                .finish(),
-        );
-        zone.set_serial(serial);
-        store.commit();
-        t.commit(&store, std::slice::from_ref(&zone));
+        set_a(&store, "h0.example.com", [192, 0, 2, serial as u8]);
+        publish(&store, &t, &zone, serial);
     }
     // From 12: two deltas (12→13→14) are kept: incremental.
     let out = t
