@@ -34,7 +34,7 @@ impl Engine {
                         continue;
                     }
                     let claim = match localized.take_if(|(name, _)| *name == record.name) {
-                        Some((_, answers)) => Claim::Localized(record.data, answers),
+                        Some((_, answers)) => Claim::Localized(record.data, Box::new(answers)),
                         None => Claim::Record(record.data),
                     };
                     claims.push((key, claim));

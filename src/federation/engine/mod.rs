@@ -90,8 +90,9 @@ pub struct StaticZone {
 pub enum Claim {
     Record(RecordData),
     /// A global name whose answer depends on the client: the data every reader but the answer
-    /// path sees (all healthy targets), and the per-client answers.
-    Localized(RecordData, Localized),
+    /// path sees (all healthy targets), and the per-client answers (boxed: most names have none,
+    /// and every claim is as large as the largest variant).
+    Localized(RecordData, Box<Localized>),
     Static {
         apex: bool,
         sets: Vec<StaticSet>,
