@@ -907,3 +907,16 @@ fn a_claim_entry_stays_small() {
     let size = std::mem::size_of::<(Owner, Claim)>();
     assert!(size <= 160, "(Owner, Claim) is {size} bytes");
 }
+
+/// A name with one claimant holds exactly one claim's room (a plain first insert reserves four).
+#[test]
+fn a_single_claimant_takes_room_for_one_claim() {
+    let mut f = Fixture::new();
+    f.healthy("c1", "10.20.30.1");
+    assert_eq!(f.answer(G), "NoError A 10.20.30.1");
+    let single: Vec<_> = f.engine.claims.values().filter(|l| l.len() == 1).collect();
+    assert!(!single.is_empty());
+    for list in single {
+        assert_eq!(list.capacity(), 1);
+    }
+}
