@@ -104,7 +104,7 @@ fn main() -> Result<()> {
     let source = dir.path().join("source");
     std::fs::create_dir_all(&source)?;
     let generated = Instant::now();
-    write_federation(&source, opts.clusters, opts.services)?;
+    write_federation(&source, opts.clusters, opts.services, 3)?;
     println!(
         "generated {} clusters × {} services in {:.1?}",
         opts.clusters,

@@ -166,7 +166,7 @@ fn main() -> Result<()> {
     let source = dir.path().join("source");
     std::fs::create_dir_all(&source)?;
     let started = Instant::now();
-    write_federation(&source, clusters, services)?;
+    write_federation(&source, clusters, services, 3)?;
     println!("generated in {:.1?}", started.elapsed());
     let port = free_port();
     let config = dir.path().join("fedns.yaml");
@@ -222,7 +222,7 @@ fn main() -> Result<()> {
                 *m += 1;
             }
         }
-        write_cluster_services(&source, clusters, services, 0, |s| moved[s])?;
+        write_cluster_services(&source, clusters, services, 3, 0, |s| moved[s])?;
         Ok(())
     };
     let next_serial = |after: u32| {

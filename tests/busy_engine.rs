@@ -5,13 +5,11 @@
 
 mod common;
 
-use std::fmt::Write as _;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::generated::{kubefed_cluster, programming};
+use common::generated::{kubefed_cluster, programming, write_federation};
 use common::*;
 use hickory_proto::rr::RecordType;
 
@@ -22,50 +20,15 @@ const SERVICES: usize = 2_000;
 const PROMPT: Duration = Duration::from_millis(500);
 const WINDOW: Duration = Duration::from_secs(4);
 
-fn write_federation(source: &Path) {
-    let mut items = vec![
-        r#"{"apiVersion": "multiclusterdns.kubefed.io/v1alpha1", "kind": "Domain",
-  "metadata": {"name": "load"}, "domain": "example.com"}"#
-            .to_owned(),
-    ];
-    for s in 0..SERVICES {
-        items.push(format!(
-            r#"{{"apiVersion": "multiclusterdns.kubefed.io/v1alpha1", "kind": "ServiceDNSRecord",
-  "metadata": {{"name": "s{s}", "namespace": "load"}}, "spec": {{"domainRef": "load", "allowServiceWithoutEndpoints": true}}}}"#
-        ));
-    }
-    // c0's KubeFedCluster lives in its own file: the test flips it.
-    for c in 1..CLUSTERS {
-        items.push(kubefed_cluster(&format!("c{c}"), c % 5, true));
-    }
-    let list = format!(r#"{{"kind": "List", "items": [{}]}}"#, items.join(",\n"));
-    std::fs::write(source.join("federation.json"), list).unwrap();
-    std::fs::write(source.join("flip.json"), kubefed_cluster("c0", 0, true)).unwrap();
-    for c in 0..CLUSTERS {
-        let dir = source.join(format!("c{c}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut services = String::from(r#"{"kind": "List", "items": ["#);
-        for s in 0..SERVICES {
-            if s > 0 {
-                services.push(',');
-            }
-            let _ = write!(
-                services,
-                r#"{{"apiVersion": "v1", "kind": "Service", "metadata": {{"name": "s{s}", "namespace": "load"}},
-  "spec": {{"type": "LoadBalancer"}},
-  "status": {{"loadBalancer": {{"ingress": [{{"ip": "10.{c}.{}.{}"}}]}}}}}}"#,
-                s / 250,
-                s % 250 + 1
-            );
-        }
-        services.push_str("]}");
-        std::fs::write(dir.join("services.json"), services).unwrap();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_and_tcp_dns_answer_promptly_while_the_engine_recomputes_everything() {
-    let server = Arc::new(Server::start_with(|source, _| write_federation(source)).await);
+    // Every service in every cluster: each flip recomputes 40,000 shards.
+    let server = Arc::new(
+        Server::start_with(|source, _| {
+            write_federation(source, CLUSTERS, SERVICES, CLUSTERS).unwrap()
+        })
+        .await,
+    );
     let name = "s1.load.load.svc.example.com.";
     let mut tcp = server.tcp_client().await;
     let first = summary(&ask(&mut tcp, name, RecordType::A).await);

@@ -35,8 +35,14 @@ pub fn programming(metrics: &str) -> (f64, f64) {
 /// Writes a federation into a directory source: the Domain `load` (zone example.com), one
 /// ServiceDNSRecord per service, `clusters` ready KubeFedClusters in 5 regions (c0's alone in
 /// `flip.json`, for flipping), and per cluster `c<N>/services.json` with the LoadBalancer Services
-/// placed there: each service in 3 consecutive clusters.
-pub fn write_federation(source: &Path, clusters: usize, services: usize) -> std::io::Result<()> {
+/// placed there: each service in `placement` consecutive clusters (all of them when `placement`
+/// is at least `clusters`).
+pub fn write_federation(
+    source: &Path,
+    clusters: usize,
+    services: usize,
+    placement: usize,
+) -> std::io::Result<()> {
     let mut items = vec![
         r#"{"apiVersion": "multiclusterdns.kubefed.io/v1alpha1", "kind": "Domain",
   "metadata": {"name": "load"}, "domain": "example.com"}"#
@@ -56,7 +62,7 @@ pub fn write_federation(source: &Path, clusters: usize, services: usize) -> std:
     std::fs::write(source.join("federation.json"), list)?;
     std::fs::write(source.join("flip.json"), kubefed_cluster("c0", 0, true))?;
     for c in 0..clusters {
-        write_cluster_services(source, clusters, services, c, |_| 0)?;
+        write_cluster_services(source, clusters, services, placement, c, |_| 0)?;
     }
     Ok(())
 }
@@ -67,12 +73,13 @@ pub fn write_cluster_services(
     source: &Path,
     clusters: usize,
     services: usize,
+    placement: usize,
     cluster: usize,
     bump: impl Fn(usize) -> usize,
 ) -> std::io::Result<()> {
     let c = cluster;
     let mut out = String::new();
-    for s in (0..services).filter(|s| (0..3).any(|k| (s + k) % clusters == c)) {
+    for s in (0..services).filter(|s| (0..placement).any(|k| (s + k) % clusters == c)) {
         if !out.is_empty() {
             out.push(',');
         }
