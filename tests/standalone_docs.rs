@@ -111,10 +111,13 @@ fn repository_paths_named_in_the_readme_exist() {
         let named = ["deploy/", "tests/", "src/", "bench/", "zones/", ".ci/"]
             .iter()
             .any(|p| word.starts_with(p));
+        // `bench/out/` is generated (gitignored): a clean checkout has none of it, so a
+        // concrete path there is missing for every reader even where a local run made it.
+        let generated = word.starts_with("bench/out/");
         if named
             && !word.contains(['<', '*', '…'])
             && !word.contains("fedns-0.")
-            && !repo().join(word).exists()
+            && (generated || !repo().join(word).exists())
         {
             missing.push(word.to_owned());
         }
