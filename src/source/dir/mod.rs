@@ -27,7 +27,7 @@ use std::fmt;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, watch as latest};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -47,6 +47,11 @@ mod tests;
 const DEBOUNCE: Duration = Duration::from_millis(50);
 /// A steady stream of events still gets a rescan this often.
 const MAX_DEBOUNCE: Duration = Duration::from_millis(250);
+/// A file modified less than this long ago is not read yet: a writer that truncates and then
+/// writes (`>` in a shell, most `write_file` helpers) leaves it empty in between, and an empty file
+/// would be taken as "all its objects deleted". The rescan comes back once the file has been quiet
+/// this long.
+const SETTLE: Duration = DEBOUNCE;
 /// Fallback rescan (stat only; files are re-read when their size or mtime changed), for events the
 /// file-system watcher misses: network file systems, symlinked directories, overflowed queues.
 const RESCAN_INTERVAL: Duration = Duration::from_secs(2);
@@ -121,7 +126,7 @@ pub fn load(dir: impl AsRef<Path>) -> Result<DirectorySnapshot, DirError> {
         published_errors: latest::Sender::new(Vec::new()),
     };
     // Everything is new, so the diff is not needed: initial_events() resets instead.
-    let _ = snapshot.update(listing, &HashSet::new());
+    let _ = snapshot.update(listing, &HashSet::new(), None);
     Ok(snapshot)
 }
 
@@ -165,7 +170,8 @@ impl DirectorySnapshot {
 ///
 /// File-system events trigger a rescan after 50 ms of quiet; a stat-only rescan also runs every
 /// 2 s (and once at start, for changes made since [`load`]) in case events are missed. Only changed
-/// files are re-read, and only objects whose value changed are sent. If `dir` is not the snapshot's directory, the first rescan turns the snapshot into
+/// files are re-read, once they have not been modified for 50 ms, and only objects whose value
+/// changed are sent. If `dir` is not the snapshot's directory, the first rescan turns the snapshot into
 /// `dir`'s contents.
 pub async fn watch(
     dir: impl Into<PathBuf>,
@@ -204,18 +210,24 @@ pub async fn watch(
         }
         pending = None;
         let forced = std::mem::take(&mut touched);
-        let rescan = tokio::task::spawn_blocking(move || {
-            let events = snapshot.rescan(&forced);
-            (snapshot, events)
+        let scan = tokio::task::spawn_blocking(move || {
+            let rescan = snapshot.rescan(&forced, SystemTime::now());
+            (snapshot, rescan)
         });
-        let events;
-        (snapshot, events) = match rescan.await {
+        let rescan: snapshot::Rescan;
+        (snapshot, rescan) = match scan.await {
             Ok(done) => done,
             Err(err) => {
                 tracing::error!("directory source stopped: rescan failed: {err}");
                 return;
             }
         };
+        if let Some(retry) = rescan.retry_after() {
+            let now = Instant::now();
+            pending = Some((now, now + retry));
+            touched.extend(rescan.settling);
+        }
+        let events = rescan.events;
         if !events.is_empty() {
             tracing::info!(source = %snapshot.root.display(), changes = events.len(), errors = snapshot.errors().len(), "source reloaded");
         }

@@ -5,40 +5,63 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use super::listing::{Fingerprint, Listed, Listing, Placement, list_tree};
 use super::parse::parse_files;
 use super::scopes::{FileEntry, Keyed, Scope};
-use super::{DirectorySnapshot, LoadError};
+use super::{DirectorySnapshot, LoadError, SETTLE};
 use crate::federation::model::{FederationObject, MemberObject, SourceEvent};
 
 impl DirectorySnapshot {
     /// Lists the tree again, re-reads files that changed (or that `touched` names), and returns the
     /// events for objects whose effective value changed.
-    pub(super) fn rescan(&mut self, touched: &HashSet<PathBuf>) -> Vec<SourceEvent> {
+    ///
+    /// A changed file modified less than [`SETTLE`] before `now` may be half written (a truncate
+    /// seen before the write that follows it): it is left as it was and returned in
+    /// [`Rescan::settling`], to be read by a later rescan.
+    pub(super) fn rescan(&mut self, touched: &HashSet<PathBuf>, now: SystemTime) -> Rescan {
         match list_tree(&self.root) {
             Ok(listing) => {
-                let diff = self.update(listing, touched);
-                self.events(diff)
+                let mut diff = self.update(listing, touched, Some(now));
+                let settling = std::mem::take(&mut diff.settling);
+                Rescan {
+                    events: self.events(diff),
+                    settling,
+                }
             }
             Err(err) => {
                 // Keep serving what we have: a directory briefly gone (remount, rename) is not
                 // "every object deleted".
                 tracing::warn!(dir = %self.root.display(), "cannot list source directory: {err}");
-                Vec::new()
+                Rescan::default()
             }
         }
     }
 
     /// Brings the state in line with `listing`: re-reads changed files (and those in `touched`),
-    /// drops removed ones, and reports what changed.
-    pub(super) fn update(&mut self, listing: Listing, touched: &HashSet<PathBuf>) -> Diff {
+    /// drops removed ones, and reports what changed. With `now`, a changed file modified less than
+    /// [`SETTLE`] before it is not read yet (see [`Self::rescan`]); [`super::load`] reads everything.
+    pub(super) fn update(
+        &mut self,
+        listing: Listing,
+        touched: &HashSet<PathBuf>,
+        now: Option<SystemTime>,
+    ) -> Diff {
         let known: HashMap<PathBuf, Fingerprint> = self.known_files().collect();
+        let mut settling = Vec::new();
         let changed: Vec<(PathBuf, Listed)> = listing
             .files
             .iter()
             .filter(|(path, listed)| {
                 known.get(*path) != Some(&listed.fingerprint) || touched.contains(*path)
+            })
+            .filter(|(path, listed)| {
+                let recent = now.is_some_and(|now| is_recent(listed.fingerprint, now));
+                if recent {
+                    settling.push((*path).clone());
+                }
+                !recent
             })
             .map(|(path, listed)| (path.clone(), listed.clone()))
             .collect();
@@ -141,6 +164,7 @@ impl DirectorySnapshot {
             added_clusters,
             removed_clusters,
             members: member_changes,
+            settling,
         }
     }
 
@@ -249,6 +273,31 @@ impl DirectorySnapshot {
     }
 }
 
+/// Whether a file was modified less than [`SETTLE`] before `now`. A modification time ahead of
+/// `now` (another host's clock, on a network file system) does not count: such a file would
+/// otherwise never settle.
+fn is_recent(fingerprint: Fingerprint, now: SystemTime) -> bool {
+    fingerprint
+        .modified
+        .and_then(|modified| now.duration_since(modified).ok())
+        .is_some_and(|age| age < SETTLE)
+}
+
+/// What a rescan sends, and which changed files it left to settle.
+#[derive(Debug, Default)]
+pub(super) struct Rescan {
+    pub(super) events: Vec<SourceEvent>,
+    /// Changed files modified too recently to be read: rescan again after [`SETTLE`].
+    pub(super) settling: Vec<PathBuf>,
+}
+
+impl Rescan {
+    /// When to look at the settling files again, if there are any.
+    pub(super) fn retry_after(&self) -> Option<Duration> {
+        (!self.settling.is_empty()).then_some(SETTLE)
+    }
+}
+
 /// What a rescan changed, before it becomes events.
 pub(super) struct Diff {
     pub(super) federation: Vec<Change<FederationObject>>,
@@ -256,6 +305,8 @@ pub(super) struct Diff {
     pub(super) added_clusters: Vec<String>,
     pub(super) removed_clusters: Vec<String>,
     pub(super) members: BTreeMap<String, Vec<Change<MemberObject>>>,
+    /// Changed files not read yet because they were modified a moment ago.
+    pub(super) settling: Vec<PathBuf>,
 }
 
 /// A change of an object's effective value in one scope.

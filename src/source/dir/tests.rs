@@ -44,9 +44,12 @@ impl Tree {
     }
 }
 
-/// A rescan as after a file-system event naming `touched`.
+/// A rescan as after a file-system event naming `touched`, once the files have settled.
 fn rescan(snapshot: &mut DirectorySnapshot, touched: &[PathBuf]) -> Vec<SourceEvent> {
-    snapshot.rescan(&touched.iter().cloned().collect())
+    let settled = SystemTime::now() + SETTLE;
+    let rescan = snapshot.rescan(&touched.iter().cloned().collect(), settled);
+    assert_eq!(rescan.settling, Vec::<PathBuf>::new());
+    rescan.events
 }
 
 fn service_yaml(namespace: &str, name: &str, ip: &str) -> String {
@@ -580,6 +583,42 @@ fn bad_edit_keeps_last_good_objects_until_fixed() {
     );
     assert_eq!(snapshot.errors(), []);
     assert!(errors.borrow().is_empty());
+}
+
+#[test]
+fn a_file_caught_between_truncate_and_write_is_read_once_it_settles() {
+    let tree = Tree::new();
+    let path = tree.write("c1/svc.yaml", &service_yaml("test", "nginx", "10.0.0.1"));
+    let mut snapshot = tree.load();
+
+    // A rewrite in place, caught by the periodic rescan right after the truncate.
+    fs::File::create(&path).unwrap();
+    let caught = snapshot.rescan(&HashSet::new(), SystemTime::now());
+    assert_eq!(caught.events, []);
+    assert_eq!(caught.settling, [path.clone()]);
+    assert_eq!(caught.retry_after(), Some(SETTLE));
+    assert_eq!(
+        member_objects(&snapshot, "c1"),
+        [lb_service("test", "nginx", "10.0.0.1")]
+    );
+
+    // The write that follows is bad: the last good content is the one before the rewrite.
+    fs::write(&path, "kind: Service\nmetadata: {name: nginx\n").unwrap();
+    assert_eq!(rescan(&mut snapshot, std::slice::from_ref(&path)), []);
+    assert_eq!(
+        member_objects(&snapshot, "c1"),
+        [lb_service("test", "nginx", "10.0.0.1")]
+    );
+
+    // A file emptied on purpose is still read as empty once it has been quiet.
+    fs::File::create(&path).unwrap();
+    assert_eq!(
+        rescan(&mut snapshot, &[]),
+        [SourceEvent::DeleteMember(
+            "c1".into(),
+            service_id("test", "nginx")
+        )]
+    );
 }
 
 #[test]
