@@ -595,7 +595,7 @@ fn a_file_caught_between_truncate_and_write_is_read_once_it_settles() {
     fs::File::create(&path).unwrap();
     let caught = snapshot.rescan(&HashSet::new(), SystemTime::now());
     assert_eq!(caught.events, []);
-    assert_eq!(caught.settling, [path.clone()]);
+    assert_eq!(caught.settling, std::slice::from_ref(&path));
     assert_eq!(caught.retry_after(), Some(SETTLE));
     assert_eq!(
         member_objects(&snapshot, "c1"),
