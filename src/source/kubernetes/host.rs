@@ -758,9 +758,12 @@ async fn sync_gate(
                         .map_or(0, |d| d.as_secs() as i64);
                     metrics.member_last_sync.with_label_values(&[n.cluster.as_str()]).set(now);
                     let cluster = n.cluster.clone();
-                    if gate.member_listed(n.cluster, n.kind) && probed.release(&cluster) {
-                        tracing::info!(%cluster, "member listed after the sync timeout: reachable again");
-                        let _ = events.send(SourceEvent::MemberReachable(cluster, true)).await;
+                    if gate.member_listed(n.cluster, n.kind) {
+                        match probed.release(&cluster, &events).await {
+                            Ok(true) => tracing::info!(%cluster, "member listed after the sync timeout: reachable again"),
+                            Ok(false) => {}
+                            Err(Closed) => return,
+                        }
                     }
                 }
             }
@@ -788,11 +791,8 @@ async fn sync_gate(
                 }
                 // Held first, so that no prober turning ready in between serves them.
                 gate.held_unreachable = unlisted.iter().cloned().collect();
-                probed.hold(&gate.held_unreachable);
-                for c in &unlisted {
-                    let _ = events
-                        .send(SourceEvent::MemberReachable(c.clone(), false))
-                        .await;
+                if probed.hold(&gate.held_unreachable, &events).await.is_err() {
+                    return;
                 }
                 if events.send(SourceEvent::Synced).await.is_err() {
                     return;
@@ -806,8 +806,13 @@ async fn sync_gate(
 /// declared reachable against its prober's judgement; and the members the sync gate holds
 /// unreachable because they had not listed by the timeout, so that a prober turning ready
 /// later does not serve a member whose records were never listed.
+///
+/// Every `MemberReachable` that the probers and the sync gate send goes through it, under one
+/// lock kept until the event is queued: a decision and its event reach the engine in the same
+/// order, so a prober's "ready" decided just before a hold cannot land after the hold's
+/// "unreachable" (it did, under load: a member that never listed was served).
 #[derive(Debug, Clone, Default)]
-struct Probed(Arc<Mutex<ProbedState>>);
+struct Probed(Arc<tokio::sync::Mutex<ProbedState>>);
 
 #[derive(Debug, Default)]
 struct ProbedState {
@@ -815,29 +820,81 @@ struct ProbedState {
     held: BTreeSet<String>,
 }
 
-impl Probed {
-    fn lock(&self) -> std::sync::MutexGuard<'_, ProbedState> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
+impl ProbedState {
     /// Records the prober's decision; false when it must not be published because the member
     /// is held unreachable until it lists.
-    fn set(&self, cluster: &str, ready: bool) -> bool {
-        let mut state = self.lock();
-        state.ready.insert(cluster.to_owned(), ready);
-        !(ready && state.held.contains(cluster))
-    }
-
-    fn hold(&self, clusters: &BTreeSet<String>) {
-        self.lock().held.extend(clusters.iter().cloned());
+    fn set(&mut self, cluster: &str, ready: bool) -> bool {
+        self.ready.insert(cluster.to_owned(), ready);
+        !(ready && self.held.contains(cluster))
     }
 
     /// Releases a held member that has now listed; true when its prober does not object.
-    fn release(&self, cluster: &str) -> bool {
-        let mut state = self.lock();
-        state.held.remove(cluster);
-        state.ready.get(cluster) != Some(&false)
+    fn release(&mut self, cluster: &str) -> bool {
+        self.held.remove(cluster);
+        self.ready.get(cluster) != Some(&false)
     }
+}
+
+/// The engine is gone: the source stops.
+struct Closed;
+
+impl Probed {
+    /// Publishes a prober's decision unless the member is held.
+    async fn publish(
+        &self,
+        cluster: &str,
+        ready: bool,
+        events: &mpsc::Sender<SourceEvent>,
+    ) -> Result<(), Closed> {
+        let mut state = self.0.lock().await;
+        if state.set(cluster, ready) {
+            send_reachable(events, cluster, ready).await?;
+        }
+        drop(state);
+        Ok(())
+    }
+
+    /// Holds `clusters` unreachable (until they list) and says so to the engine.
+    async fn hold(
+        &self,
+        clusters: &BTreeSet<String>,
+        events: &mpsc::Sender<SourceEvent>,
+    ) -> Result<(), Closed> {
+        let mut state = self.0.lock().await;
+        state.held.extend(clusters.iter().cloned());
+        for cluster in clusters {
+            send_reachable(events, cluster, false).await?;
+        }
+        drop(state);
+        Ok(())
+    }
+
+    /// Releases a held member that has now listed, reachable again unless its prober objects;
+    /// true when it was published reachable.
+    async fn release(
+        &self,
+        cluster: &str,
+        events: &mpsc::Sender<SourceEvent>,
+    ) -> Result<bool, Closed> {
+        let mut state = self.0.lock().await;
+        let reachable = state.release(cluster);
+        if reachable {
+            send_reachable(events, cluster, true).await?;
+        }
+        drop(state);
+        Ok(reachable)
+    }
+}
+
+async fn send_reachable(
+    events: &mpsc::Sender<SourceEvent>,
+    cluster: &str,
+    reachable: bool,
+) -> Result<(), Closed> {
+    events
+        .send(SourceEvent::MemberReachable(cluster.to_owned(), reachable))
+        .await
+        .map_err(|_| Closed)
 }
 
 /// The host kinds whose first listing readiness waits for, however long it takes.
@@ -947,7 +1004,6 @@ async fn probe_loop(
             tracing::debug!(cluster = %name, %error, "member probe failed");
         }
         if let Some(ready) = state.observe(ok) {
-            let publish = probed.set(&name, ready);
             match &result {
                 Ok(()) => tracing::info!(cluster = %name, ready, "member readiness changed"),
                 Err(error) => {
@@ -960,12 +1016,7 @@ async fn probe_loop(
                 m.probed = true;
                 changed
             });
-            if publish
-                && events
-                    .send(SourceEvent::MemberReachable(name.clone(), ready))
-                    .await
-                    .is_err()
-            {
+            if probed.publish(&name, ready, &events).await.is_err() {
                 return;
             }
         }
@@ -1110,9 +1161,9 @@ mod tests {
 
     #[test]
     fn a_member_held_for_lack_of_a_listing_is_not_served_when_its_prober_turns_ready() {
-        let probed = Probed::default();
+        let mut probed = ProbedState::default();
         assert!(probed.set("c1", true), "not held: published");
-        probed.hold(&BTreeSet::from(["c1".to_owned()]));
+        probed.held.insert("c1".to_owned());
         assert!(
             !probed.set("c1", true),
             "held: the prober's ready is kept back"
@@ -1123,6 +1174,49 @@ mod tests {
             "listed, but its prober says not ready"
         );
         assert!(probed.set("c1", true), "released: published again");
+    }
+
+    #[tokio::test]
+    async fn a_hold_waits_for_a_prober_publication_in_flight_so_it_lands_last() {
+        let (events, mut engine) = mpsc::channel(1);
+        events.send(SourceEvent::Synced).await.unwrap(); // the engine is busy: sends wait
+        let probed = Probed::default();
+        let prober = tokio::spawn({
+            let (probed, events) = (probed.clone(), events.clone());
+            async move { probed.publish("c1", true, &events).await.is_ok() }
+        });
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!prober.is_finished(), "the prober waits for room");
+        // Until its event is queued, no other decision can be taken (and sent ahead of it).
+        assert!(
+            probed.0.try_lock().is_err(),
+            "the prober keeps the lock until its event is queued"
+        );
+        let gate = tokio::spawn({
+            let (probed, events) = (probed.clone(), events.clone());
+            async move {
+                probed
+                    .hold(&BTreeSet::from(["c1".to_owned()]), &events)
+                    .await
+                    .is_ok()
+            }
+        });
+        let mut received = Vec::new();
+        for _ in 0..3 {
+            received.push(engine.recv().await.unwrap());
+        }
+        assert!(prober.await.unwrap() && gate.await.unwrap());
+        assert_eq!(
+            received,
+            [
+                SourceEvent::Synced,
+                SourceEvent::MemberReachable("c1".into(), true),
+                SourceEvent::MemberReachable("c1".into(), false),
+            ]
+        );
+        assert!(probed.0.lock().await.held.contains("c1"));
     }
 
     fn settings(fail: u32, ok: u32) -> ProbeSettings {
