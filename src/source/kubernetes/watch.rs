@@ -535,9 +535,8 @@ pub async fn run<K, O, I>(
                     if watched.health.recover(watched) {
                         tracing::info!(cluster, resource, url, "watch recovered");
                     }
-                    notify(Notice::Listed);
                     let now = Instant::now();
-                    match guard.relisted(objects.len(), now, watched.confirm_empty) {
+                    let alive = match guard.relisted(objects.len(), now, watched.confirm_empty) {
                         RelistVerdict::Apply => send(Change::Reset(objects)).await,
                         RelistVerdict::Hold(at) => {
                             tracing::warn!(
@@ -568,7 +567,12 @@ pub async fn run<K, O, I>(
                             );
                             send(Change::Reset(objects)).await
                         }
-                    }
+                    };
+                    // Announced once the listing's objects are handed on: whoever waits for it
+                    // (the sync gate's `Synced`, the KubeFedCluster watcher waiting for the
+                    // Secrets) finds them applied, not on their way.
+                    notify(Notice::Listed);
+                    alive
                 }
                 Ok(Event::Apply(object)) => match strip(object) {
                     Some(object) => {
@@ -634,6 +638,61 @@ pub async fn run<K, O, I>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An API server whose every LIST returns one ConfigMap and whose watches never answer.
+    fn one_object_api() -> Api<k8s_openapi::api::core::v1::ConfigMap> {
+        let service = tower::service_fn(|request: http::Request<kube::client::Body>| async move {
+            if request
+                .uri()
+                .query()
+                .is_some_and(|q| q.contains("watch=true"))
+            {
+                std::future::pending::<()>().await;
+            }
+            let list = r#"{"apiVersion": "v1", "kind": "ConfigMapList",
+                "metadata": {"resourceVersion": "1"},
+                "items": [{"metadata": {"name": "a", "namespace": "x", "resourceVersion": "1"}}]}"#;
+            let body = kube::client::Body::from(list.as_bytes().to_vec());
+            Ok::<_, std::convert::Infallible>(http::Response::new(body))
+        });
+        Api::all(kube::Client::new(service, "default"))
+    }
+
+    #[tokio::test]
+    async fn a_listing_is_announced_only_after_its_objects_are_handed_on() {
+        let api = one_object_api();
+        let settings = WatchSettings::default();
+        let watched = Watched::new("c1", "configmaps", "http://test", &api, &settings);
+        let (events, mut received) = mpsc::channel(1);
+        let seen = std::sync::Mutex::new(Vec::new());
+        let watcher = run(
+            api,
+            &watched,
+            |cm: k8s_openapi::api::core::v1::ConfigMap| cm.metadata.name,
+            |cm| cm.metadata.name.clone(),
+            |change| {
+                if let Change::Reset(names) = change {
+                    seen.lock().unwrap().push(format!("reset {names:?}"));
+                }
+                Some(SourceEvent::Synced)
+            },
+            |notice| seen.lock().unwrap().push(format!("{notice:?}")),
+            &events,
+        );
+        let listed = async {
+            received.recv().await;
+            // The reset is queued; give the watcher every chance to announce the listing early.
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+            seen.lock().unwrap().clone()
+        };
+        let seen = tokio::select! {
+            () = watcher => panic!("the watcher stopped"),
+            seen = listed => seen,
+        };
+        assert_eq!(seen, [r#"reset ["a"]"#, "Listed"]);
+    }
 
     #[test]
     fn backoff_is_capped_and_resets() {
