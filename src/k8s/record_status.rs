@@ -275,7 +275,7 @@ pub fn fingerprint(out: &RecordOutputs) -> u64 {
 mod tests {
     use super::*;
     use crate::federation::records::tests::{Member, domain, record};
-    use crate::federation::records::{MemberInput, TtlPolicy, compute_service};
+    use crate::federation::records::{MemberInput, Reported, TtlPolicy, compute_service};
     use std::collections::BTreeMap;
 
     fn computed(members: &[Member]) -> Computed {
@@ -286,6 +286,7 @@ mod tests {
             &inputs,
             &BTreeMap::new(),
             &TtlPolicy::default(),
+            Reported::EveryMember,
         )
         .unwrap()
     }

@@ -8,16 +8,38 @@ use crate::dns::store::EntryBuilder;
 use crate::dns::variants::{self, VariantBody};
 use crate::dns::wire::rtype;
 use crate::federation::locality::Localized;
-use crate::federation::naming;
-use crate::federation::records::{NameProblem, RecordData};
+use crate::federation::naming::{self, NameError};
+use crate::federation::records::{Computed, NameProblem, RecordData, Reported};
 
 use super::{Claim, Conflict, Engine, EngineCounts, Owner};
 
 impl Engine {
-    /// Recomputes one computed owner and publishes the difference.
-    pub(super) fn recompute(&mut self, owner: Owner, now: Instant) {
+    /// Recomputes computed owners and publishes the differences, a batch at a time: a batch
+    /// reads the model (one view of the members for all of it), then writes its claims.
+    pub(super) fn recompute_all(&mut self, owners: Vec<Owner>, now: Instant) {
+        /// Owners per batch: the members are viewed once per batch, and a batch's computed
+        /// records (about 2 KB per owner) are held until they are claimed.
+        const BATCH: usize = 256;
+        let mut owners = owners.into_iter().peekable();
+        while owners.peek().is_some() {
+            let batch: Vec<Owner> = owners.by_ref().take(BATCH).collect();
+            let computed: Vec<_> = {
+                let views = self.member_views(now);
+                batch
+                    .iter()
+                    .map(|owner| self.compute_with(owner, &views, Reported::Holders))
+                    .collect()
+            };
+            for (owner, computed) in batch.into_iter().zip(computed) {
+                self.claim_computed(owner, computed);
+            }
+        }
+    }
+
+    /// Publishes what `owner` claims after a computation, and its problems.
+    fn claim_computed(&mut self, owner: Owner, computed: Result<Option<Computed>, NameError>) {
         self.status_dirty.insert(owner.clone());
-        let (claims, problems) = match self.compute(&owner, now) {
+        let (claims, problems) = match computed {
             Ok(Some(computed)) => {
                 let zones = self.store.zones();
                 let mut problems: Vec<String> =
@@ -141,7 +163,12 @@ impl Engine {
         let mut at = 1 + key[0] as usize;
         while at < key.len() && key.len() - at > apex.len() {
             let ancestor = &key[at..];
-            let refs = self.ent_refs.entry(ancestor.into()).or_insert(0);
+            // Looked up by slice first: `entry` would copy the key for every ancestor of every
+            // name published, though nearly all of them are counted already.
+            let refs = match self.ent_refs.get_mut(ancestor) {
+                Some(refs) => refs,
+                None => self.ent_refs.entry(ancestor.into()).or_insert(0),
+            };
             let before = *refs;
             *refs = refs.saturating_add_signed(delta);
             let after = *refs;

@@ -422,6 +422,13 @@ impl Engine {
             || self.serial_pending
     }
 
+    /// Every ServiceDNSRecord and IngressDNSRecord, as owners to compute.
+    fn computed_owners(&self) -> Vec<Owner> {
+        let services = self.services.keys().cloned().map(Owner::Service);
+        let ingresses = self.ingresses.keys().cloned().map(Owner::Ingress);
+        services.chain(ingresses).collect()
+    }
+
     /// Recomputes what the applied events touched and publishes it to the store.
     pub fn flush(&mut self, now: Instant) {
         self.flush_at(now, zones::unix_serial());
@@ -438,30 +445,28 @@ impl Engine {
         if touched.zones {
             self.rebuild(now);
         } else if touched.everything || topology_changed {
-            for key in self.services.keys().cloned().collect::<Vec<_>>() {
-                self.recompute(Owner::Service(key), now);
-            }
-            for key in self.ingresses.keys().cloned().collect::<Vec<_>>() {
-                self.recompute(Owner::Ingress(key), now);
-            }
+            let mut owners = self.computed_owners();
             // Records deleted while everything was dirty.
-            for key in touched.services {
-                if !self.services.contains_key(&key) {
-                    self.recompute(Owner::Service(key), now);
-                }
-            }
-            for key in touched.ingresses {
-                if !self.ingresses.contains_key(&key) {
-                    self.recompute(Owner::Ingress(key), now);
-                }
-            }
+            let deleted_services = touched
+                .services
+                .into_iter()
+                .filter(|key| !self.services.contains_key(key))
+                .map(Owner::Service);
+            let deleted_ingresses = touched
+                .ingresses
+                .into_iter()
+                .filter(|key| !self.ingresses.contains_key(key))
+                .map(Owner::Ingress);
+            owners.extend(deleted_services.chain(deleted_ingresses));
+            self.recompute_all(owners, now);
         } else {
-            for key in touched.services {
-                self.recompute(Owner::Service(key), now);
-            }
-            for key in touched.ingresses {
-                self.recompute(Owner::Ingress(key), now);
-            }
+            let owners = touched
+                .services
+                .into_iter()
+                .map(Owner::Service)
+                .chain(touched.ingresses.into_iter().map(Owner::Ingress))
+                .collect();
+            self.recompute_all(owners, now);
         }
         self.dirty_zones.clear();
         self.serial_pending = false;

@@ -120,12 +120,7 @@ impl Engine {
             }
             self.set_claims(owner, claims);
         }
-        for key in self.services.keys().cloned().collect::<Vec<_>>() {
-            self.recompute(Owner::Service(key), now);
-        }
-        for key in self.ingresses.keys().cloned().collect::<Vec<_>>() {
-            self.recompute(Owner::Ingress(key), now);
-        }
+        self.recompute_all(self.computed_owners(), now);
         for key in before {
             if !self.present.contains(&key) && !self.ent_refs.contains_key(&key) {
                 self.store.remove(&key);
