@@ -1,7 +1,7 @@
 //! Claims: which owner claims which name, the winner of each name (lowest [`Owner`]) and the
 //! conflicts, the empty non-terminal counts, and rendering the winner into the store.
 
-use std::collections::HashSet;
+use super::HashSet;
 use std::time::Instant;
 
 use crate::dns::store::EntryBuilder;

@@ -14,7 +14,7 @@
 //!
 //! The engine is synchronous and does no I/O: no sockets, no `kube::Client`, no tasks.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,12 @@ use crate::federation::model::{
     MemberSpec, ObjectKey, ServiceRecordSpec, SourceEvent,
 };
 use crate::federation::records::{RecordData, ResolvedHost, TtlPolicy};
+
+/// The engine's hash maps and sets. Their keys are names and objects that tenants choose, so the
+/// hasher is seeded at random (no collisions computed in advance); foldhash instead of SipHash,
+/// which took 13% of the start-up computation at 260,000 names.
+pub(super) type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+pub(super) type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 mod claims;
 mod compute;
@@ -203,21 +209,21 @@ impl Engine {
             services: BTreeMap::new(),
             ingresses: BTreeMap::new(),
             members: BTreeMap::new(),
-            liveness: HashMap::new(),
+            liveness: HashMap::default(),
             slices: BTreeMap::new(),
             static_zones: Vec::new(),
-            hosts: HashMap::new(),
-            claims: HashMap::new(),
-            owned: HashMap::new(),
-            present: HashSet::new(),
-            ent_refs: HashMap::new(),
+            hosts: HashMap::default(),
+            claims: HashMap::default(),
+            owned: HashMap::default(),
+            present: HashSet::default(),
+            ent_refs: HashMap::default(),
             problems: BTreeMap::new(),
             touched: Touched::default(),
-            dirty_zones: HashSet::new(),
+            dirty_zones: HashSet::default(),
             status_dirty: BTreeSet::new(),
-            digests: HashMap::new(),
-            file_digests: HashMap::new(),
-            numbered: HashMap::new(),
+            digests: HashMap::default(),
+            file_digests: HashMap::default(),
+            numbered: HashMap::default(),
             serial_pending: false,
             clock: 0,
             transfers: None,

@@ -1,6 +1,6 @@
 //! Recomputing everything against a new zone table, without a name ever going missing.
 
-use std::collections::HashSet;
+use super::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -133,7 +133,7 @@ impl Engine {
         // names as published.
         self.store.commit();
         let zones = self.store.zones();
-        let mut digests: std::collections::HashMap<Box<[u8]>, u64> = zones
+        let mut digests: super::HashMap<Box<[u8]>, u64> = zones
             .iter()
             .map(|z| (Box::<[u8]>::from(z.key()), 0))
             .collect();

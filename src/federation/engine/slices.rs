@@ -2,7 +2,9 @@
 //! member liveness (declared readiness, observed reachability, the grace period) and the zones and
 //! region each member is in.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use super::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::federation::model::{
