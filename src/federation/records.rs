@@ -892,6 +892,18 @@ pub(crate) mod tests {
         assert_eq!(err.reason(), "InvalidLabel");
     }
 
+    fn ingress(record: &IngressRecordSpec, members: &[Member]) -> Computed {
+        let inputs: Vec<_> = members.iter().map(Member::input).collect();
+        let hosts = BTreeMap::new();
+        compute_ingress(
+            record,
+            &inputs,
+            &hosts,
+            &TtlPolicy::default(),
+            Reported::EveryMember,
+        )
+    }
+
     #[test]
     fn ingress_hosts_carry_the_union_of_serving_clusters() {
         let rec = IngressRecordSpec {
@@ -900,15 +912,7 @@ pub(crate) mod tests {
             record_ttl: 0,
             uid: None,
         };
-        let members = [c1().lb("10.0.0.1"), c2().lb("10.0.0.2").offline()];
-        let inputs: Vec<_> = members.iter().map(Member::input).collect();
-        let out = compute_ingress(
-            &rec,
-            &inputs,
-            &BTreeMap::new(),
-            &TtlPolicy::default(),
-            Reported::EveryMember,
-        );
+        let out = ingress(&rec, &[c1().lb("10.0.0.1"), c2().lb("10.0.0.2").offline()]);
         assert_eq!(
             out.records.len(),
             1,
@@ -925,15 +929,7 @@ pub(crate) mod tests {
             record_ttl: 0,
             uid: None,
         };
-        let members = [c1().service_without_lb()];
-        let inputs: Vec<_> = members.iter().map(Member::input).collect();
-        let out = compute_ingress(
-            &rec,
-            &inputs,
-            &BTreeMap::new(),
-            &TtlPolicy::default(),
-            Reported::EveryMember,
-        );
+        let out = ingress(&rec, &[c1().service_without_lb()]);
         assert!(out.records.is_empty());
     }
 }

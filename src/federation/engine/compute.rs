@@ -21,6 +21,22 @@ pub(super) struct MemberView<'a> {
     slice: Option<&'a ClusterSlice>,
 }
 
+impl<'a> MemberView<'a> {
+    /// This member as a record's input, with the record's object found by `shard` in its slice.
+    fn input(
+        &self,
+        shard: impl FnOnce(&'a ClusterSlice) -> Option<ShardInput<'a>>,
+    ) -> MemberInput<'a> {
+        MemberInput {
+            cluster: self.name,
+            zones: self.zones,
+            region: self.region,
+            serving: self.serving,
+            shard: self.slice.and_then(shard),
+        }
+    }
+}
+
 /// The zones of a member without a slice yet.
 static NO_ZONES: BTreeSet<String> = BTreeSet::new();
 
@@ -69,17 +85,13 @@ impl Engine {
                 };
                 let inputs: Vec<MemberInput<'_>> = views
                     .iter()
-                    .map(|view| MemberInput {
-                        cluster: view.name,
-                        zones: view.zones,
-                        region: view.region,
-                        serving: view.serving,
-                        shard: view.slice.and_then(|s| {
+                    .map(|view| {
+                        view.input(|s| {
                             s.services.get(key).map(|svc| ShardInput {
                                 load_balancer: &svc.load_balancer,
                                 ready_endpoints: s.ready_endpoints(key),
                             })
-                        }),
+                        })
                     })
                     .collect();
                 let mut computed = records::compute_service(
@@ -108,17 +120,13 @@ impl Engine {
                 };
                 let inputs: Vec<MemberInput<'_>> = views
                     .iter()
-                    .map(|view| MemberInput {
-                        cluster: view.name,
-                        zones: view.zones,
-                        region: view.region,
-                        serving: view.serving,
-                        shard: view.slice.and_then(|s| {
+                    .map(|view| {
+                        view.input(|s| {
                             s.ingresses.get(key).map(|lb| ShardInput {
                                 load_balancer: lb,
                                 ready_endpoints: 1,
                             })
-                        }),
+                        })
                     })
                     .collect();
                 Ok(Some(records::compute_ingress(
