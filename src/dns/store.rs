@@ -355,6 +355,24 @@ pub struct SetView<'a> {
     pub records: &'a [u8],
 }
 
+impl<'a> SetView<'a> {
+    /// Each record of the set without its owner pointer: `type | class | ttl | rdlen | rdata`.
+    pub fn records(&self) -> impl Iterator<Item = &'a [u8]> + use<'a> {
+        let records = self.records;
+        let mut at = 0;
+        std::iter::from_fn(move || {
+            if at + 12 > records.len() {
+                return None;
+            }
+            let rdlen = u16::from_be_bytes([records[at + 10], records[at + 11]]) as usize;
+            let end = (at + 12 + rdlen).min(records.len());
+            let record = &records[at + 2..end];
+            at = end;
+            Some(record)
+        })
+    }
+}
+
 /// Iterates the sets of an entry, up to its per-client variants if it has any.
 pub fn sets(entry: &[u8]) -> impl Iterator<Item = SetView<'_>> {
     let mut at = 0;

@@ -3,9 +3,9 @@
 
 use std::fmt::Write;
 
-use crate::federation::engine::{Claim, ClientExplanation, Explanation, Owner};
+use crate::federation::engine::{ClientExplanation, Explanation, Owner};
 use crate::federation::locality::{self, Outcome, Strategy};
-use crate::federation::records::{Computed, RecordData, ShardHealth, ShardReport};
+use crate::federation::records::{Computed, ShardHealth, ShardReport};
 
 /// Renders an explanation as indented text.
 pub fn render(e: &Explanation) -> String {
@@ -26,9 +26,9 @@ pub fn render(e: &Explanation) -> String {
         }
     }
     match &e.served {
-        Some((owner, claim)) => {
+        Some((owner, entry)) => {
             let _ = writeln!(out, "owner:  {owner}");
-            let _ = writeln!(out, "answer: {}", describe_claim(claim));
+            let _ = writeln!(out, "answer: {}", describe_entry(owner, entry));
         }
         None if e.empty_non_terminal => {
             let _ = writeln!(
@@ -203,34 +203,86 @@ fn cluster_reason(
     }
 }
 
-fn describe_claim(claim: &Claim) -> String {
-    match claim {
-        Claim::Record(RecordData::Address { v4, v6, ttl }) => {
-            let mut parts: Vec<String> = v4.iter().map(|a| format!("A {a}")).collect();
-            parts.extend(v6.iter().map(|a| format!("AAAA {a}")));
-            format!("{} (ttl {ttl})", parts.join(", "))
-        }
-        Claim::Record(RecordData::Cname { target, ttl }) => format!(
-            "CNAME {target} (ttl {ttl}): no healthy shard covers this name, so it falls back"
-        ),
-        Claim::Localized(data, localized) => format!(
-            "{} for transfers and status; strategy {}: per-client answers (see --client)",
-            describe_claim(&Claim::Record(data.clone())),
-            crate::federation::locality::STRATEGY_LABELS[localized.strategy as usize]
-        ),
-        Claim::Static { sets, .. } => {
-            let types: Vec<String> = sets
-                .iter()
-                .filter(|s| s.rtype != crate::dns::store::ADDITIONAL)
+/// What a served entry answers, in words.
+fn describe_entry(owner: &Owner, entry: &[u8]) -> String {
+    use crate::dns::store::{self, ADDITIONAL};
+    use crate::dns::wire::rtype;
+    let is_soa_marker = |s: &store::SetView<'_>| s.rtype == rtype::SOA && s.count == 0;
+    match owner {
+        Owner::Static(_) => {
+            let types: Vec<String> = store::sets(entry)
+                .filter(|s| s.rtype != ADDITIONAL && !is_soa_marker(s))
                 .map(|s| hickory_proto::rr::RecordType::from(s.rtype).to_string())
                 .collect();
-            format!("static records from a zone file: {}", types.join(", "))
+            return format!("static records from a zone file: {}", types.join(", "));
         }
-        Claim::Apex { name_servers, .. } => {
-            let ns: Vec<String> = name_servers.iter().map(|n| n.to_string()).collect();
-            format!("zone apex: SOA, NS {}", ns.join(" "))
+        Owner::Apex(_) if store::sets(entry).any(|s| is_soa_marker(&s)) => {
+            let ns: Vec<String> = store::sets(entry)
+                .filter(|s| s.rtype == rtype::NS)
+                .flat_map(rdatas)
+                .map(|(_, rdata)| name_text(rdata))
+                .collect();
+            return format!("zone apex: SOA, NS {}", ns.join(" "));
+        }
+        _ => {}
+    }
+    let mut parts = Vec::new();
+    let mut ttl = 0;
+    let mut cname = None;
+    for set in store::sets(entry) {
+        for (set_ttl, rdata) in rdatas(set) {
+            ttl = set_ttl;
+            match set.rtype {
+                rtype::A => {
+                    if let Ok(a) = <[u8; 4]>::try_from(rdata) {
+                        parts.push(format!("A {}", std::net::Ipv4Addr::from(a)));
+                    }
+                }
+                rtype::AAAA => {
+                    if let Ok(a) = <[u8; 16]>::try_from(rdata) {
+                        parts.push(format!("AAAA {}", std::net::Ipv6Addr::from(a)));
+                    }
+                }
+                rtype::CNAME => cname = Some(name_text(rdata)),
+                _ => {}
+            }
         }
     }
+    let plain = match cname {
+        Some(target) => format!(
+            "CNAME {target} (ttl {ttl}): no healthy shard covers this name, so it falls back"
+        ),
+        None => format!("{} (ttl {ttl})", parts.join(", ")),
+    };
+    match crate::dns::variants::table(entry).and_then(|t| t.first()) {
+        Some(&strategy) => format!(
+            "{plain} for transfers and status; strategy {}: per-client answers (see --client)",
+            crate::federation::locality::STRATEGY_LABELS
+                .get(strategy as usize)
+                .unwrap_or(&"unknown")
+        ),
+        None => plain,
+    }
+}
+
+/// TTL and rdata of each record of a set.
+fn rdatas<'a>(set: crate::dns::store::SetView<'a>) -> impl Iterator<Item = (u32, &'a [u8])> {
+    set.records().map(|record| {
+        let ttl = record
+            .get(4..8)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_be_bytes)
+            .unwrap_or(0);
+        (ttl, record.get(10..).unwrap_or_default())
+    })
+}
+
+/// An uncompressed wire name as presentation text.
+fn name_text(wire: &[u8]) -> String {
+    use hickory_proto::serialize::binary::BinDecodable;
+    hickory_proto::rr::Name::from_bytes(wire)
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "(unreadable name)".into())
 }
 
 /// One line per owner with problems, for `/status`.

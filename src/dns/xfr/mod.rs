@@ -630,13 +630,8 @@ impl<'a, 'k> Writer<'a, 'k> {
             {
                 continue;
             }
-            let mut at = 0;
-            while at + 12 <= set.records.len() {
-                let rdlen =
-                    u16::from_be_bytes([set.records[at + 10], set.records[at + 11]]) as usize;
-                let end = (at + 12 + rdlen).min(set.records.len());
-                self.record(key, &set.records[at + 2..end]);
-                at = end;
+            for record in set.records() {
+                self.record(key, record);
             }
         }
     }

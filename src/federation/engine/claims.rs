@@ -2,6 +2,7 @@
 //! conflicts, the empty non-terminal counts, and rendering the winner into the store.
 
 use super::HashSet;
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::dns::store::EntryBuilder;
@@ -11,7 +12,12 @@ use crate::federation::locality::Localized;
 use crate::federation::naming::{self, NameError};
 use crate::federation::records::{Computed, NameProblem, RecordData, Reported};
 
-use super::{Claim, Conflict, Engine, EngineCounts, Owner};
+use super::{Claim, Claimants, Conflict, Engine, EngineCounts, Owner};
+
+/// A name's lowercase wire form, the store's key.
+type Key = Box<[u8]>;
+/// A rendered store entry.
+type Entry = Box<[u8]>;
 
 impl Engine {
     /// Recomputes computed owners and publishes the differences, a batch at a time: a batch
@@ -59,7 +65,7 @@ impl Engine {
                         Some((_, answers)) => Claim::Localized(record.data, Box::new(answers)),
                         None => Claim::Record(record.data),
                     };
-                    claims.push((key, claim));
+                    claims.push((key, render(&claim)));
                 }
                 (claims, problems)
             }
@@ -77,77 +83,146 @@ impl Engine {
         self.set_claims(owner, claims);
     }
 
-    /// Replaces everything `owner` claims with `claims`, publishing each changed name.
-    pub(super) fn set_claims(&mut self, owner: Owner, claims: Vec<(Box<[u8]>, Claim)>) {
-        let old = self.owned.remove(&owner).unwrap_or_default();
+    /// Replaces everything `owner` claims with `claims` (name key, rendered entry), publishing
+    /// each name whose served entry changes.
+    pub(super) fn set_claims(&mut self, owner: Owner, claims: Vec<(Key, Entry)>) {
+        let (owner, old) = match self.owned.remove_entry(&owner) {
+            Some((owner, old)) => (owner, old),
+            None => (Arc::new(owner), Box::default()),
+        };
         let new_keys: HashSet<&[u8]> = claims.iter().map(|(k, _)| &**k).collect();
-        let mut changed: Vec<Box<[u8]>> = Vec::new();
-        for key in old {
-            if !new_keys.contains(&*key) {
-                if let Some(list) = self.claims.get_mut(&key) {
-                    list.retain(|(o, _)| *o != owner);
-                    if list.is_empty() {
-                        self.claims.remove(&key);
-                    }
-                }
-                changed.push(key);
+        let mut publish: Vec<(Key, Option<Entry>)> = Vec::new();
+        for key in keys(&old) {
+            if !new_keys.contains(key)
+                && let Some(served) = self.withdraw(key, &owner)
+            {
+                publish.push((key.into(), served));
             }
         }
-        let mut keys = Vec::with_capacity(claims.len());
-        for (key, claim) in claims {
-            let list = self.claims.entry(key.clone()).or_default();
-            match list.binary_search_by(|(o, _)| o.cmp(&owner)) {
-                Ok(i) if list[i].1 == claim => {}
-                Ok(i) => {
-                    list[i].1 = claim;
-                    changed.push(key.clone());
-                }
-                Err(i) => {
-                    // Nearly every name has one claimant: room for exactly one (a plain
-                    // insert would reserve four, ~600 unused bytes per name).
-                    list.reserve_exact(1);
-                    list.insert(i, (owner.clone(), claim));
-                    changed.push(key.clone());
-                }
+        drop(new_keys);
+        let mut all_keys = Vec::with_capacity(claims.iter().map(|(k, _)| k.len()).sum());
+        for (key, entry) in claims {
+            all_keys.extend_from_slice(&key);
+            if let Some(served) = self.claim(&key, &owner, entry) {
+                publish.push((key, Some(served)));
             }
-            keys.push(key);
         }
-        if !keys.is_empty() {
-            self.owned.insert(owner, keys);
+        if !all_keys.is_empty() {
+            self.owned.insert(owner, all_keys.into_boxed_slice());
         }
-        for key in changed {
-            self.publish(key);
+        for (key, entry) in publish {
+            self.publish(key, entry);
         }
     }
 
-    /// Writes the current winner of `key` to the store, maintaining empty non-terminals.
-    pub(super) fn publish(&mut self, key: Box<[u8]>) {
+    /// Records `owner`'s claim of `key`; returns the entry to serve when the served one changes.
+    fn claim(&mut self, key: &[u8], owner: &Arc<Owner>, entry: Box<[u8]>) -> Option<Box<[u8]>> {
+        let state = match self.names.get_mut(key) {
+            Some(state) => state,
+            None => self.names.entry(key.into()).or_default(),
+        };
+        match &mut state.claimants {
+            claimants @ Claimants::None => {
+                *claimants = Claimants::One(owner.clone());
+                Some(entry)
+            }
+            Claimants::One(one) if one == owner => {
+                // The served entry is this owner's: publish only a change.
+                let same = self.store.with_entry(key, |e| *e == *entry);
+                (same != Some(true)).then_some(entry)
+            }
+            claimants @ Claimants::One(_) => {
+                let Claimants::One(other) = std::mem::take(claimants) else {
+                    unreachable!("matched One above");
+                };
+                // The served entry is the other owner's: keep it beside the new claim.
+                let served = self
+                    .store
+                    .with_entry(key, |e| Box::from(e))
+                    .unwrap_or_default();
+                let mut list = vec![(other, served), (owner.clone(), entry.clone())];
+                list.sort_by(|a, b| a.0.cmp(&b.0));
+                let first = Arc::ptr_eq(&list[0].0, owner);
+                *claimants = Claimants::Many(list);
+                first.then_some(entry)
+            }
+            Claimants::Many(list) => match list.binary_search_by(|(o, _)| (**o).cmp(owner)) {
+                Ok(i) if list[i].1 == entry => None,
+                Ok(i) => {
+                    list[i].1 = entry.clone();
+                    (i == 0).then_some(entry)
+                }
+                Err(i) => {
+                    list.insert(i, (owner.clone(), entry.clone()));
+                    (i == 0).then_some(entry)
+                }
+            },
+        }
+    }
+
+    /// Takes `owner`'s claim of `key` away; returns what to serve when the served entry changes
+    /// (`Some(None)`: nothing, the name goes).
+    fn withdraw(&mut self, key: &[u8], owner: &Owner) -> Option<Option<Box<[u8]>>> {
+        let state = self.names.get_mut(key)?;
+        match &mut state.claimants {
+            Claimants::None => None,
+            Claimants::One(one) if **one == *owner => {
+                state.claimants = Claimants::None;
+                Some(None)
+            }
+            Claimants::One(_) => None,
+            Claimants::Many(list) => {
+                let i = list.iter().position(|(o, _)| **o == *owner)?;
+                list.remove(i);
+                let served = (i == 0).then(|| list.first().map(|(_, e)| e.clone()));
+                if list.len() == 1 {
+                    // Its entry is served (now, or already): the store holds it.
+                    let (last, _) = list.pop().expect("one claimant left");
+                    state.claimants = Claimants::One(last);
+                }
+                served
+            }
+        }
+    }
+
+    /// Writes `entry` (`None`: no data) as the entry of `key`, maintaining empty non-terminals
+    /// and the zone's digest.
+    pub(super) fn publish(&mut self, key: Box<[u8]>, entry: Option<Box<[u8]>>) {
         let zones = self.store.zones();
         let Some(zone) = zones.find(&key).cloned() else {
             return;
         };
         drop(zones);
         self.dirty_zones.insert(zone.key().into());
-        let winner = self.claims.get(&key).and_then(|l| l.first());
         let old = self
             .store
             .with_entry(&key, |e| entry_digest(&key, e))
             .unwrap_or(0);
-        let new = match winner {
-            Some((_, claim)) => {
-                let entry = render(claim);
+        let state = match self.names.get_mut(&key) {
+            Some(state) => state,
+            None => self.names.entry(key.clone()).or_default(),
+        };
+        let was = std::mem::replace(&mut state.published, entry.is_some());
+        let below = state.below;
+        if state.is_idle() {
+            self.names.remove(&key);
+        }
+        let new = match entry {
+            Some(entry) => {
                 let digest = entry_digest(&key, &entry);
-                self.store.insert(key.clone(), entry);
-                if self.present.insert(key.clone()) {
+                if !was {
+                    self.published += 1;
                     self.adjust_ancestors(&key, zone.key(), 1);
                 }
+                self.store.insert(key, entry);
                 digest
             }
             None => {
-                if self.present.remove(&key) {
+                if was {
+                    self.published -= 1;
                     self.adjust_ancestors(&key, zone.key(), -1);
                 }
-                if self.ent_refs.get(&key).copied().unwrap_or(0) > 0 {
+                if below > 0 {
                     self.store.insert(key, Box::default());
                 } else {
                     self.store.remove(&key);
@@ -164,18 +239,19 @@ impl Engine {
         while at < key.len() && key.len() - at > apex.len() {
             let ancestor = &key[at..];
             // Looked up by slice first: `entry` would copy the key for every ancestor of every
-            // name published, though nearly all of them are counted already.
-            let refs = match self.ent_refs.get_mut(ancestor) {
-                Some(refs) => refs,
-                None => self.ent_refs.entry(ancestor.into()).or_insert(0),
+            // name published, though nearly all of them are known already.
+            let state = match self.names.get_mut(ancestor) {
+                Some(state) => state,
+                None => self.names.entry(ancestor.into()).or_default(),
             };
-            let before = *refs;
-            *refs = refs.saturating_add_signed(delta);
-            let after = *refs;
-            if after == 0 {
-                self.ent_refs.remove(ancestor);
+            let before = state.below;
+            state.below = before.saturating_add_signed(delta);
+            let after = state.below;
+            let published = state.published;
+            if state.is_idle() {
+                self.names.remove(ancestor);
             }
-            if !self.present.contains(ancestor) {
+            if !published {
                 if before == 0 && after > 0 {
                     self.store.insert(ancestor.into(), Box::default());
                 } else if before > 0 && after == 0 {
@@ -189,16 +265,22 @@ impl Engine {
     /// Names claimed by more than one owner.
     pub fn conflicts(&self) -> Vec<Conflict> {
         let mut out = Vec::new();
-        for (key, list) in &self.claims {
-            if let Some(((winner, _), rest)) = list.split_first() {
-                // A static zone file replacing a Domain's generated apex is intended, not a conflict.
-                for (loser, _) in rest.iter().filter(|(o, _)| !matches!(o, Owner::Apex(_))) {
-                    out.push(Conflict {
-                        name: key_to_text(key),
-                        winner: winner.clone(),
-                        loser: loser.clone(),
-                    });
-                }
+        for (key, state) in &self.names {
+            let Some(winner) = state.claimants.first() else {
+                continue;
+            };
+            // A static zone file replacing a Domain's generated apex is intended, not a conflict.
+            for (loser, _) in state
+                .claimants
+                .rejected()
+                .iter()
+                .filter(|(o, _)| !matches!(**o, Owner::Apex(_)))
+            {
+                out.push(Conflict {
+                    name: key_to_text(key),
+                    winner: (**winner).clone(),
+                    loser: (**loser).clone(),
+                });
             }
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -212,20 +294,36 @@ impl Engine {
             ready_members: self.members.keys().filter(|c| self.is_ready(c)).count(),
             service_records: self.services.len(),
             ingress_records: self.ingresses.len(),
-            names: self.present.len(),
+            names: self.published,
             conflicts: self
-                .claims
+                .names
                 .values()
-                .map(|l| {
-                    l.iter()
-                        .skip(1)
-                        .filter(|(o, _)| !matches!(o, Owner::Apex(_)))
+                .map(|state| {
+                    state
+                        .claimants
+                        .rejected()
+                        .iter()
+                        .filter(|(o, _)| !matches!(**o, Owner::Apex(_)))
                         .count()
                 })
                 .sum(),
             problems: self.problems.values().map(Vec::len).sum(),
         }
     }
+}
+
+/// The keys of an owner's names, stored back to back (see `Engine::owned`).
+pub(super) fn keys(concatenated: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = concatenated;
+    std::iter::from_fn(move || {
+        let mut at = 0;
+        while *rest.get(at)? != 0 {
+            at += 1 + rest[at] as usize;
+        }
+        let (key, tail) = rest.split_at(at + 1);
+        rest = tail;
+        Some(key)
+    })
 }
 
 pub(super) fn describe_problem(p: &NameProblem) -> String {

@@ -8,15 +8,16 @@ use crate::federation::model::ObjectKey;
 use crate::federation::naming;
 use crate::federation::records::Computed;
 
-use super::{Claim, Engine, Owner};
+use super::{Claimants, Engine, Owner};
 
 /// Why a name answers what it answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Explanation {
     pub name: String,
     pub zone: Option<String>,
-    /// The owner whose data is served, and its data.
-    pub served: Option<(Owner, Claim)>,
+    /// The owner whose data is served, and the entry served (store layout, see
+    /// [`crate::dns::store::EntryBuilder`]).
+    pub served: Option<(Owner, Box<[u8]>)>,
     /// Other owners claiming the same name (conflicts).
     pub rejected: Vec<Owner>,
     /// The computation behind the served data, for computed owners.
@@ -90,10 +91,26 @@ impl Engine {
             serial: z.serial(),
             secondaries: Vec::new(),
         });
-        let list = self.claims.get(&key);
-        let served = list.and_then(|l| l.first()).cloned();
-        let rejected = list
-            .map(|l| l.iter().skip(1).map(|(o, _)| o.clone()).collect())
+        let state = self.names.get(&key);
+        let served = state.and_then(|s| match &s.claimants {
+            Claimants::None => None,
+            Claimants::One(owner) => {
+                let entry = self
+                    .store
+                    .with_entry(&key, |e| Box::from(e))
+                    .unwrap_or_default();
+                Some(((**owner).clone(), entry))
+            }
+            Claimants::Many(list) => list.first().map(|(o, e)| ((**o).clone(), e.clone())),
+        });
+        let rejected = state
+            .map(|s| {
+                s.claimants
+                    .rejected()
+                    .iter()
+                    .map(|(o, _)| (**o).clone())
+                    .collect()
+            })
             .unwrap_or_default();
         let (computed, record_error) = match &served {
             Some((owner @ (Owner::Service(_) | Owner::Ingress(_)), _)) => {
@@ -112,7 +129,7 @@ impl Engine {
             rejected,
             computed,
             record_error,
-            empty_non_terminal: self.ent_refs.contains_key(&key) && !self.present.contains(&key),
+            empty_non_terminal: state.is_some_and(|s| s.below > 0 && !s.published),
             client,
             apex,
         }
@@ -122,7 +139,7 @@ impl Engine {
     fn explain_client(
         &self,
         client: &str,
-        served: &Option<(Owner, Claim)>,
+        served: &Option<(Owner, Box<[u8]>)>,
         computed: Option<&Computed>,
     ) -> ClientExplanation {
         let mut out = ClientExplanation {
@@ -150,7 +167,9 @@ impl Engine {
             .cloned()
             .zip(found.row.and_then(|r| table.row(r)).copied());
         // Only the global name of a record with a strategy answers per client.
-        let localized = matches!(served, Some((_, Claim::Localized(..))));
+        let localized = served
+            .as_ref()
+            .is_some_and(|(_, entry)| crate::dns::variants::table(entry).is_some());
         if let (Some((Owner::Service(key), _)), true) = (served, localized)
             && let Some(record) = self.services.get(key)
         {

@@ -91,13 +91,13 @@ pub struct StaticZone {
     pub error: Option<String>,
 }
 
-/// What a name carries, as claimed by one owner.
+/// What one owner says a name carries, before it is rendered into a store entry (the engine keeps
+/// the rendered entry only: see [`Claimants`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
     Record(RecordData),
     /// A global name whose answer depends on the client: the data every reader but the answer
-    /// path sees (all healthy targets), and the per-client answers (boxed: most names have none,
-    /// and every claim is as large as the largest variant).
+    /// path sees (all healthy targets), and the per-client answers.
     Localized(RecordData, Box<Localized>),
     Static {
         apex: bool,
@@ -109,6 +109,54 @@ pub enum Claim {
         /// Addresses of the (in-zone) name server, sent as additional data with NS answers.
         addresses: Vec<std::net::IpAddr>,
     },
+}
+
+/// What the engine knows of one name.
+#[derive(Debug, Default)]
+struct NameState {
+    claimants: Claimants,
+    /// Names published below this one, inside its zone: with no data of its own and a count
+    /// above zero, the name is an empty non-terminal.
+    below: u32,
+    /// The name is published with data: the first claimant's entry is in the store.
+    published: bool,
+}
+
+impl NameState {
+    /// Nothing claims the name and nothing is below it: it can be forgotten.
+    fn is_idle(&self) -> bool {
+        matches!(self.claimants, Claimants::None) && self.below == 0 && !self.published
+    }
+}
+
+/// The owners claiming one name.
+#[derive(Debug, Default)]
+enum Claimants {
+    #[default]
+    None,
+    /// One owner (nearly every name): its rendered entry is the store's, not kept twice.
+    One(Arc<Owner>),
+    /// Several owners, sorted (the first is served), each with its rendered entry, so the next
+    /// one can be served at once when the first goes.
+    Many(Vec<(Arc<Owner>, Box<[u8]>)>),
+}
+
+impl Claimants {
+    fn first(&self) -> Option<&Arc<Owner>> {
+        match self {
+            Claimants::None => None,
+            Claimants::One(owner) => Some(owner),
+            Claimants::Many(list) => list.first().map(|(owner, _)| owner),
+        }
+    }
+
+    /// The owners whose claim is not served.
+    fn rejected(&self) -> &[(Arc<Owner>, Box<[u8]>)] {
+        match self {
+            Claimants::Many(list) => list.get(1..).unwrap_or_default(),
+            _ => &[],
+        }
+    }
 }
 
 /// Settings of the engine.
@@ -172,13 +220,14 @@ pub struct Engine {
     slices: BTreeMap<String, ClusterSlice>,
     static_zones: Vec<StaticZone>,
     hosts: HashMap<String, ResolvedHost>,
-    /// name key → claims, sorted by owner.
-    claims: HashMap<Box<[u8]>, Vec<(Owner, Claim)>>,
-    owned: HashMap<Owner, Vec<Box<[u8]>>>,
-    /// Names served with data (not empty non-terminals).
-    present: HashSet<Box<[u8]>>,
-    /// Empty non-terminals: name key → number of present descendants.
-    ent_refs: HashMap<Box<[u8]>, u32>,
+    /// Every name claimed, published or an empty non-terminal: one entry per name, its key held
+    /// once (at 260,000 names each byte per name is 260 KB).
+    names: HashMap<Box<[u8]>, NameState>,
+    /// Per owner, the keys of the names it claims, back to back (each key ends with its root
+    /// label): one allocation per owner instead of one per name.
+    owned: HashMap<Arc<Owner>, Box<[u8]>>,
+    /// Names published with data (not empty non-terminals).
+    published: usize,
     /// Problems per owner (invalid labels, record errors) from the last computation.
     problems: BTreeMap<Owner, Vec<String>>,
     touched: Touched,
@@ -213,10 +262,9 @@ impl Engine {
             slices: BTreeMap::new(),
             static_zones: Vec::new(),
             hosts: HashMap::default(),
-            claims: HashMap::default(),
+            names: HashMap::default(),
             owned: HashMap::default(),
-            present: HashSet::default(),
-            ent_refs: HashMap::default(),
+            published: 0,
             problems: BTreeMap::new(),
             touched: Touched::default(),
             dirty_zones: HashSet::default(),

@@ -1,12 +1,12 @@
 //! Recomputing everything against a new zone table, without a name ever going missing.
 
-use super::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::federation::naming;
 use crate::federation::records::RecordData;
 
+use super::claims::{entry_digest, render};
 use super::zones::name_server;
 use super::{Claim, Engine, Owner};
 
@@ -25,16 +25,10 @@ impl Engine {
                 .collect()
         };
         self.store.set_zones(table);
-        let before: HashSet<Box<[u8]>> = self
-            .present
-            .iter()
-            .chain(self.ent_refs.keys())
-            .cloned()
-            .collect();
-        self.claims.clear();
+        // Every name in the store now: published, or an empty non-terminal.
+        let before: Vec<Box<[u8]>> = self.names.drain().map(|(key, _)| key).collect();
         self.owned.clear();
-        self.present.clear();
-        self.ent_refs.clear();
+        self.published = 0;
         self.problems.clear();
 
         self.file_digests.clear();
@@ -51,10 +45,10 @@ impl Engine {
                     let apex = name == &zone.apex;
                     (
                         naming::wire_key(name),
-                        Claim::Static {
+                        render(&Claim::Static {
                             apex,
                             sets: sets.clone(),
-                        },
+                        }),
                     )
                 })
                 .chain(
@@ -62,19 +56,16 @@ impl Engine {
                     (!zone.names.contains_key(&zone.apex)).then(|| {
                         (
                             naming::wire_key(&zone.apex),
-                            Claim::Static {
+                            render(&Claim::Static {
                                 apex: true,
                                 sets: Vec::new(),
-                            },
+                            }),
                         )
                     }),
                 )
                 .collect::<Vec<_>>();
-            let file_digest = claims.iter().fold(0u64, |sum, (key, claim)| {
-                sum.wrapping_add(super::claims::entry_digest(
-                    key,
-                    &super::claims::render(claim),
-                ))
+            let file_digest = claims.iter().fold(0u64, |sum, (key, entry)| {
+                sum.wrapping_add(entry_digest(key, entry))
             });
             self.file_digests
                 .insert(naming::wire_key(&zone.apex), file_digest);
@@ -96,11 +87,11 @@ impl Engine {
             let owner = Owner::Apex(apex.to_ascii());
             let mut claims = vec![(
                 naming::wire_key(&apex),
-                Claim::Apex {
+                render(&Claim::Apex {
                     name_servers: vec![ns.clone()],
                     ttl: self.settings.apex_ttl,
                     addresses: addresses.clone(),
-                },
+                }),
             )];
             if in_zone && addresses.is_empty() {
                 let problem = format!(
@@ -116,13 +107,17 @@ impl Engine {
                     v6,
                     ttl: self.settings.apex_ttl,
                 };
-                claims.push((naming::wire_key(&ns), Claim::Record(data)));
+                claims.push((naming::wire_key(&ns), render(&Claim::Record(data))));
             }
             self.set_claims(owner, claims);
         }
         self.recompute_all(self.computed_owners(), now);
         for key in before {
-            if !self.present.contains(&key) && !self.ent_refs.contains_key(&key) {
+            if !self
+                .names
+                .get(&key)
+                .is_some_and(|s| s.published || s.below > 0)
+            {
                 self.store.remove(&key);
             }
         }
@@ -141,7 +136,7 @@ impl Engine {
             if let Some(zone) = zones.find(key)
                 && let Some(sum) = digests.get_mut(zone.key())
             {
-                *sum = sum.wrapping_add(super::claims::entry_digest(key, entry));
+                *sum = sum.wrapping_add(entry_digest(key, entry));
             }
         });
         drop(zones);

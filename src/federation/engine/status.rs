@@ -20,17 +20,17 @@ impl Engine {
 
     /// Names `owner` claims but another owner serves.
     pub(super) fn lost_names(&self, owner: &Owner) -> Vec<String> {
-        self.owned
-            .get(owner)
-            .into_iter()
-            .flatten()
+        let Some(owned) = self.owned.get(owner) else {
+            return Vec::new();
+        };
+        super::claims::keys(owned)
             .filter(|key| {
-                self.claims
+                self.names
                     .get(*key)
-                    .and_then(|l| l.first())
-                    .is_some_and(|(winner, _)| winner != owner)
+                    .and_then(|s| s.claimants.first())
+                    .is_some_and(|winner| **winner != *owner)
             })
-            .map(|key| key_to_text(key))
+            .map(key_to_text)
             .collect()
     }
 

@@ -900,23 +900,120 @@ fn explain_of_a_zone_apex_gives_its_serial_and_other_names_do_not() {
     );
 }
 
-/// Every served name keeps one `(Owner, Claim)`: at 260,000 names each byte of it is 260 KB.
-/// The per-client answers are boxed so that the common claim stays small.
+/// Every name keeps one [`NameState`]: at 260,000 names each byte of it is 260 KB.
 #[test]
-fn a_claim_entry_stays_small() {
-    let size = std::mem::size_of::<(Owner, Claim)>();
-    assert!(size <= 160, "(Owner, Claim) is {size} bytes");
+fn a_name_state_stays_small() {
+    let size = std::mem::size_of::<NameState>();
+    assert!(size <= 32, "NameState is {size} bytes");
 }
 
-/// A name with one claimant holds exactly one claim's room (a plain first insert reserves four).
+/// A name with one claimant keeps no copy of its entry: the store's is the only one.
 #[test]
-fn a_single_claimant_takes_room_for_one_claim() {
+fn a_single_claimant_keeps_no_copy_of_its_entry() {
     let mut f = Fixture::new();
     f.healthy("c1", "10.20.30.1");
     assert_eq!(f.answer(G), "NoError A 10.20.30.1");
-    let single: Vec<_> = f.engine.claims.values().filter(|l| l.len() == 1).collect();
-    assert!(!single.is_empty());
-    for list in single {
-        assert_eq!(list.capacity(), 1);
+    let states: Vec<_> = f.engine.names.values().collect();
+    assert!(states.iter().any(|s| s.published));
+    for state in states {
+        assert!(
+            !matches!(state.claimants, Claimants::Many(_)),
+            "{state:?} keeps entries for one claimant"
+        );
     }
+}
+
+/// Two IngressDNSRecords claiming one host: the first owner is served, the other's latest data
+/// is kept and served as soon as the first goes, and each change reaches the answer only when it
+/// is the served owner's.
+#[test]
+fn a_contested_name_serves_the_first_owner_and_falls_to_the_next_with_its_latest_data() {
+    const WEB: &str = "web.example.com.";
+    let mut f = Fixture::new();
+    let record = |f: &mut Fixture, name: &str| {
+        f.send(SourceEvent::ApplyFederation(
+            FederationObject::IngressRecord(IngressRecordSpec {
+                key: ObjectKey::new("test", name),
+                hosts: vec!["web.example.com".into()],
+                record_ttl: 0,
+                uid: None,
+            }),
+        ))
+    };
+    let address = |f: &mut Fixture, name: &str, ip: &str| {
+        f.send(SourceEvent::ApplyMember(
+            "c1".into(),
+            MemberObject::Ingress(
+                ObjectKey::new("test", name),
+                LoadBalancer {
+                    ips: vec![ip.parse().unwrap()],
+                    hostnames: vec![],
+                },
+            ),
+        ))
+    };
+    let delete = |f: &mut Fixture, name: &str| {
+        f.send(SourceEvent::DeleteFederation(
+            FederationObjectId::IngressRecord(ObjectKey::new("test", name)),
+        ))
+    };
+    let kept_copies = |f: &Fixture| {
+        f.engine
+            .names
+            .values()
+            .filter(|s| matches!(s.claimants, Claimants::Many(_)))
+            .count()
+    };
+    record(&mut f, "a");
+    address(&mut f, "a", "10.0.0.1");
+    record(&mut f, "b");
+    address(&mut f, "b", "10.0.0.2");
+    assert_eq!(f.answer(WEB), "NoError A 10.0.0.1");
+    assert_eq!(f.engine.conflicts().len(), 1);
+    assert_eq!(kept_copies(&f), 1);
+
+    address(&mut f, "b", "10.0.0.3");
+    assert_eq!(
+        f.answer(WEB),
+        "NoError A 10.0.0.1",
+        "the loser's change is not served"
+    );
+    address(&mut f, "a", "10.0.0.4");
+    assert_eq!(
+        f.answer(WEB),
+        "NoError A 10.0.0.4",
+        "the winner's change is"
+    );
+
+    delete(&mut f, "a");
+    assert_eq!(
+        f.answer(WEB),
+        "NoError A 10.0.0.3",
+        "the loser's latest data"
+    );
+    assert!(f.engine.conflicts().is_empty());
+    assert_eq!(
+        kept_copies(&f),
+        0,
+        "one claimant left: the store's entry is the only copy"
+    );
+    let e = f.engine.explain(WEB, f.now);
+    assert_eq!(
+        e.served.map(|(owner, _)| owner),
+        Some(Owner::Ingress(ObjectKey::new("test", "b")))
+    );
+
+    record(&mut f, "a");
+    assert_eq!(
+        f.answer(WEB),
+        "NoError A 10.0.0.4",
+        "the first owner takes it back"
+    );
+    assert_eq!(f.engine.conflicts().len(), 1);
+    delete(&mut f, "b");
+    assert_eq!(f.answer(WEB), "NoError A 10.0.0.4");
+    assert_eq!(kept_copies(&f), 0);
+    delete(&mut f, "a");
+    assert_eq!(f.answer(WEB), "NXDomain");
+    assert!(f.engine.names.is_empty() || !f.engine.names.keys().any(|k| key_to_text(k) == WEB));
 }
