@@ -396,8 +396,78 @@ pub fn sets(entry: &[u8]) -> impl Iterator<Item = SetView<'_>> {
     })
 }
 
-/// Staged changes: key → new entry, or `None` for a removal.
-type Changes = HashMap<Box<[u8]>, Option<Box<[u8]>>, FxBuildHasher>;
+/// Changes staged since the last commit, appended to one buffer: `key length u8 | key | present
+/// u8 | entry length u32 LE | entry` (a removal is `present` 0 with an empty entry), and an index
+/// from each key to its latest change. One growing buffer instead of a key and an entry allocated
+/// per change: a first load stages every name, and the allocator gets one large block back
+/// at the commit instead of hundreds of thousands of small ones interleaved with what stays.
+#[derive(Debug, Default)]
+struct Changes {
+    buf: Vec<u8>,
+    latest: hashbrown::HashTable<usize>,
+}
+
+impl Changes {
+    /// The change recorded at `at`: key, and the new entry (`None`: removed).
+    fn at(&self, at: usize) -> (&[u8], Option<&[u8]>) {
+        let buf = &self.buf;
+        let key_len = buf[at] as usize;
+        let key = &buf[at + 1..at + 1 + key_len];
+        let present = buf[at + 1 + key_len] == 1;
+        let len_at = at + 2 + key_len;
+        let mut len = [0u8; 4];
+        len.copy_from_slice(&buf[len_at..len_at + 4]);
+        let entry = &buf[len_at + 4..len_at + 4 + u32::from_le_bytes(len) as usize];
+        (key, present.then_some(entry))
+    }
+
+    fn get(&self, key: &[u8]) -> Option<Option<&[u8]>> {
+        let at = *self
+            .latest
+            .find(key_hash(key), |&at| self.at(at).0 == key)?;
+        Some(self.at(at).1)
+    }
+
+    fn stage(&mut self, key: &[u8], entry: Option<&[u8]>) {
+        let at = self.buf.len();
+        let body = entry.unwrap_or_default();
+        self.buf.push(key.len() as u8);
+        self.buf.extend_from_slice(key);
+        self.buf.push(u8::from(entry.is_some()));
+        self.buf
+            .extend_from_slice(&(body.len() as u32).to_le_bytes());
+        self.buf.extend_from_slice(body);
+        let hash = key_hash(key);
+        let Self { buf, latest } = self;
+        let at_of = |&at: &usize| key_hash(key_at(buf, at));
+        match latest.find_mut(hash, |&old| key_at(buf, old) == key) {
+            Some(old) => *old = at,
+            None => {
+                latest.insert_unique(hash, at, at_of);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.latest.is_empty()
+    }
+
+    /// Every key's latest change: key hash, key, new entry.
+    fn iter(&self) -> impl Iterator<Item = Change<'_>> {
+        self.latest.iter().map(|&at| {
+            let (key, entry) = self.at(at);
+            (key_hash(key), key, entry)
+        })
+    }
+}
+
+/// One staged change: key hash, key, new entry (`None`: removed).
+type Change<'a> = (u64, &'a [u8], Option<&'a [u8]>);
+
+/// The key of the change recorded at `at` in a [`Changes`] buffer.
+fn key_at(buf: &[u8], at: usize) -> &[u8] {
+    &buf[at + 1..at + 1 + buf[at] as usize]
+}
 
 /// One change on its way into a shard: low hash, key, new entry (`None`: removed).
 type ShardChange<'a> = (u32, &'a [u8], Option<&'a [u8]>);
@@ -581,11 +651,8 @@ impl Snapshot {
     }
 
     /// A new snapshot with `changes` applied; untouched shards are shared with this one.
-    fn with_changes(&self, zones: Option<Arc<ZoneTable>>, changes: Changes) -> Snapshot {
-        let mut changes: Vec<(u64, Box<[u8]>, _)> = changes
-            .into_iter()
-            .map(|(key, entry)| (key_hash(&key), key, entry))
-            .collect();
+    fn with_changes(&self, zones: Option<Arc<ZoneTable>>, changes: &Changes) -> Snapshot {
+        let mut changes: Vec<Change<'_>> = changes.iter().collect();
         changes.sort_unstable_by(|a, b| {
             (shard_of(a.0), a.0 as u32, &a.1).cmp(&(shard_of(b.0), b.0 as u32, &b.1))
         });
@@ -597,11 +664,7 @@ impl Snapshot {
             let shard = shard_of(first.0);
             let n = rest.partition_point(|c| shard_of(c.0) == shard);
             group.clear();
-            group.extend(
-                rest[..n]
-                    .iter()
-                    .map(|(h, k, e)| (*h as u32, &k[..], e.as_deref())),
-            );
+            group.extend(rest[..n].iter().map(|&(h, k, e)| (h as u32, k, e)));
             let before = shards[shard].index.len();
             let next = shards[shard].with_changes(&group);
             len = len - before + next.index.len();
@@ -702,19 +765,21 @@ impl RecordStore {
     pub fn with_entry<R>(&self, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> Option<R> {
         let staged = self.staged();
         match staged.changes.get(key) {
-            Some(change) => change.as_deref().map(f),
+            Some(change) => change.map(f),
             None => self.snapshot().get(key).map(f),
         }
     }
 
     /// Stages `entry` for `key`; answers see it from the next [`RecordStore::commit`].
-    pub fn insert(&self, key: Box<[u8]>, entry: Box<[u8]>) {
-        self.staged().changes.insert(key, Some(entry));
+    pub fn insert(&self, key: impl AsRef<[u8]>, entry: impl AsRef<[u8]>) {
+        self.staged()
+            .changes
+            .stage(key.as_ref(), Some(entry.as_ref()));
     }
 
     /// Stages the removal of `key`.
     pub fn remove(&self, key: &[u8]) {
-        self.staged().changes.insert(key.into(), None);
+        self.staged().changes.stage(key, None);
     }
 
     /// Names published.
@@ -748,7 +813,7 @@ impl RecordStore {
         }
         let zones = staged.zones.take();
         let changes = std::mem::take(&mut staged.changes);
-        let next = self.snapshot().with_changes(zones, changes);
+        let next = self.snapshot().with_changes(zones, &changes);
         self.published.store(Arc::new(next));
     }
 
@@ -823,7 +888,7 @@ mod tests {
     #[test]
     fn staged_changes_are_answered_only_after_the_commit() {
         let store = RecordStore::new();
-        store.insert(key(1), Box::from(&b"one"[..]));
+        store.insert(key(1), b"one");
         assert!(
             store.snapshot().get(&key(1)).is_none(),
             "staged, not published"
@@ -846,14 +911,61 @@ mod tests {
         assert_eq!(store.len(), 0);
     }
 
+    /// Changes to one key within a flush: the last one is what the writer sees and what is
+    /// published, whichever order inserts and removals came in.
+    #[test]
+    fn the_last_staged_change_of_a_key_wins() {
+        let store = RecordStore::new();
+        for i in 0..3_000 {
+            store.insert(key(i), b"first");
+        }
+        store.commit();
+        for i in 0..3_000 {
+            store.insert(key(i), format!("second {i}").as_bytes());
+            if i.is_multiple_of(3) {
+                store.remove(&key(i));
+            }
+            if i.is_multiple_of(5) {
+                store.insert(key(i), b"");
+            }
+        }
+        store.insert(key(5_000), b"new");
+        store.remove(&key(5_000));
+        let expected = |i: usize| match (i.is_multiple_of(5), i.is_multiple_of(3)) {
+            (true, _) => Some(Vec::new()),
+            (false, true) => None,
+            (false, false) => Some(format!("second {i}").into_bytes()),
+        };
+        for i in 0..3_000 {
+            assert_eq!(
+                store.with_entry(&key(i), |e| e.to_vec()),
+                expected(i),
+                "{i}"
+            );
+        }
+        store.commit();
+        for i in 0..3_000 {
+            assert_eq!(
+                store.snapshot().get(&key(i)).map(<[u8]>::to_vec),
+                expected(i),
+                "{i}"
+            );
+        }
+        assert!(store.snapshot().get(&key(5_000)).is_none());
+        assert_eq!(
+            store.len(),
+            3_000 - (0..3_000).filter(|i| expected(*i).is_none()).count()
+        );
+    }
+
     #[test]
     fn a_snapshot_taken_before_a_commit_keeps_its_content() {
         let store = RecordStore::new();
-        store.insert(key(1), Box::from(&b"old"[..]));
+        store.insert(key(1), b"old");
         store.commit();
         let before = store.snapshot();
-        store.insert(key(1), Box::from(&b"new"[..]));
-        store.insert(key(2), Box::default());
+        store.insert(key(1), b"new");
+        store.insert(key(2), b"");
         store.commit();
         assert_eq!(before.get(&key(1)).unwrap(), b"old");
         assert!(before.get(&key(2)).is_none());
@@ -869,11 +981,11 @@ mod tests {
     fn a_commit_copies_only_the_shards_it_touches() {
         let store = RecordStore::new();
         for i in 0..10_000 {
-            store.insert(key(i), Box::from(format!("v{i}").as_bytes()));
+            store.insert(key(i), format!("v{i}").as_bytes());
         }
         store.commit();
         let before = store.snapshot();
-        store.insert(key(7), Box::from(&b"changed"[..]));
+        store.insert(key(7), b"changed");
         store.commit();
         let after = store.snapshot();
         let shared = (0..SHARDS)
@@ -887,7 +999,7 @@ mod tests {
     fn zones_staged_with_names_are_published_together() {
         let store = RecordStore::new();
         store.set_zones(ZoneTable::new(vec![zone("example.com")]));
-        store.insert(key(1), Box::default());
+        store.insert(key(1), b"");
         assert!(store.snapshot().zones().iter().next().is_none());
         assert_eq!(
             store.zones().iter().count(),

@@ -214,7 +214,7 @@ impl Engine {
                     self.published += 1;
                     self.adjust_ancestors(&key, zone.key(), 1);
                 }
-                self.store.insert(key, entry);
+                self.store.insert(&key, &entry);
                 digest
             }
             None => {
@@ -223,7 +223,7 @@ impl Engine {
                     self.adjust_ancestors(&key, zone.key(), -1);
                 }
                 if below > 0 {
-                    self.store.insert(key, Box::default());
+                    self.store.insert(&key, []);
                 } else {
                     self.store.remove(&key);
                 }
@@ -253,7 +253,7 @@ impl Engine {
             }
             if !published {
                 if before == 0 && after > 0 {
-                    self.store.insert(ancestor.into(), Box::default());
+                    self.store.insert(ancestor, []);
                 } else if before > 0 && after == 0 {
                     self.store.remove(ancestor);
                 }
