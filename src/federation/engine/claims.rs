@@ -194,10 +194,13 @@ impl Engine {
         };
         drop(zones);
         self.dirty_zones.insert(zone.key().into());
-        let old = self
-            .store
-            .with_entry(&key, |e| entry_digest(&key, e))
-            .unwrap_or(0);
+        let old = match self.rebuilding {
+            true => 0,
+            false => self
+                .store
+                .with_entry(&key, |e| entry_digest(&key, e))
+                .unwrap_or(0),
+        };
         let state = match self.names.get_mut(&key) {
             Some(state) => state,
             None => self.names.entry(key.clone()).or_default(),
@@ -209,7 +212,10 @@ impl Engine {
         }
         let new = match entry {
             Some(entry) => {
-                let digest = entry_digest(&key, &entry);
+                let digest = match self.rebuilding {
+                    true => 0,
+                    false => entry_digest(&key, &entry),
+                };
                 if !was {
                     self.published += 1;
                     self.adjust_ancestors(&key, zone.key(), 1);
@@ -230,8 +236,10 @@ impl Engine {
                 0
             }
         };
-        let digest = self.digests.entry(zone.key().into()).or_insert(0);
-        *digest = digest.wrapping_sub(old).wrapping_add(new);
+        if !self.rebuilding {
+            let digest = self.digests.entry(zone.key().into()).or_insert(0);
+            *digest = digest.wrapping_sub(old).wrapping_add(new);
+        }
     }
 
     pub(super) fn adjust_ancestors(&mut self, key: &[u8], apex: &[u8], delta: i32) {

@@ -237,6 +237,9 @@ pub struct Engine {
     /// Per zone (apex key): an order-independent digest of its non-empty entries, kept as names
     /// are published, so a serial changes only when content does.
     digests: HashMap<Box<[u8]>, u64>,
+    /// A rebuild is publishing: it counts every digest afresh at its end, so `publish` does not
+    /// keep them up to date name by name.
+    rebuilding: bool,
     /// Per static zone: the digest of its file's content alone.
     file_digests: HashMap<Box<[u8]>, u64>,
     /// Per zone: the digest its current serial was given for.
@@ -270,6 +273,7 @@ impl Engine {
             dirty_zones: HashSet::default(),
             status_dirty: BTreeSet::new(),
             digests: HashMap::default(),
+            rebuilding: false,
             file_digests: HashMap::default(),
             numbered: HashMap::default(),
             serial_pending: false,

@@ -27,6 +27,8 @@ impl Engine {
         self.store.set_zones(table);
         // Every name in the store now: published, or an empty non-terminal.
         let before: Vec<Box<[u8]>> = self.names.drain().map(|(key, _)| key).collect();
+        self.names.reserve(before.len());
+        self.rebuilding = true;
         self.owned.clear();
         self.published = 0;
         self.problems.clear();
@@ -112,6 +114,7 @@ impl Engine {
             self.set_claims(owner, claims);
         }
         self.recompute_all(self.computed_owners(), now);
+        self.rebuilding = false;
         for key in before {
             if !self
                 .names
