@@ -117,10 +117,7 @@ impl Engine {
 
     /// Records `owner`'s claim of `key`; returns the entry to serve when the served one changes.
     fn claim(&mut self, key: &[u8], owner: &Arc<Owner>, entry: Box<[u8]>) -> Option<Box<[u8]>> {
-        let state = match self.names.get_mut(key) {
-            Some(state) => state,
-            None => self.names.entry(key.into()).or_default(),
-        };
+        let state = self.names.entry_ref(key).or_default();
         match &mut state.claimants {
             claimants @ Claimants::None => {
                 *claimants = Claimants::One(owner.clone());
@@ -201,10 +198,7 @@ impl Engine {
                 .with_entry(&key, |e| entry_digest(&key, e))
                 .unwrap_or(0),
         };
-        let state = match self.names.get_mut(&key) {
-            Some(state) => state,
-            None => self.names.entry(key.clone()).or_default(),
-        };
+        let state = self.names.entry_ref(&key[..]).or_default();
         let was = std::mem::replace(&mut state.published, entry.is_some());
         let below = state.below;
         if state.is_idle() {
@@ -246,12 +240,8 @@ impl Engine {
         let mut at = 1 + key[0] as usize;
         while at < key.len() && key.len() - at > apex.len() {
             let ancestor = &key[at..];
-            // Looked up by slice first: `entry` would copy the key for every ancestor of every
-            // name published, though nearly all of them are known already.
-            let state = match self.names.get_mut(ancestor) {
-                Some(state) => state,
-                None => self.names.entry(ancestor.into()).or_default(),
-            };
+            // By slice: the key is copied only when the ancestor is new.
+            let state = self.names.entry_ref(ancestor).or_default();
             let before = state.below;
             state.below = before.saturating_add_signed(delta);
             let after = state.below;

@@ -221,8 +221,9 @@ pub struct Engine {
     static_zones: Vec<StaticZone>,
     hosts: HashMap<String, ResolvedHost>,
     /// Every name claimed, published or an empty non-terminal: one entry per name, its key held
-    /// once (at 260,000 names each byte per name is 260 KB).
-    names: HashMap<Box<[u8]>, NameState>,
+    /// once (at 260,000 names each byte per name is 260 KB). hashbrown's map for `entry_ref`: a
+    /// key is copied only when its name is new.
+    names: hashbrown::HashMap<Box<[u8]>, NameState, foldhash::fast::RandomState>,
     /// Per owner, the keys of the names it claims, back to back (each key ends with its root
     /// label): one allocation per owner instead of one per name.
     owned: HashMap<Arc<Owner>, Box<[u8]>>,
@@ -265,7 +266,7 @@ impl Engine {
             slices: BTreeMap::new(),
             static_zones: Vec::new(),
             hosts: HashMap::default(),
-            names: HashMap::default(),
+            names: hashbrown::HashMap::default(),
             owned: HashMap::default(),
             published: 0,
             problems: BTreeMap::new(),
