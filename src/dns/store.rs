@@ -452,6 +452,14 @@ impl Changes {
         self.latest.is_empty()
     }
 
+    /// Room for about `additional` more changes the size of those staged so far.
+    fn reserve(&mut self, additional: usize) {
+        let per_change = self.buf.len() / self.latest.len().max(1);
+        self.buf.reserve(additional * per_change);
+        let Self { buf, latest } = self;
+        latest.reserve(additional, |&at| key_hash(key_at(buf, at)));
+    }
+
     /// Every key's latest change: key hash, key, new entry.
     fn iter(&self) -> impl Iterator<Item = Change<'_>> {
         self.latest.iter().map(|&at| {
@@ -777,6 +785,11 @@ impl RecordStore {
             .stage(key.as_ref(), Some(entry.as_ref()));
     }
 
+    /// Makes room for about `additional` more staged changes (a hint; nothing is staged).
+    pub fn reserve(&self, additional: usize) {
+        self.staged().changes.reserve(additional);
+    }
+
     /// Stages the removal of `key`.
     pub fn remove(&self, key: &[u8]) {
         self.staged().changes.stage(key, None);
@@ -921,6 +934,10 @@ mod tests {
         }
         store.commit();
         for i in 0..3_000 {
+            if i == 1_000 {
+                // Growing the index keeps every change staged so far.
+                store.reserve(50_000);
+            }
             store.insert(key(i), format!("second {i}").as_bytes());
             if i.is_multiple_of(3) {
                 store.remove(&key(i));

@@ -26,9 +26,21 @@ impl Engine {
         /// Owners per batch: the members are viewed once per batch, and a batch's computed
         /// records (about 2 KB per owner) are held until they are claimed.
         const BATCH: usize = 256;
+        let total = owners.len();
+        let names_before = self.names.len();
+        let mut done = 0;
         let mut owners = owners.into_iter().peekable();
         while owners.peek().is_some() {
+            if done == BATCH && total > done {
+                // Room for the rest, extrapolated from the first batch: the name map and the
+                // store's staged changes grow once instead of doubling their way up.
+                let added = self.names.len().saturating_sub(names_before);
+                let more = added * (total - done) / done;
+                self.names.reserve(more);
+                self.store.reserve(more);
+            }
             let batch: Vec<Owner> = owners.by_ref().take(BATCH).collect();
+            done += batch.len();
             let computed: Vec<_> = {
                 let views = self.member_views(now);
                 batch
