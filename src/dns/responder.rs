@@ -587,7 +587,7 @@ fn append_for_type(
         };
     }
     match chosen {
-        Some(set) if set.rtype == rtype::SOA && set.count == 0 => {
+        Some(set) if set.is_apex_marker() => {
             // Apex SOA: rendered live so the serial is current (the entry is the apex of `zone`).
             let start = out.len();
             zone.push_soa(out, zone.soa.ttl, Some(owner_at));

@@ -356,6 +356,13 @@ pub struct SetView<'a> {
 }
 
 impl<'a> SetView<'a> {
+    /// The empty SOA set that marks a zone apex (its SOA is rendered from the zone, see
+    /// [`EntryBuilder::apex_soa`]).
+    #[inline]
+    pub fn is_apex_marker(&self) -> bool {
+        self.rtype == rtype::SOA && self.count == 0
+    }
+
     /// Each record of the set without its owner pointer: `type | class | ttl | rdlen | rdata`.
     pub fn records(&self) -> impl Iterator<Item = &'a [u8]> + use<'a> {
         let records = self.records;
@@ -411,10 +418,9 @@ impl Changes {
     /// The change recorded at `at`: key, and the new entry (`None`: removed).
     fn at(&self, at: usize) -> (&[u8], Option<&[u8]>) {
         let buf = &self.buf;
-        let key_len = buf[at] as usize;
-        let key = &buf[at + 1..at + 1 + key_len];
-        let present = buf[at + 1 + key_len] == 1;
-        let len_at = at + 2 + key_len;
+        let key = key_at(buf, at);
+        let present = buf[at + 1 + key.len()] == 1;
+        let len_at = at + 2 + key.len();
         let mut len = [0u8; 4];
         len.copy_from_slice(&buf[len_at..len_at + 4]);
         let entry = &buf[len_at + 4..len_at + 4 + u32::from_le_bytes(len) as usize];

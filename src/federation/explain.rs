@@ -207,16 +207,15 @@ fn cluster_reason(
 fn describe_entry(owner: &Owner, entry: &[u8]) -> String {
     use crate::dns::store::{self, ADDITIONAL};
     use crate::dns::wire::rtype;
-    let is_soa_marker = |s: &store::SetView<'_>| s.rtype == rtype::SOA && s.count == 0;
     match owner {
         Owner::Static(_) => {
             let types: Vec<String> = store::sets(entry)
-                .filter(|s| s.rtype != ADDITIONAL && !is_soa_marker(s))
+                .filter(|s| s.rtype != ADDITIONAL && !s.is_apex_marker())
                 .map(|s| hickory_proto::rr::RecordType::from(s.rtype).to_string())
                 .collect();
             return format!("static records from a zone file: {}", types.join(", "));
         }
-        Owner::Apex(_) if store::sets(entry).any(|s| is_soa_marker(&s)) => {
+        Owner::Apex(_) if store::sets(entry).any(|s| s.is_apex_marker()) => {
             let ns: Vec<String> = store::sets(entry)
                 .filter(|s| s.rtype == rtype::NS)
                 .flat_map(rdatas)

@@ -624,10 +624,7 @@ impl<'a, 'k> Writer<'a, 'k> {
     /// the additional-data pseudo-set skipped: its records are copies of other names' records).
     fn entry(&mut self, key: &[u8], entry: &[u8], keep: impl Fn(&store::SetView<'_>) -> bool) {
         for set in store::sets(entry) {
-            if (set.rtype == rtype::SOA && set.count == 0)
-                || set.rtype == store::ADDITIONAL
-                || !keep(&set)
-            {
+            if set.is_apex_marker() || set.rtype == store::ADDITIONAL || !keep(&set) {
                 continue;
             }
             for record in set.records() {
