@@ -12,6 +12,7 @@ use crate::federation::locality::Localized;
 use crate::federation::naming::{self, NameError};
 use crate::federation::records::{Computed, NameProblem, RecordData, Reported};
 
+use super::names::NameId;
 use super::{Claim, Claimants, Conflict, Engine, EngineCounts, Owner};
 
 /// A name's lowercase wire form, the store's key.
@@ -102,34 +103,43 @@ impl Engine {
             Some((owner, old)) => (owner, old),
             None => (Arc::new(owner), Box::default()),
         };
-        let new_keys: HashSet<&[u8]> = claims.iter().map(|(k, _)| &**k).collect();
         let mut publish: Vec<(Key, Option<Entry>)> = Vec::new();
-        for key in keys(&old) {
-            if !new_keys.contains(key)
-                && let Some(served) = self.withdraw(key, &owner)
-            {
-                publish.push((key.into(), served));
+        if !old.is_empty() {
+            let new_keys: HashSet<&[u8]> = claims.iter().map(|(k, _)| &**k).collect();
+            for &id in old.iter() {
+                if !new_keys.contains(self.names.key(id))
+                    && let Some(served) = self.withdraw(id, &owner)
+                {
+                    publish.push((self.names.key(id).into(), served));
+                }
             }
         }
-        drop(new_keys);
-        let mut all_keys = Vec::with_capacity(claims.iter().map(|(k, _)| k.len()).sum());
+        let mut ids = Vec::with_capacity(claims.len());
         for (key, entry) in claims {
-            all_keys.extend_from_slice(&key);
-            if let Some(served) = self.claim(&key, &owner, entry) {
+            let id = self.names.entry(&key);
+            ids.push(id);
+            if let Some(served) = self.claim(id, &key, &owner, entry) {
                 publish.push((key, Some(served)));
             }
         }
-        if !all_keys.is_empty() {
-            self.owned.insert(owner, all_keys.into_boxed_slice());
+        if !ids.is_empty() {
+            self.owned.insert(owner, ids.into_boxed_slice());
         }
         for (key, entry) in publish {
-            self.publish(key, entry);
+            self.publish(&key, entry);
         }
     }
 
-    /// Records `owner`'s claim of `key`; returns the entry to serve when the served one changes.
-    fn claim(&mut self, key: &[u8], owner: &Arc<Owner>, entry: Box<[u8]>) -> Option<Box<[u8]>> {
-        let state = self.names.entry_ref(key).or_default();
+    /// Records `owner`'s claim of the name `id` (`key`); returns the entry to serve when the
+    /// served one changes.
+    fn claim(
+        &mut self,
+        id: NameId,
+        key: &[u8],
+        owner: &Arc<Owner>,
+        entry: Box<[u8]>,
+    ) -> Option<Box<[u8]>> {
+        let state = self.names.state_mut(id);
         match &mut state.claimants {
             claimants @ Claimants::None => {
                 *claimants = Claimants::One(owner.clone());
@@ -152,7 +162,7 @@ impl Engine {
                 let mut list = vec![(other, served), (owner.clone(), entry.clone())];
                 list.sort_by(|a, b| a.0.cmp(&b.0));
                 let first = Arc::ptr_eq(&list[0].0, owner);
-                *claimants = Claimants::Many(list);
+                *claimants = Claimants::Many(Box::new(list));
                 first.then_some(entry)
             }
             Claimants::Many(list) => match list.binary_search_by(|(o, _)| (**o).cmp(owner)) {
@@ -169,10 +179,10 @@ impl Engine {
         }
     }
 
-    /// Takes `owner`'s claim of `key` away; returns what to serve when the served entry changes
-    /// (`Some(None)`: nothing, the name goes).
-    fn withdraw(&mut self, key: &[u8], owner: &Owner) -> Option<Option<Box<[u8]>>> {
-        let state = self.names.get_mut(key)?;
+    /// Takes `owner`'s claim of the name `id` away; returns what to serve when the served entry
+    /// changes (`Some(None)`: nothing, the name goes).
+    fn withdraw(&mut self, id: NameId, owner: &Owner) -> Option<Option<Box<[u8]>>> {
+        let state = self.names.state_mut(id);
         match &mut state.claimants {
             Claimants::None => None,
             Claimants::One(one) if **one == *owner => {
@@ -196,9 +206,13 @@ impl Engine {
 
     /// Writes `entry` (`None`: no data) as the entry of `key`, maintaining empty non-terminals
     /// and the zone's digest.
-    pub(super) fn publish(&mut self, key: Box<[u8]>, entry: Option<Box<[u8]>>) {
+    pub(super) fn publish(&mut self, key: &[u8], entry: Option<Box<[u8]>>) {
         let zones = self.store.zones();
-        let Some(zone) = zones.find(&key).cloned() else {
+        let Some(zone) = zones.find(key).cloned() else {
+            // Never published (outside every zone): forget it once nothing claims it.
+            if let Some(id) = self.names.id(key) {
+                self.names.forget_if_idle(id);
+            }
             return;
         };
         drop(zones);
@@ -207,37 +221,36 @@ impl Engine {
             true => 0,
             false => self
                 .store
-                .with_entry(&key, |e| entry_digest(&key, e))
+                .with_entry(key, |e| entry_digest(key, e))
                 .unwrap_or(0),
         };
-        let state = self.names.entry_ref(&key[..]).or_default();
+        let id = self.names.entry(key);
+        let state = self.names.state_mut(id);
         let was = std::mem::replace(&mut state.published, entry.is_some());
         let below = state.below;
-        if state.is_idle() {
-            self.names.remove(&key);
-        }
+        self.names.forget_if_idle(id);
         let new = match entry {
             Some(entry) => {
                 let digest = match self.rebuilding {
                     true => 0,
-                    false => entry_digest(&key, &entry),
+                    false => entry_digest(key, &entry),
                 };
                 if !was {
                     self.published += 1;
-                    self.adjust_ancestors(&key, zone.key(), 1);
+                    self.adjust_ancestors(key, zone.key(), 1);
                 }
-                self.store.insert(&key, &entry);
+                self.store.insert(key, &entry);
                 digest
             }
             None => {
                 if was {
                     self.published -= 1;
-                    self.adjust_ancestors(&key, zone.key(), -1);
+                    self.adjust_ancestors(key, zone.key(), -1);
                 }
                 if below > 0 {
-                    self.store.insert(&key, []);
+                    self.store.insert(key, []);
                 } else {
-                    self.store.remove(&key);
+                    self.store.remove(key);
                 }
                 0
             }
@@ -252,15 +265,13 @@ impl Engine {
         let mut at = 1 + key[0] as usize;
         while at < key.len() && key.len() - at > apex.len() {
             let ancestor = &key[at..];
-            // By slice: the key is copied only when the ancestor is new.
-            let state = self.names.entry_ref(ancestor).or_default();
+            let id = self.names.entry(ancestor);
+            let state = self.names.state_mut(id);
             let before = state.below;
             state.below = before.saturating_add_signed(delta);
             let after = state.below;
             let published = state.published;
-            if state.is_idle() {
-                self.names.remove(ancestor);
-            }
+            self.names.forget_if_idle(id);
             if !published {
                 if before == 0 && after > 0 {
                     self.store.insert(ancestor, []);
@@ -275,7 +286,7 @@ impl Engine {
     /// Names claimed by more than one owner.
     pub fn conflicts(&self) -> Vec<Conflict> {
         let mut out = Vec::new();
-        for (key, state) in &self.names {
+        for (key, state) in self.names.iter() {
             let Some(winner) = state.claimants.first() else {
                 continue;
             };
@@ -320,20 +331,6 @@ impl Engine {
             problems: self.problems.values().map(Vec::len).sum(),
         }
     }
-}
-
-/// The keys of an owner's names, stored back to back (see `Engine::owned`).
-pub(super) fn keys(concatenated: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut rest = concatenated;
-    std::iter::from_fn(move || {
-        let mut at = 0;
-        while *rest.get(at)? != 0 {
-            at += 1 + rest[at] as usize;
-        }
-        let (key, tail) = rest.split_at(at + 1);
-        rest = tail;
-        Some(key)
-    })
 }
 
 pub(super) fn describe_problem(p: &NameProblem) -> String {

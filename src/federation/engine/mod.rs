@@ -8,6 +8,7 @@
 //! - `slices`: per-cluster slices, member liveness and topology;
 //! - `compute`: what one owner claims now (the inputs handed to [`crate::federation::records`]);
 //! - `claims`: claims per name, conflicts, empty non-terminal counts, rendering into the store;
+//! - `names`: every known name's state, by key (keys held once, owners hold ids);
 //! - `zones`: the zone table, generated SOA/NS, serials;
 //! - `rebuild`: recomputing everything against a new zone table;
 //! - `explain` and `status`: what `fedns explain` and the status writer read.
@@ -37,6 +38,7 @@ pub(super) type HashSet<K> = std::collections::HashSet<K, foldhash::fast::Random
 mod claims;
 mod compute;
 mod explain;
+mod names;
 mod rebuild;
 mod slices;
 mod status;
@@ -129,6 +131,9 @@ impl NameState {
     }
 }
 
+/// One of several owners claiming a name, with its rendered entry.
+type Contender = (Arc<Owner>, Box<[u8]>);
+
 /// The owners claiming one name.
 #[derive(Debug, Default)]
 enum Claimants {
@@ -137,8 +142,13 @@ enum Claimants {
     /// One owner (nearly every name): its rendered entry is the store's, not kept twice.
     One(Arc<Owner>),
     /// Several owners, sorted (the first is served), each with its rendered entry, so the next
-    /// one can be served at once when the first goes.
-    Many(Vec<(Arc<Owner>, Box<[u8]>)>),
+    /// one can be served at once when the first goes. Boxed: rare, and the state of every other
+    /// name stays small (16 bytes instead of 24).
+    #[allow(
+        clippy::box_collection,
+        reason = "one pointer in every name's state, not three"
+    )]
+    Many(Box<Vec<Contender>>),
 }
 
 impl Claimants {
@@ -151,7 +161,7 @@ impl Claimants {
     }
 
     /// The owners whose claim is not served.
-    fn rejected(&self) -> &[(Arc<Owner>, Box<[u8]>)] {
+    fn rejected(&self) -> &[Contender] {
         match self {
             Claimants::Many(list) => list.get(1..).unwrap_or_default(),
             _ => &[],
@@ -220,13 +230,11 @@ pub struct Engine {
     slices: BTreeMap<String, ClusterSlice>,
     static_zones: Vec<StaticZone>,
     hosts: HashMap<String, ResolvedHost>,
-    /// Every name claimed, published or an empty non-terminal: one entry per name, its key held
-    /// once (at 260,000 names each byte per name is 260 KB). hashbrown's map for `entry_ref`: a
-    /// key is copied only when its name is new.
-    names: hashbrown::HashMap<Box<[u8]>, NameState, foldhash::fast::RandomState>,
-    /// Per owner, the keys of the names it claims, back to back (each key ends with its root
-    /// label): one allocation per owner instead of one per name.
-    owned: HashMap<Arc<Owner>, Box<[u8]>>,
+    /// Every name claimed, published or an empty non-terminal: one state per name, its key held
+    /// once (at 260,000 names each byte per name is 260 KB).
+    names: names::Names,
+    /// Per owner, the ids of the names it claims: one allocation per owner, 4 bytes per name.
+    owned: HashMap<Arc<Owner>, Box<[names::NameId]>>,
     /// Names published with data (not empty non-terminals).
     published: usize,
     /// Problems per owner (invalid labels, record errors) from the last computation.
@@ -266,7 +274,7 @@ impl Engine {
             slices: BTreeMap::new(),
             static_zones: Vec::new(),
             hosts: HashMap::default(),
-            names: hashbrown::HashMap::default(),
+            names: names::Names::default(),
             owned: HashMap::default(),
             published: 0,
             problems: BTreeMap::new(),

@@ -26,8 +26,8 @@ impl Engine {
         };
         self.store.set_zones(table);
         // Every name in the store now: published, or an empty non-terminal.
-        let before: Vec<Box<[u8]>> = self.names.drain().map(|(key, _)| key).collect();
-        self.names.reserve(before.len());
+        let known = self.names.len();
+        let before = std::mem::replace(&mut self.names, super::names::Names::with_capacity(known));
         self.rebuilding = true;
         self.owned.clear();
         self.published = 0;
@@ -115,15 +115,16 @@ impl Engine {
         }
         self.recompute_all(self.computed_owners(), now);
         self.rebuilding = false;
-        for key in before {
+        for key in before.keys() {
             if !self
                 .names
-                .get(&key)
+                .get(key)
                 .is_some_and(|s| s.published || s.below > 0)
             {
-                self.store.remove(&key);
+                self.store.remove(key);
             }
         }
+        drop(before);
         for key in fresh {
             self.dirty_zones.remove(&key);
         }

@@ -23,14 +23,16 @@ impl Engine {
         let Some(owned) = self.owned.get(owner) else {
             return Vec::new();
         };
-        super::claims::keys(owned)
-            .filter(|key| {
+        owned
+            .iter()
+            .filter(|&&id| {
                 self.names
-                    .get(*key)
-                    .and_then(|s| s.claimants.first())
+                    .state(id)
+                    .claimants
+                    .first()
                     .is_some_and(|winner| **winner != *owner)
             })
-            .map(key_to_text)
+            .map(|&id| key_to_text(self.names.key(id)))
             .collect()
     }
 
