@@ -22,8 +22,9 @@ pub(super) struct ClusterSlice {
     pub(super) endpoints: HashMap<ObjectKey, EndpointsState>,
     pub(super) ingresses: HashMap<ObjectKey, LoadBalancer>,
     pub(super) nodes: HashMap<String, NodeTopology>,
-    /// Ready endpoints per Service from its EndpointSlices: slice name → ready.
-    pub(super) slices_by_service: HashMap<ObjectKey, HashMap<String, u32>>,
+    /// Ready endpoints per Service from its EndpointSlices: slice name, ready. A list: a Service
+    /// has one slice or a few (one per 100 endpoints), and a map per Service cost ~150 bytes.
+    pub(super) slices_by_service: HashMap<ObjectKey, Vec<(Box<str>, u32)>>,
     pub(super) zones: BTreeSet<String>,
     pub(super) region: Option<String>,
     /// Load-balancer hostnames referenced by this slice's Services and Ingresses, with counts.
@@ -43,7 +44,7 @@ impl ClusterSlice {
 
     pub(super) fn ready_endpoints(&self, service: &ObjectKey) -> u32 {
         match self.slices_by_service.get(service) {
-            Some(slices) if !slices.is_empty() => slices.values().sum(),
+            Some(slices) if !slices.is_empty() => slices.iter().map(|(_, ready)| ready).sum(),
             // Services without any EndpointSlice fall back to core/v1 Endpoints.
             _ => self.endpoints.get(service).map_or(0, |e| e.ready),
         }
@@ -67,10 +68,15 @@ impl ClusterSlice {
                     self.unindex_slice(&key, &old, touched);
                 }
                 let service = Self::service_of_slice(&key, &eps);
-                self.slices_by_service
-                    .entry(service.clone())
-                    .or_default()
-                    .insert(key.name.clone(), eps.ready);
+                let slices = self.slices_by_service.entry(service.clone()).or_default();
+                match slices.iter_mut().find(|(name, _)| **name == *key.name) {
+                    Some((_, ready)) => *ready = eps.ready,
+                    None => {
+                        // Exact: most Services have one slice.
+                        slices.reserve_exact(1);
+                        slices.push((key.name.as_str().into(), eps.ready));
+                    }
+                }
                 touched.services.insert(service);
                 self.endpoint_slices.insert(key, eps);
             }
@@ -101,7 +107,7 @@ impl ClusterSlice {
     ) {
         let service = Self::service_of_slice(key, eps);
         if let Some(slices) = self.slices_by_service.get_mut(&service) {
-            slices.remove(&key.name);
+            slices.retain(|(name, _)| **name != *key.name);
             if slices.is_empty() {
                 self.slices_by_service.remove(&service);
             }

@@ -542,6 +542,46 @@ fn synced_is_published_only_with_the_records_it_covers() {
     assert!(engine.store().is_synced());
 }
 
+/// A Service with several EndpointSlices is healthy while any of them has a ready endpoint; each
+/// slice's update and deletion counts on its own.
+#[test]
+fn a_service_is_healthy_while_any_of_its_slices_has_ready_endpoints() {
+    let mut f = Fixture::new();
+    f.service("c1", "nginx", "10.20.30.1");
+    let slice = |f: &mut Fixture, name: &str, ready: u32| {
+        f.send(SourceEvent::ApplyMember(
+            "c1".into(),
+            MemberObject::EndpointSlice(
+                ObjectKey::new("test", name),
+                EndpointsState {
+                    service: "nginx".into(),
+                    ready,
+                },
+            ),
+        ))
+    };
+    slice(&mut f, "nginx-a", 0);
+    slice(&mut f, "nginx-b", 2);
+    assert_eq!(f.answer(G), "NoError A 10.20.30.1");
+    slice(&mut f, "nginx-a", 0);
+    assert_eq!(
+        f.answer(G),
+        "NoError A 10.20.30.1",
+        "nginx-b is still ready"
+    );
+    slice(&mut f, "nginx-b", 0);
+    assert_eq!(f.answer(G), "NXDomain", "no slice has a ready endpoint");
+    slice(&mut f, "nginx-a", 1);
+    assert_eq!(f.answer(G), "NoError A 10.20.30.1");
+    f.send(SourceEvent::DeleteMember(
+        "c1".into(),
+        MemberObjectId::EndpointSlice(ObjectKey::new("test", "nginx-a")),
+    ));
+    assert_eq!(f.answer(G), "NXDomain", "the ready slice is gone");
+    slice(&mut f, "nginx-b", 3);
+    assert_eq!(f.answer(G), "NoError A 10.20.30.1");
+}
+
 #[test]
 fn relist_of_one_kind_replaces_only_that_kind() {
     let mut f = Fixture::new();
