@@ -5,7 +5,7 @@ use super::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::dns::store::EntryBuilder;
+use crate::dns::store::{EntryBuilder, ZoneTable};
 use crate::dns::variants::{self, VariantBody};
 use crate::dns::wire::rtype;
 use crate::federation::locality::Localized;
@@ -20,71 +20,83 @@ type Key = Box<[u8]>;
 /// A rendered store entry.
 type Entry = Box<[u8]>;
 
+/// What one owner claims after a computation, rendered: name keys with their entries, and the
+/// problems found. Made from the model alone, so batches of owners can be prepared in parallel.
+pub(super) struct Prepared {
+    claims: Vec<(Key, Entry)>,
+    problems: Vec<String>,
+}
+
 impl Engine {
     /// Recomputes computed owners and publishes the differences, a batch at a time: a batch
     /// reads the model (one view of the members for all of it), then writes its claims.
+    ///
+    /// Before the store first syncs (nothing is answered yet, so no answer worker waits for a
+    /// core) and with a second core, two halves of each round of batches are computed and
+    /// rendered on two threads; claiming stays on this one. Once serving, a recomputation stays on
+    /// the engine's thread and leaves the other cores to the answer workers.
     pub(super) fn recompute_all(&mut self, owners: Vec<Owner>, now: Instant) {
         /// Owners per batch: the members are viewed once per batch, and a batch's computed
         /// records (about 2 KB per owner) are held until they are claimed.
         const BATCH: usize = 256;
+        let lanes = match self.store.is_synced() || owners.len() < 2 * BATCH {
+            true => 1,
+            false => std::thread::available_parallelism().map_or(1, |n| n.get().min(2)),
+        };
         let total = owners.len();
         let names_before = self.names.len();
         let mut done = 0;
         let mut owners = owners.into_iter().peekable();
         while owners.peek().is_some() {
-            if done == BATCH && total > done {
-                // Room for the rest, extrapolated from the first batch: the name map and the
+            if done > 0 && done <= BATCH * lanes && total > done {
+                // Room for the rest, extrapolated from the first round: the name map and the
                 // store's staged changes grow once instead of doubling their way up.
                 let added = self.names.len().saturating_sub(names_before);
                 let more = added * (total - done) / done;
                 self.names.reserve(more);
                 self.store.reserve(more);
             }
-            let batch: Vec<Owner> = owners.by_ref().take(BATCH).collect();
-            done += batch.len();
-            let computed: Vec<_> = {
-                let views = self.member_views(now);
-                batch
-                    .iter()
-                    .map(|owner| self.compute_with(owner, &views, Reported::Holders))
-                    .collect()
+            let round: Vec<Owner> = owners.by_ref().take(BATCH * lanes).collect();
+            done += round.len();
+            let prepared = match lanes {
+                1 => self.prepare(&round, now),
+                _ => {
+                    let (first, second) = round.split_at(round.len() / 2);
+                    let this = &*self;
+                    std::thread::scope(|scope| {
+                        let other = scope.spawn(|| this.prepare(second, now));
+                        let mut prepared = this.prepare(first, now);
+                        prepared.extend(other.join().expect("preparing claims does not panic"));
+                        prepared
+                    })
+                }
             };
-            for (owner, computed) in batch.into_iter().zip(computed) {
-                self.claim_computed(owner, computed);
+            for (owner, prepared) in round.into_iter().zip(prepared) {
+                self.apply_prepared(owner, prepared);
             }
         }
     }
 
+    /// Computes and renders what each of `owners` claims (`None`: the owner no longer exists).
+    fn prepare(&self, owners: &[Owner], now: Instant) -> Vec<Option<Prepared>> {
+        let views = self.member_views(now);
+        let zones = self.store.zones();
+        owners
+            .iter()
+            .map(|owner| {
+                let computed = self.compute_with(owner, &views, Reported::Holders);
+                prepare_claims(&zones, computed)
+            })
+            .collect()
+    }
+
     /// Publishes what `owner` claims after a computation, and its problems.
-    fn claim_computed(&mut self, owner: Owner, computed: Result<Option<Computed>, NameError>) {
+    fn apply_prepared(&mut self, owner: Owner, prepared: Option<Prepared>) {
         self.status_dirty.insert(owner.clone());
-        let (claims, problems) = match computed {
-            Ok(Some(computed)) => {
-                let zones = self.store.zones();
-                let mut problems: Vec<String> =
-                    computed.problems.iter().map(describe_problem).collect();
-                let mut claims = Vec::with_capacity(computed.records.len());
-                let mut localized = computed.localized;
-                for record in computed.records {
-                    let key = naming::wire_key(&record.name);
-                    if zones.find(&key).is_none() {
-                        problems.push(format!(
-                            "{} is outside every served zone: not answered",
-                            record.name
-                        ));
-                        continue;
-                    }
-                    let claim = match localized.take_if(|(name, _)| *name == record.name) {
-                        Some((_, answers)) => Claim::Localized(record.data, Box::new(answers)),
-                        None => Claim::Record(record.data),
-                    };
-                    claims.push((key, render(&claim)));
-                }
-                (claims, problems)
-            }
-            Ok(None) => (Vec::new(), Vec::new()),
-            Err(error) => (Vec::new(), vec![error.to_string()]),
-        };
+        let Prepared { claims, problems } = prepared.unwrap_or(Prepared {
+            claims: Vec::new(),
+            problems: Vec::new(),
+        });
         if problems.is_empty() {
             self.problems.remove(&owner);
         } else {
@@ -331,6 +343,43 @@ impl Engine {
             problems: self.problems.values().map(Vec::len).sum(),
         }
     }
+}
+
+/// Renders a computation's records into claims (names outside every served zone are reported,
+/// not claimed). `None`: the owner no longer exists.
+fn prepare_claims(
+    zones: &ZoneTable,
+    computed: Result<Option<Computed>, NameError>,
+) -> Option<Prepared> {
+    let computed = match computed {
+        Ok(Some(computed)) => computed,
+        Ok(None) => return None,
+        Err(error) => {
+            return Some(Prepared {
+                claims: Vec::new(),
+                problems: vec![error.to_string()],
+            });
+        }
+    };
+    let mut problems: Vec<String> = computed.problems.iter().map(describe_problem).collect();
+    let mut claims = Vec::with_capacity(computed.records.len());
+    let mut localized = computed.localized;
+    for record in computed.records {
+        let key = naming::wire_key(&record.name);
+        if zones.find(&key).is_none() {
+            problems.push(format!(
+                "{} is outside every served zone: not answered",
+                record.name
+            ));
+            continue;
+        }
+        let claim = match localized.take_if(|(name, _)| *name == record.name) {
+            Some((_, answers)) => Claim::Localized(record.data, Box::new(answers)),
+            None => Claim::Record(record.data),
+        };
+        claims.push((key, render(&claim)));
+    }
+    Some(Prepared { claims, problems })
 }
 
 pub(super) fn describe_problem(p: &NameProblem) -> String {

@@ -13,7 +13,9 @@
 //! - `rebuild`: recomputing everything against a new zone table;
 //! - `explain` and `status`: what `fedns explain` and the status writer read.
 //!
-//! The engine is synchronous and does no I/O: no sockets, no `kube::Client`, no tasks.
+//! The engine is synchronous and does no I/O: no sockets, no `kube::Client`, no tasks. The one
+//! exception to "one thread" is the first load: until the store first syncs, big recomputations
+//! prepare their records on two scoped threads (see `claims::recompute_all`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

@@ -542,6 +542,74 @@ fn synced_is_published_only_with_the_records_it_covers() {
     assert!(engine.store().is_synced());
 }
 
+/// The first load of many records is computed in parallel batches (with two cores or more) and
+/// claimed in order: every record gets its own names and data, none another's.
+#[test]
+fn a_large_first_load_gives_every_record_its_own_answer() {
+    const RECORDS: usize = 1_500;
+    let mut f = Fixture {
+        engine: Engine::new(Arc::new(RecordStore::new()), Settings::default()),
+        now: Instant::now(),
+        unix: 1_800_000_000,
+    };
+    f.domain(None);
+    f.member("c1", "us", "us1");
+    f.member("c2", "eu", "eu1");
+    let ip = |i: usize| format!("10.{}.{}.1", i / 256, i % 256);
+    for i in 0..RECORDS {
+        let name = format!("svc-{i}");
+        let record = crate::federation::records::tests::record(&name);
+        f.engine.apply(
+            SourceEvent::ApplyFederation(FederationObject::ServiceRecord(record)),
+            f.now,
+        );
+        let cluster = ["c1", "c2"][i % 2];
+        let service = MemberObject::Service(
+            ObjectKey::new("test", &name),
+            ServiceState {
+                load_balancer: LoadBalancer {
+                    ips: vec![ip(i).parse().unwrap()],
+                    hostnames: vec![],
+                },
+            },
+        );
+        let slice = MemberObject::EndpointSlice(
+            ObjectKey::new("test", format!("{name}-abc")),
+            EndpointsState {
+                service: name.clone(),
+                ready: 1,
+            },
+        );
+        for object in [service, slice] {
+            f.engine
+                .apply(SourceEvent::ApplyMember(cluster.into(), object), f.now);
+        }
+    }
+    f.engine.apply(SourceEvent::Synced, f.now);
+    assert!(!f.engine.store().is_synced());
+    f.flush();
+    assert!(f.engine.store().is_synced());
+    for i in (0..RECORDS).step_by(7) {
+        let global = format!("svc-{i}.test.galactic.svc.example.com.");
+        assert_eq!(
+            f.answer(&global),
+            format!("NoError A {}", ip(i)),
+            "{global}"
+        );
+        let served = f
+            .engine
+            .explain(&global, f.now)
+            .served
+            .map(|(owner, _)| owner);
+        let owner = Owner::Service(ObjectKey::new("test", format!("svc-{i}")));
+        assert_eq!(served, Some(owner), "{global}");
+        let region = ["us", "eu"][i % 2];
+        let regional = format!("svc-{i}.test.galactic.svc.{region}.example.com.");
+        assert_eq!(f.answer(&regional), format!("NoError A {}", ip(i)));
+    }
+    assert_eq!(f.engine.counts().service_records, RECORDS);
+}
+
 /// A Service with several EndpointSlices is healthy while any of them has a ready endpoint; each
 /// slice's update and deletion counts on its own.
 #[test]
