@@ -63,10 +63,19 @@ impl Engine {
                 _ => {
                     let (first, second) = round.split_at(round.len() / 2);
                     let this = &*self;
+                    // The helper logs where this thread does (record problems, oversized tables).
+                    let dispatch = tracing::dispatcher::get_default(Clone::clone);
                     std::thread::scope(|scope| {
-                        let other = scope.spawn(|| this.prepare(second, now));
+                        let other = scope.spawn(|| {
+                            tracing::dispatcher::with_default(&dispatch, || {
+                                this.prepare(second, now)
+                            })
+                        });
                         let mut prepared = this.prepare(first, now);
-                        prepared.extend(other.join().expect("preparing claims does not panic"));
+                        let rest = other
+                            .join()
+                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                        prepared.extend(rest);
                         prepared
                     })
                 }
