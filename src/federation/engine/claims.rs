@@ -22,7 +22,8 @@ type Entry = Box<[u8]>;
 
 /// What one owner claims after a computation, rendered: name keys with their entries, and the
 /// problems found. Made from the model alone, so batches of owners can be prepared in parallel.
-pub(super) struct Prepared {
+#[derive(Default)]
+struct Prepared {
     claims: Vec<(Key, Entry)>,
     problems: Vec<String>,
 }
@@ -102,10 +103,7 @@ impl Engine {
     /// Publishes what `owner` claims after a computation, and its problems.
     fn apply_prepared(&mut self, owner: Owner, prepared: Option<Prepared>) {
         self.status_dirty.insert(owner.clone());
-        let Prepared { claims, problems } = prepared.unwrap_or(Prepared {
-            claims: Vec::new(),
-            problems: Vec::new(),
-        });
+        let Prepared { claims, problems } = prepared.unwrap_or_default();
         if problems.is_empty() {
             self.problems.remove(&owner);
         } else {

@@ -175,10 +175,9 @@ impl DirectorySnapshot {
 ///
 /// File-system events trigger a rescan after 50 ms of quiet; a stat-only rescan also runs every
 /// 30 s (every 2 s when the watcher cannot start, and once at start, for changes made since
-/// [`load`]) in case events are missed. Only changed
-/// files are re-read, once they have not been modified for 50 ms, and only objects whose value
-/// changed are sent. If `dir` is not the snapshot's directory, the first rescan turns the snapshot into
-/// `dir`'s contents.
+/// [`load`]) in case events are missed. Only changed files are re-read, once they have not been
+/// modified for 50 ms, and only objects whose value changed are sent. If `dir` is not the
+/// snapshot's directory, the first rescan turns the snapshot into `dir`'s contents.
 pub async fn watch(
     dir: impl Into<PathBuf>,
     snapshot: DirectorySnapshot,
@@ -195,9 +194,9 @@ pub async fn watch(
     let (notify_tx, mut notify_rx) = mpsc::unbounded_channel();
     // Dropping the watcher stops it, so it lives as long as this function.
     let watcher = start_file_watcher(&snapshot.root, notify_tx);
-    let every = match watcher {
-        Some(_) => WATCHED_RESCAN_INTERVAL,
-        None => RESCAN_INTERVAL,
+    let every = match watcher.is_some() {
+        true => WATCHED_RESCAN_INTERVAL,
+        false => RESCAN_INTERVAL,
     };
     let mut poll = tokio::time::interval(every);
     poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
